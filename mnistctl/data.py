@@ -1,0 +1,516 @@
+"""MNIST files: where they live, where they come from, how they are verified, read and batched.
+
+Downloading never imports torch; reading the IDX files into tensors does (lazily).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import http.client
+import os
+import socket
+import struct
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnistctl.errors import MnistctlError
+from mnistctl.fsutil import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class MnistFile:
+    """One of the four files: its name without ``.gz`` and the sha256/size of its decompressed content."""
+
+    name: str
+    sha256: str
+    size: int
+
+    @property
+    def gz_name(self) -> str:
+        return self.name + ".gz"
+
+
+MNIST_FILES: tuple[MnistFile, ...] = (
+    MnistFile(
+        "train-images-idx3-ubyte",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        47040016,
+    ),
+    MnistFile("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008),
+    MnistFile("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016),
+    MnistFile("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10008),
+)
+
+PUBLIC_MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+TIMEOUT_S = 10.0  # connect and per-read timeout of one HTTP request
+RETRIES = 3  # attempts per file and source for transient failures (timeouts, resets, 5xx)
+BACKOFF_S = 0.5  # first wait between attempts; doubles each time
+CHUNK = 1 << 16
+OFFLINE_HINT = (
+    "point --mirror or MNISTCTL_MIRROR at a directory, file:// URL or http(s) URL that holds the four "
+    "MNIST .gz files (e.g. --mirror ~/Downloads/mnist)"
+)
+
+
+def default_data_dir() -> Path:
+    """``$MNISTCTL_DATA_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/mnistctl``."""
+    env = os.environ.get("MNISTCTL_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "mnistctl"
+
+
+def raw_dir(data_dir: str | os.PathLike[str]) -> Path:
+    """``<data-dir>/MNIST/raw``: torchvision's layout, so ``torchvision.datasets.MNIST(data_dir)`` reads it."""
+    return Path(data_dir).expanduser() / "MNIST" / "raw"
+
+
+# --------------------------------------------------------------------------------------------- checking
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_valid(path: Path, spec: MnistFile) -> bool:
+    """True when ``path`` holds exactly the decompressed content ``spec`` describes."""
+    try:
+        return path.stat().st_size == spec.size and sha256_file(path) == spec.sha256
+    except OSError:
+        return False
+
+
+@dataclass
+class FileStatus:
+    name: str
+    path: str
+    present: bool
+
+
+def check_files(data_dir: str | os.PathLike[str], files: Sequence[MnistFile] | None = None) -> list[FileStatus]:
+    files = MNIST_FILES if files is None else files
+    rd = raw_dir(data_dir)
+    return [FileStatus(f.name, str(rd / f.name), is_valid(rd / f.name, f)) for f in files]
+
+
+# --------------------------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Source:
+    """A place the .gz files may be fetched from: an http(s) base URL or a local directory."""
+
+    spec: str
+    url: str | None = None
+    directory: Path | None = None
+    dead: str | None = None  # why this source is skipped for the remaining files
+
+    @classmethod
+    def parse(cls, spec: str) -> Source:
+        parsed = urllib.parse.urlparse(spec)
+        if parsed.scheme in ("http", "https"):
+            return cls(spec, url=spec if spec.endswith("/") else spec + "/")
+        if parsed.scheme == "file":
+            return cls(spec, directory=Path(urllib.request.url2pathname(parsed.path)))
+        if parsed.scheme and len(parsed.scheme) > 1:  # a one-letter scheme is a Windows drive
+            raise MnistctlError(
+                f"unsupported mirror {spec!r}", "use an http(s):// URL, a file:// URL or a directory path"
+            )
+        return cls(spec, directory=Path(spec).expanduser())
+
+    def location(self, f: MnistFile) -> str:
+        if self.url is not None:
+            return self.url + f.gz_name
+        assert self.directory is not None
+        return str(self.directory / f.gz_name)
+
+
+def mirror_sources(mirror: str | None = None) -> list[Source]:
+    """The sources in the order they are tried: ``mirror`` (or ``$MNISTCTL_MIRROR``), then the public ones."""
+    first = mirror or os.environ.get("MNISTCTL_MIRROR") or None
+    specs = ([first] if first else []) + list(PUBLIC_MIRRORS)
+    return [Source.parse(s) for s in specs]
+
+
+# --------------------------------------------------------------------------------------------- progress
+
+
+class DownloadProgress:
+    """Receives download events; the default does nothing. ``report`` supplies a Rich one."""
+
+    def start(self, name: str, source: str, total: int | None, done: int = 0) -> None: ...
+
+    def advance(self, name: str, nbytes: int) -> None: ...
+
+    def finish(self, name: str, status: str) -> None: ...
+
+
+@dataclass
+class FileResult:
+    file: str
+    status: str  # "present" | "downloaded" | "failed"
+    source: str | None = None
+    bytes: int | None = None  # size of the .gz that was kept
+    sha256: str | None = None  # of the decompressed content
+    path: str | None = None
+    tried: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DownloadError(MnistctlError):
+    def __init__(self, message: str, hint: str, results: list[FileResult]) -> None:
+        super().__init__(message, hint)
+        self.results = results
+
+
+class _Transient(Exception):
+    """A failure worth retrying from the same source (timeout, reset, short read, 5xx)."""
+
+
+class _Unreachable(Exception):
+    """The source cannot be reached at all (no DNS, connection refused): skip it for every file."""
+
+
+class _Missing(Exception):
+    """The source answered but does not have the file (404 and other 4xx)."""
+
+
+# --------------------------------------------------------------------------------------------- fetching
+
+
+def _fetch_http(url: str, part: Path, name: str, progress: DownloadProgress, source: str) -> None:
+    """Download ``url`` into ``part``, resuming from the bytes already there when the server allows it."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "mnistctl"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # our partial file is already complete, or bogus: restart it
+            part.unlink(missing_ok=True)
+            raise _Transient("range not satisfiable; restarting") from exc
+        if exc.code >= 500 or exc.code == 429:
+            raise _Transient(f"HTTP {exc.code}") from exc
+        raise _Missing(f"HTTP {exc.code}") from exc
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            raise _Transient("timed out") from exc
+        if isinstance(reason, socket.gaierror):
+            raise _Unreachable("host not found") from exc
+        if isinstance(reason, ConnectionRefusedError):
+            raise _Unreachable("connection refused") from exc
+        raise _Unreachable(str(reason)) from exc
+    except TimeoutError as exc:
+        raise _Transient("timed out") from exc
+    except (ConnectionError, http.client.HTTPException) as exc:
+        raise _Transient(type(exc).__name__) from exc
+    with resp:
+        if have and resp.status == 206:
+            mode = "ab"
+        else:  # the server ignored the Range header: start again
+            mode, have = "wb", 0
+        length = resp.headers.get("Content-Length")
+        expected = int(length) if length and length.isdigit() else None
+        progress.start(name, source, None if expected is None else have + expected, have)
+        got = 0
+        try:
+            with open(part, mode) as out:
+                while True:
+                    block = resp.read(CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    got += len(block)
+                    progress.advance(name, len(block))
+        except TimeoutError as exc:
+            raise _Transient("timed out while reading") from exc
+        except (ConnectionError, http.client.HTTPException) as exc:
+            raise _Transient(f"connection broke: {type(exc).__name__}") from exc
+        if expected is not None and got < expected:
+            raise _Transient(f"connection closed after {have + got} of {have + expected} bytes")
+
+
+def _fetch_file(path: Path, part: Path, name: str, progress: DownloadProgress, source: str) -> None:
+    try:
+        src = open(path, "rb")  # noqa: SIM115 - closed by the with-block below
+    except FileNotFoundError as exc:
+        raise _Missing("no such file") from exc
+    except IsADirectoryError as exc:
+        raise _Missing("is a directory") from exc
+    except OSError as exc:
+        raise _Missing(exc.strerror or str(exc)) from exc
+    with src, open(part, "wb") as out:
+        progress.start(name, source, os.fstat(src.fileno()).st_size)
+        for block in iter(lambda: src.read(1 << 20), b""):
+            out.write(block)
+            progress.advance(name, len(block))
+
+
+def _install_from_gz(gz: Path, spec: MnistFile, rd: Path, keep_gz_as: Path | None) -> str | None:
+    """Decompress ``gz`` and install the result as ``rd/spec.name`` if its sha256 matches.
+
+    Returns None on success, else why it was rejected. ``keep_gz_as``: where to move the verified .gz.
+    """
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with atomic_path(rd / spec.name) as tmp:
+            try:
+                with gzip.open(gz, "rb") as src, open(tmp, "wb") as out:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        h.update(block)
+                        size += len(block)
+                        if size > spec.size:
+                            break
+                        out.write(block)
+            except (OSError, EOFError, zlib.error) as exc:
+                if getattr(exc, "errno", None) is not None:
+                    raise  # a real I/O error (disk full …), not a bad archive
+                raise _Rejected(f"not a valid gzip file ({exc})") from exc
+            if size != spec.size or h.hexdigest() != spec.sha256:
+                raise _Rejected("checksum mismatch")
+            if keep_gz_as is not None:
+                os.replace(gz, keep_gz_as)
+    except _Rejected as exc:
+        return str(exc)
+    return None
+
+
+class _Rejected(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _dir_lock(rd: Path) -> Iterator[None]:
+    """Serialise concurrent downloads into one directory (a second process waits for the first)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; temp names are still unique per process
+        yield
+        return
+    with open(rd / ".mnistctl-download.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _download_one(
+    spec: MnistFile,
+    rd: Path,
+    sources: list[Source],
+    progress: DownloadProgress,
+    sleep: Callable[[float], None],
+    force: bool,
+) -> FileResult:
+    target = rd / spec.name
+    gz = rd / spec.gz_name
+    part = rd / (spec.gz_name + ".part")
+    result = FileResult(spec.name, "failed", path=str(target))
+
+    # A verified .gz left by an earlier run that stopped before the raw file was in place.
+    if not force and gz.exists() and _install_from_gz(gz, spec, rd, None) is None:
+        result.status, result.source = "downloaded", str(gz)
+    else:
+        for source in sources:
+            where = source.location(spec)
+            if source.dead:
+                result.tried.append(f"{source.spec} ({source.dead})")
+                continue
+            resumed = source.url is not None and part.exists() and part.stat().st_size > 0
+            why = _fetch_from(source, spec, part, progress, sleep) or _install_from_gz(part, spec, rd, gz)
+            if why is not None and resumed and not source.dead:
+                # The partial file may have come from a mirror that compresses differently: start afresh.
+                part.unlink(missing_ok=True)
+                why = _fetch_from(source, spec, part, progress, sleep) or _install_from_gz(part, spec, rd, gz)
+            if why is None:
+                result.status, result.source = "downloaded", where
+                break
+            if why == "checksum mismatch" or why.startswith("not a valid gzip"):
+                part.unlink(missing_ok=True)  # a bad file is never kept; a partial one is, for resuming
+            result.tried.append(f"{source.spec} ({why})")
+    if result.status != "failed":
+        result.bytes = gz.stat().st_size if gz.exists() else None
+        result.sha256 = spec.sha256
+    progress.finish(spec.name, result.status)
+    return result
+
+
+def _fetch_from(
+    source: Source, spec: MnistFile, part: Path, progress: DownloadProgress, sleep: Callable[[float], None]
+) -> str | None:
+    """Fetch one file from one source into ``part``; return None on success, else the reason it failed."""
+    where = source.location(spec)
+    if source.directory is not None:
+        part.unlink(missing_ok=True)
+        try:
+            _fetch_file(Path(where), part, spec.name, progress, source.spec)
+        except _Missing as exc:
+            return str(exc)
+        return None
+    delay = BACKOFF_S
+    for attempt in range(1, RETRIES + 1):
+        try:
+            _fetch_http(where, part, spec.name, progress, source.spec)
+            return None
+        except _Unreachable as exc:
+            source.dead = str(exc)
+            return str(exc)
+        except _Missing as exc:
+            part.unlink(missing_ok=True)
+            return str(exc)
+        except _Transient as exc:
+            if attempt == RETRIES:
+                return f"{exc}; gave up after {RETRIES} attempts"
+            sleep(delay)
+            delay *= 2
+    return "unreachable"  # pragma: no cover - the loop always returns
+
+
+def download_mnist(
+    data_dir: str | os.PathLike[str],
+    *,
+    mirror: str | None = None,
+    force: bool = False,
+    files: Sequence[MnistFile] | None = None,
+    progress: DownloadProgress | None = None,
+    sources: list[Source] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[FileResult]:
+    """Make sure the MNIST files are in ``<data_dir>/MNIST/raw``, verified; fetch what is missing.
+
+    Raises :class:`DownloadError` (carrying the per-file results) when some file could not be had.
+    """
+    files = MNIST_FILES if files is None else files
+    progress = progress or DownloadProgress()
+    sources = mirror_sources(mirror) if sources is None else sources
+    rd = raw_dir(data_dir)
+    try:
+        rd.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MnistctlError(
+            f"cannot create the data directory {rd}: {exc.strerror or exc}",
+            "choose another one with --data-dir or MNISTCTL_DATA_DIR",
+        ) from exc
+    results: list[FileResult] = []
+    with _dir_lock(rd):
+        for spec in files:
+            target = rd / spec.name
+            if not force and is_valid(target, spec) and (rd / spec.gz_name).exists():
+                gz_size = (rd / spec.gz_name).stat().st_size
+                results.append(FileResult(spec.name, "present", None, gz_size, spec.sha256, str(target)))
+                progress.finish(spec.name, "present")
+                continue
+            results.append(_download_one(spec, rd, sources, progress, sleep, force))
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        names = ", ".join(f"{r.file}.gz" for r in failed)
+        tried = list(dict.fromkeys(t for r in failed for t in r.tried)) or ["no source"]
+        raise DownloadError(
+            f"could not download {len(failed)} MNIST file(s) ({names}); tried {', '.join(tried)}",
+            OFFLINE_HINT,
+            results,
+        )
+    return results
+
+
+# --------------------------------------------------------------------------------------------- IDX reading
+
+_IDX_TYPES = {0x08: 1}  # unsigned byte; the only type MNIST uses
+
+
+def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read an IDX file (optionally gzipped) into a uint8 tensor, validating magic, dimensions and length."""
+    import torch
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(0)
+            if head == b"\x1f\x8b":
+                try:
+                    data = bytearray(gzip.GzipFile(fileobj=f).read())
+                except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                    raise MnistctlError(
+                        f"{path} is a damaged gzip file ({exc})",
+                        "run `mnistctl download --force` to fetch it again",
+                    ) from exc
+            else:
+                data = bytearray(f.read())
+    except FileNotFoundError as exc:
+        raise MnistctlError(f"{path} does not exist", "run `mnistctl download` first") from exc
+    except IsADirectoryError as exc:
+        raise MnistctlError(f"{path} is a directory, not an IDX file", "check the path") from exc
+    except OSError as exc:
+        raise MnistctlError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from exc
+    fix = "run `mnistctl download --force` to fetch it again"
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or not 1 <= data[3] <= 4:
+        raise MnistctlError(f"{path} is not an IDX file (wrong magic number {bytes(data[:4]).hex()})", fix)
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise MnistctlError(f"{path} is truncated (its header is incomplete)", fix)
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    count = 1
+    for d in dims:
+        count *= d
+    if len(data) != header + count:
+        state = "truncated" if len(data) < header + count else "longer than its header says"
+        raise MnistctlError(
+            f"{path} is {state}: {len(data) - header} data bytes for dimensions {'x'.join(map(str, dims))}",
+            fix,
+        )
+    return torch.frombuffer(data, dtype=torch.uint8, count=count, offset=header).view(*dims)
+
+
+def load_split(data_dir: str | os.PathLike[str], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N×28×28 uint8) and labels (N int64) of ``split`` ("train" or "test"), checked for consistency."""
+    rd = raw_dir(data_dir)
+    image_name, label_name = SPLIT_FILES[split]
+    images = read_idx(rd / image_name)
+    labels = read_idx(rd / label_name)
+    fix = "run `mnistctl download --force` to fetch the files again"
+    if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise MnistctlError(f"{rd / image_name} does not hold 28x28 images (its shape is {tuple(images.shape)})", fix)
+    if labels.dim() != 1:
+        raise MnistctlError(f"{rd / label_name} does not hold labels (its shape is {tuple(labels.shape)})", fix)
+    if len(images) != len(labels):
+        raise MnistctlError(
+            f"{rd / image_name} has {len(images)} images but {rd / label_name} has {len(labels)} labels", fix
+        )
+    if len(labels) and int(labels.max()) > 9:
+        raise MnistctlError(f"{rd / label_name} holds labels above 9, so it is not an MNIST label file", fix)
+    return images, labels.long()

@@ -1,0 +1,39 @@
+"""`mnistctl info`: what a user pastes into a bug report."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from mnistctl import __version__
+from mnistctl.checkpoint import default_model_path
+from mnistctl.data import check_files
+from mnistctl.runtime import Accelerators, describe_devices, resolve_device_name, versions
+
+
+def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, Any]:
+    import torch
+
+    acc = Accelerators.detect()
+    files = check_files(data_dir)
+    model = model_path or default_model_path()
+    try:
+        auto = resolve_device_name(os.environ.get("MNISTCTL_DEVICE") or "auto", acc)
+    except Exception as exc:  # a bad MNISTCTL_DEVICE is worth reporting, not failing on
+        auto = f"invalid MNISTCTL_DEVICE ({exc})"
+    return {
+        "mnistctl": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        **versions(),
+        "threads": torch.get_num_threads(),
+        "devices": describe_devices(acc),
+        "auto_device": auto,
+        "data_dir": str(data_dir),
+        "data_ok": all(f.present for f in files),
+        "data_files": [{"name": f.name, "path": f.path, "present": f.present} for f in files],
+        "model": {"path": str(model), "exists": model.is_file()},
+    }

@@ -1,0 +1,165 @@
+"""The device-aware core: which device, how many threads, seeds, autocast, and torchrun's environment.
+
+torch is imported inside the functions, never at module level, so importing this module is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mnistctl.errors import MnistctlError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+@dataclass(frozen=True)
+class Accelerators:
+    """What the machine offers: the number of CUDA devices (with names) and whether MPS works."""
+
+    cuda_names: tuple[str, ...] = ()
+    mps: bool = False
+
+    @classmethod
+    def detect(cls) -> Accelerators:
+        import torch
+
+        names: tuple[str, ...] = ()
+        if torch.cuda.is_available():
+            names = tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        mps_backend = getattr(torch.backends, "mps", None)
+        mps = bool(mps_backend is not None and mps_backend.is_available())
+        return cls(names, mps)
+
+    def available(self) -> list[str]:
+        return ["cpu"] + [f"cuda:{i}" for i in range(len(self.cuda_names))] + (["mps"] if self.mps else [])
+
+
+def resolve_device_name(spec: str | None, acc: Accelerators) -> str:
+    """Turn ``--device`` (or ``$MNISTCTL_DEVICE``) into a concrete device string, checked against ``acc``.
+
+    ``auto`` picks CUDA, then MPS, then CPU. Asking for a device that is not there is an error.
+    """
+    spec = (spec or os.environ.get("MNISTCTL_DEVICE") or "auto").strip().lower()
+    available = ", ".join(acc.available())
+    if spec == "auto":
+        if acc.cuda_names:
+            return "cuda:0"
+        return "mps" if acc.mps else "cpu"
+    if spec == "cpu":
+        return "cpu"
+    if spec == "mps":
+        if not acc.mps:
+            raise MnistctlError("device 'mps' is not available here", f"use one of: {available}")
+        return "mps"
+    if spec == "cuda" or spec.startswith("cuda:"):
+        index_text = spec.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise UsageError(f"invalid device {spec!r}", f"use {DEVICE_CHOICES}")
+        index = int(index_text)
+        if not acc.cuda_names:
+            raise MnistctlError(f"device {spec!r} is not available: no CUDA GPU found", f"use one of: {available}")
+        if index >= len(acc.cuda_names):
+            raise MnistctlError(
+                f"device {spec!r} is not available: only {len(acc.cuda_names)} CUDA GPU(s) found",
+                f"use one of: {available}",
+            )
+        return f"cuda:{index}"
+    raise UsageError(f"unknown device {spec!r}", f"use {DEVICE_CHOICES}")
+
+
+def select_device(spec: str | None = None) -> torch.device:
+    import torch
+
+    return torch.device(resolve_device_name(spec, Accelerators.detect()))
+
+
+def set_threads(threads: int | None) -> int:
+    """Use ``threads`` intra-op threads (default: torch's choice, one per physical core); return the count."""
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, not {threads}", "pass a positive number")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's generators (CPU and every GPU)."""
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
+    """The mixed-precision context for ``device``: bf16 on CPU and on GPUs that support it, else fp16."""
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+
+
+def amp_dtype(device: torch.device) -> torch.dtype:
+    import torch
+
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """torchrun's view of this process: global rank, number of processes, rank on this machine."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_info(environ: dict[str, str] | None = None) -> DistInfo:
+    """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as torchrun sets them (absent: one process)."""
+    env = os.environ if environ is None else environ
+    try:
+        return DistInfo(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
+    except ValueError as exc:
+        raise MnistctlError(f"torchrun's environment is malformed ({exc})", "start the command with torchrun") from exc
+
+
+def describe_devices(acc: Accelerators) -> list[dict[str, str]]:
+    """One row per device for ``mnistctl info``."""
+    rows = [{"device": "cpu", "name": "CPU"}]
+    rows += [{"device": f"cuda:{i}", "name": n} for i, n in enumerate(acc.cuda_names)]
+    if acc.mps:
+        rows.append({"device": "mps", "name": "Apple Metal (MPS)"})
+    return rows
+
+
+def versions(packages: Sequence[str] = ("torch", "torchvision")) -> dict[str, str | None]:
+    """Installed versions, read from package metadata (no import)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out

@@ -1,0 +1,140 @@
+"""The command-line spine: help, version, info, error conventions, and start-up without torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from mnistctl import __version__
+from mnistctl.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands_with_examples():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("download", "info"):
+        assert command in result.stdout
+    assert "Examples" in result.stdout and "mnistctl download --mirror" in result.stdout
+
+
+def test_no_arguments_shows_help_and_usage_exit_code():
+    result = runner.invoke(app, [])
+    assert result.exit_code == 2
+    assert "Usage" in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"mnistctl {__version__}"
+
+
+def test_unknown_option_is_a_usage_error():
+    result = runner.invoke(app, ["download", "--no-such-option"])
+    assert result.exit_code == 2
+    assert "No such option" in result.output
+
+
+def test_info_json(isolated_env):
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["mnistctl"] == __version__
+    assert info["torch"] and info["auto_device"] in ("cpu", "cuda:0", "mps")
+    assert info["devices"][0]["device"] == "cpu"
+    assert info["data_dir"] == os.environ["MNISTCTL_DATA_DIR"] and info["data_ok"] is False
+    assert info["model"] == {"path": os.environ["MNISTCTL_MODEL"], "exists": False}
+    assert info["threads"] >= 1
+
+
+def test_info_human_output():
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0
+    assert "torch" in result.stdout and "devices" in result.stdout and "incomplete" in result.stdout
+
+
+def test_bad_device_environment_is_reported_by_info(monkeypatch):
+    monkeypatch.setenv("MNISTCTL_DEVICE", "tpu")
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0
+    assert "invalid MNISTCTL_DEVICE" in json.loads(result.stdout)["auto_device"]
+
+
+def test_unexpected_exception_is_one_line_unless_debug(monkeypatch, tmp_path):
+    import mnistctl.info
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(mnistctl.info, "collect_info", boom)
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: unexpected RuntimeError: kaboom — run again with --debug for the traceback, and report it "
+        "with the output of `mnistctl info`"
+    ]
+    result = runner.invoke(app, ["--debug", "info"])
+    assert isinstance(result.exception, RuntimeError)
+
+
+def test_keyboard_interrupt_exits_130(monkeypatch):
+    import mnistctl.info
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mnistctl.info, "collect_info", interrupted)
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 130
+    assert result.stderr.startswith("Error: interrupted")
+
+
+TORCH_PROBE = """
+import sys
+sys.argv = ["mnistctl", *sys.argv[1:]]
+from mnistctl.cli import app
+try:
+    app()
+except SystemExit as exc:
+    code = exc.code
+print("torch-imported" if "torch" in sys.modules else "torch-free", code, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["download", "--help"], ["--version"], ["info", "--help"]])
+def test_help_and_version_do_not_import_torch(args):
+    proc = subprocess.run([sys.executable, "-c", TORCH_PROBE, *args], capture_output=True, text=True, timeout=60)
+    assert proc.stderr.strip().splitlines()[-1] == "torch-free 0", proc.stderr
+
+
+def test_download_does_not_import_torch(fake_mnist, tmp_path):
+    # The subprocess cannot see the monkeypatched checksums, so it fails verification: that is fine, the
+    # point is that the whole download path, success or failure, runs without torch.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TORCH_PROBE,
+            "download",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--mirror",
+            str(fake_mnist.directory),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stderr.strip().splitlines()[-1] == "torch-free 1", proc.stderr
+    assert "checksum mismatch" in proc.stderr
+
+
+def test_python_dash_m_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "mnistctl", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"mnistctl {__version__}"

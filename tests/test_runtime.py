@@ -1,0 +1,82 @@
+"""Device selection (with mocked availability), threads, torchrun's environment, autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistctl.errors import MnistctlError, UsageError
+from mnistctl.runtime import Accelerators, autocast, dist_info, resolve_device_name, seed_everything
+
+CPU_ONLY = Accelerators()
+TWO_GPUS = Accelerators(cuda_names=("GPU A", "GPU B"))
+MAC = Accelerators(mps=True)
+
+
+@pytest.mark.parametrize(
+    ("spec", "acc", "expected"),
+    [
+        ("auto", CPU_ONLY, "cpu"),
+        ("auto", TWO_GPUS, "cuda:0"),
+        ("auto", MAC, "mps"),
+        ("auto", Accelerators(cuda_names=("G",), mps=True), "cuda:0"),
+        ("cpu", TWO_GPUS, "cpu"),
+        ("cuda", TWO_GPUS, "cuda:0"),
+        ("cuda:1", TWO_GPUS, "cuda:1"),
+        ("CUDA:1", TWO_GPUS, "cuda:1"),
+        ("mps", MAC, "mps"),
+        (None, CPU_ONLY, "cpu"),
+    ],
+)
+def test_resolve_device(spec, acc, expected):
+    assert resolve_device_name(spec, acc) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "acc", "message"),
+    [
+        ("cuda", CPU_ONLY, "no CUDA GPU found — use one of: cpu"),
+        ("cuda:2", TWO_GPUS, "only 2 CUDA GPU"),
+        ("mps", TWO_GPUS, "use one of: cpu, cuda:0, cuda:1"),
+    ],
+)
+def test_unavailable_device_is_an_error_naming_what_exists(spec, acc, message):
+    with pytest.raises(MnistctlError) as info:
+        resolve_device_name(spec, acc)
+    assert message in str(info.value)
+    assert info.value.exit_code == 1
+
+
+@pytest.mark.parametrize("spec", ["tpu", "cuda:x", "gpu"])
+def test_unknown_device_is_a_usage_error(spec):
+    with pytest.raises(UsageError):
+        resolve_device_name(spec, CPU_ONLY)
+
+
+def test_environment_variable_is_the_default(monkeypatch):
+    monkeypatch.setenv("MNISTCTL_DEVICE", "cuda:1")
+    assert resolve_device_name(None, TWO_GPUS) == "cuda:1"
+    assert resolve_device_name("cpu", TWO_GPUS) == "cpu"  # the option wins
+
+
+def test_dist_info_reads_torchrun_environment():
+    assert dist_info({}).world_size == 1 and dist_info({}).is_main
+    info = dist_info({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert (info.rank, info.world_size, info.local_rank, info.enabled, info.is_main) == (3, 4, 1, True, False)
+    with pytest.raises(MnistctlError):
+        dist_info({"RANK": "x"})
+
+
+def test_seeding_repeats_torch_random_numbers():
+    seed_everything(7)
+    a = torch.rand(5)
+    seed_everything(7)
+    assert torch.equal(a, torch.rand(5))
+
+
+def test_autocast_on_cpu_uses_bfloat16():
+    layer = torch.nn.Linear(4, 4)
+    with autocast(torch.device("cpu"), True):
+        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), False):
+        assert layer(torch.ones(1, 4)).dtype == torch.float32
