@@ -203,3 +203,255 @@ def info(
         return
     for table in report.info_tables(details):
         report.out.print(table)
+
+
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        envvar="MNISTCTL_DEVICE",
+        help="auto, cpu, cuda, cuda:N or mps. auto picks CUDA, then MPS, then the CPU.",
+        show_default="auto",
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", min=1, help="CPU threads for torch. [default: one per core]")
+]
+
+
+def _model_path(value: Path | None) -> Path:
+    from mnistctl.checkpoint import default_model_path
+
+    return value.expanduser() if value else default_model_path()
+
+
+def _ensure_data(data_dir: Path, mirror: str | None, quiet: bool) -> None:
+    """Download MNIST first (through `download`'s code) when a file is missing.
+
+    Files that are present are not hashed again here (`download` verified them); the IDX reader still
+    checks their structure and names any damaged file.
+    """
+    from mnistctl import report
+    from mnistctl.data import MNIST_FILES, download_mnist, raw_dir
+
+    if not all((raw_dir(data_dir) / f.name).is_file() for f in MNIST_FILES):
+        report.log(f"MNIST is not in {data_dir} yet; downloading it first.", quiet=quiet)
+        if report.progress_enabled(quiet):
+            with report.RichDownloadProgress() as progress:
+                download_mnist(data_dir, mirror=mirror, progress=progress)
+        else:
+            download_mnist(data_dir, mirror=mirror)
+
+
+def _setup_device(device: str | None, threads: int | None):
+    from mnistctl.runtime import select_device, set_threads
+
+    set_threads(threads)
+    return select_device(device)
+
+
+@app.command(
+    epilog="""\
+[bold]Examples[/]
+
+  mnistctl train                                   10 epochs of the default network → digit_model.pt
+
+  mnistctl train --epochs 3 --train-limit 10000    a quick run on the first 10,000 images
+
+  mnistctl train --arch seed                       the original project's network and recipe
+
+  mnistctl train --resume                          continue an interrupted run of digit_model.pt
+
+  mnistctl train --optimizer sgd-nesterov --lr 0.05 -o sgd.pt --json | jq .test_accuracy
+"""
+)
+@handle_errors
+def train(
+    epochs: Annotated[int, typer.Option("--epochs", "-e", min=1, help="Passes over the training set.")] = 10,
+    arch: Annotated[str, typer.Option("--arch", help="Network: compact (the default) or seed (the original).")] = (
+        "compact"
+    ),
+    optimizer: Annotated[
+        str | None,
+        typer.Option(
+            "--optimizer", help="adam, adamw, sgd, sgd-nesterov, rmsprop or adadelta. [default: the arch's recipe]"
+        ),
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate. [default: the recipe's]")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Images per step.")] = None,
+    schedule: Annotated[
+        str | None, typer.Option("--schedule", help="onecycle, cosine, step or constant. [default: the recipe's]")
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="L2 / decoupled weight decay.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing", min=0.0, max=0.5)] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option("--augment/--no-augment", help="Random rotation, scale and shift of each training image."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Fixes shuffling, initial weights and augmentation.")] = 0,
+    train_limit: Annotated[
+        int | None, typer.Option("--train-limit", min=1, help="Use only the first N training images.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", envvar="MNISTCTL_MODEL", help="Checkpoint to write after every epoch.", show_default=False
+        ),
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in --out.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite --out even if it holds another architecture or file.")
+    ] = False,
+    device: DeviceOpt = None,
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 autocast).")] = False,
+    threads: ThreadsOpt = None,
+    data_dir: DataDirOpt = None,
+    mirror: MirrorOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a digit classifier on MNIST; write a checkpoint after every epoch."""
+    from mnistctl import report
+    from mnistctl.checkpoint import load_checkpoint, peek_arch
+    from mnistctl.data import load_mnist
+    from mnistctl.errors import MnistctlError
+    from mnistctl.fsutil import check_writable
+    from mnistctl.train import TrainConfig, fit
+
+    path = _model_path(out)
+    config = TrainConfig(
+        arch=arch,
+        epochs=epochs,
+        optimizer=optimizer,
+        lr=lr,
+        batch_size=batch_size,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        augment=augment,
+        seed=seed,
+        train_limit=train_limit,
+        amp=amp,
+    )
+    config.resolved()  # validate before any slow work
+    check_writable(path)
+    checkpoint = None
+    if resume:
+        checkpoint = load_checkpoint(path)
+        if checkpoint.get("optimizer") is None:
+            raise MnistctlError(f"{path} holds weights only, no training state to resume", "train without --resume")
+    elif path.exists() and not force:
+        existing = peek_arch(path)
+        if existing is None:
+            raise MnistctlError(f"{path} exists and is not an mnistctl checkpoint", "pass --force to overwrite it")
+        if existing != arch:
+            raise MnistctlError(
+                f"{path} holds a {existing!r} model, not {arch!r}", "pass --force to overwrite it, or -o another path"
+            )
+
+    torch_device = _setup_device(device, threads)
+    directory = _data_dir(data_dir)
+    _ensure_data(directory, mirror, quiet)
+    data = load_mnist(directory)
+    live = report.RichTrainProgress() if report.progress_enabled(quiet) else None
+    plain = report.EpochLines() if not quiet and live is None and not json_out else None
+    callbacks = report.Callbacks(live, plain, report.JsonEpochs() if json_out else None)
+    result = fit(config, data, torch_device, out=path, resume=checkpoint, callbacks=callbacks)
+
+    final = result.final
+    summary = {
+        "event": "summary",
+        "checkpoint": result.checkpoint,
+        "arch": result.config.arch,
+        "parameters": result.parameters,
+        "device": result.device,
+        "epochs": final.epoch,
+        "test_accuracy": final.test_accuracy,
+        "test_loss": final.test_loss,
+        "seconds": result.seconds,
+        "config": result.config.__dict__,
+    }
+    if json_out:
+        report.print_json(summary)
+        return
+    report.out.print(report.epochs_table(result.history, title=f"{result.config.arch} on {result.device}"))
+    report.log(
+        f"Saved {path} (test accuracy {final.test_accuracy:.2%} after epoch {final.epoch}, "
+        f"{result.seconds:.1f}s of training).",
+        quiet=quiet,
+    )
+
+
+@app.command(
+    name="eval",
+    epilog="""\
+[bold]Examples[/]
+
+  mnistctl eval                                    digit_model.pt on the 10,000 test images
+
+  mnistctl eval -m seed.pt --split train
+
+  mnistctl eval --save-errors errors/              write every misclassified digit as a PNG
+
+  mnistctl eval --json | jq .accuracy
+""",
+)
+@handle_errors
+def eval_(
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", envvar="MNISTCTL_MODEL", help="Checkpoint to evaluate.", show_default=False),
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="test (10,000 images) or train (60,000).")] = "test",
+    top: Annotated[int, typer.Option("--top", min=0, help="How many of the most confident mistakes to list.")] = 10,
+    save_errors: Annotated[
+        Path | None, typer.Option("--save-errors", help="Write each misclassified digit as a PNG into this directory.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 2000,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    data_dir: DataDirOpt = None,
+    mirror: MirrorOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate a checkpoint: accuracy, loss, confusion matrix, per-class scores, confident mistakes."""
+    import time
+
+    from mnistctl import report
+    from mnistctl.checkpoint import build_model, load_checkpoint
+    from mnistctl.data import load_split
+    from mnistctl.errors import UsageError
+    from mnistctl.evaluate import normalise, predict_logits, save_error_images, summarise
+
+    if split not in ("test", "train"):
+        raise UsageError(f"unknown split {split!r}", "use --split test or --split train")
+    path = _model_path(model)
+    checkpoint = load_checkpoint(path)
+    net = build_model(checkpoint)
+    torch_device = _setup_device(device, threads)
+    directory = _data_dir(data_dir)
+    _ensure_data(directory, mirror, quiet)
+    images, labels = load_split(directory, split)
+    norm = checkpoint["normalization"]
+    start = time.perf_counter()
+    logits = predict_logits(
+        net.to(torch_device), normalise(images, norm["mean"], norm["std"]), torch_device, batch_size
+    )
+    result = summarise(split, logits, labels, top_mistakes=top)
+    result.seconds = time.perf_counter() - start
+    saved = save_error_images(str(save_errors), images, labels, logits) if save_errors else None
+
+    if json_out:
+        report.print_json({"model": str(path), "arch": checkpoint["arch"], **result.to_dict(), "saved_errors": saved})
+        return
+    report.out.print(
+        f"[bold]{path}[/] ({checkpoint['arch']}) on the {split} set: accuracy [bold]{result.accuracy:.2%}[/] "
+        f"({result.errors} errors in {result.count:,}), loss {result.loss:.4f}"
+    )
+    report.out.print(report.confusion_table(result.confusion))
+    report.out.print(report.per_class_table(result.per_class))
+    if result.mistakes:
+        report.out.print(report.mistakes_table(result.mistakes))
+    if saved is not None:
+        report.log(f"Wrote {saved} misclassified digit(s) to {save_errors}.", quiet=quiet)

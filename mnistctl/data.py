@@ -496,6 +496,22 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8, count=count, offset=header).view(*dims)
 
 
+@dataclass
+class MnistData:
+    """The four MNIST arrays as read from disk: uint8 N×28×28 images, int64 labels."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def load_mnist(data_dir: str | os.PathLike[str]) -> MnistData:
+    train_images, train_labels = load_split(data_dir, "train")
+    test_images, test_labels = load_split(data_dir, "test")
+    return MnistData(train_images, train_labels, test_images, test_labels)
+
+
 def load_split(data_dir: str | os.PathLike[str], split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N×28×28 uint8) and labels (N int64) of ``split`` ("train" or "test"), checked for consistency."""
     rd = raw_dir(data_dir)

@@ -64,3 +64,21 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Fail now, not after an hour of work, if ``path`` could not be written (its directory is missing or
+    read-only, or the disk is full)."""
+    target = Path(path)
+    if target.is_dir():
+        raise MnistctlError(f"{target} is a directory", "pass a file name, e.g. -o digit_model.pt")
+    if not target.parent.is_dir():
+        raise MnistctlError(
+            f"cannot write {target}: the directory {target.parent} does not exist", "create it or choose another path"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=target.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise _describe_os_error(exc, target) from exc

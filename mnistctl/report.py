@@ -148,3 +148,164 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
     for f in info["data_files"]:
         files.add_row(f["name"], "[green]yes[/]" if f["present"] else "[red]no[/]")
     return [general, devices, files]
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+class RichTrainProgress:
+    """Training progress on stderr: an overall bar and an epoch bar with loss, accuracy, images/s and ETA."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self.overall: TaskID | None = None
+        self.epoch_task: TaskID | None = None
+        self.steps = 0
+        self.epochs = 0
+
+    def on_start(self, config: Any, steps_per_epoch: int, start_epoch: int, samples: int) -> None:
+        self.steps, self.epochs = steps_per_epoch, config.epochs
+        self.progress.start()
+        self.overall = self.progress.add_task(
+            "training", total=config.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, stats=""
+        )
+        self.epoch_task = self.progress.add_task(
+            f"epoch {start_epoch + 1}/{config.epochs}", total=steps_per_epoch, stats=""
+        )
+
+    def on_batch(self, epoch: int, step: int, loss: float, accuracy: float, images_per_s: float) -> None:
+        stats = f"loss {loss:.4f}  acc {accuracy:6.2%}  {images_per_s:,.0f} img/s"
+        self.progress.update(self.epoch_task, completed=step, description=f"epoch {epoch}/{self.epochs}", stats=stats)
+        self.progress.update(self.overall, completed=(epoch - 1) * self.steps + step)
+
+    def on_epoch(self, result: Any) -> None:
+        err.print(
+            f"epoch {result.epoch:>3}  train loss {result.train_loss:.4f}  test loss {result.test_loss:.4f}  "
+            f"test acc {result.test_accuracy:.2%}  {result.seconds:.1f}s",
+            highlight=False,
+        )
+        if result.epoch < self.epochs:
+            self.progress.reset(
+                self.epoch_task, total=self.steps, description=f"epoch {result.epoch + 1}/{self.epochs}"
+            )
+
+    def on_end(self) -> None:
+        self.progress.stop()
+
+
+class EpochLines:
+    """Without a terminal: one plain line per finished epoch on stderr (for logs and CI)."""
+
+    def on_start(self, config: Any, steps_per_epoch: int, start_epoch: int, samples: int) -> None:
+        verb = f"resuming after epoch {start_epoch}" if start_epoch else "training"
+        log(f"{verb}: {config.arch}, {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, {samples} images")
+
+    def on_batch(self, *args: Any) -> None: ...
+
+    def on_epoch(self, result: Any) -> None:
+        log(
+            f"epoch {result.epoch}: train loss {result.train_loss:.4f}, test loss {result.test_loss:.4f}, "
+            f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.1f}s"
+        )
+
+    def on_end(self) -> None: ...
+
+
+class JsonEpochs:
+    """``--json``: one JSON object per finished epoch on stdout, as it finishes."""
+
+    def on_start(self, *args: Any) -> None: ...
+
+    def on_batch(self, *args: Any) -> None: ...
+
+    def on_epoch(self, result: Any) -> None:
+        from dataclasses import asdict
+
+        print_json({"event": "epoch", **asdict(result)})
+
+    def on_end(self) -> None: ...
+
+
+class Callbacks:
+    """Several callback objects behind one."""
+
+    def __init__(self, *targets: Any) -> None:
+        self.targets = [t for t in targets if t is not None]
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any) -> None:
+            for t in self.targets:
+                getattr(t, name)(*args)
+
+        return call
+
+
+def epochs_table(history: Iterable[Any], title: str = "training") -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in ("epoch", "train loss", "test loss", "test accuracy", "seconds", "img/s"):
+        table.add_column(name, justify="right")
+    rows = list(history)
+    best = max((r.test_accuracy for r in rows), default=None)
+    for r in rows:
+        acc = f"{r.test_accuracy:.2%}"
+        table.add_row(
+            str(r.epoch),
+            f"{r.train_loss:.4f}",
+            f"{r.test_loss:.4f}",
+            f"[bold green]{acc}[/]" if r.test_accuracy == best else acc,
+            f"{r.seconds:.1f}",
+            f"{r.images_per_s:,.0f}",
+        )
+    return table
+
+
+# --------------------------------------------------------------------------------------------- eval
+
+
+def confusion_table(confusion: list[list[int]]) -> Table:
+    """True digits as rows, predicted as columns; the diagonal green, heavy off-diagonal cells red."""
+    table = Table(title="confusion matrix (rows: true digit, columns: predicted)", title_justify="left")
+    table.add_column("true", justify="right", style="bold")
+    for d in range(len(confusion)):
+        table.add_column(str(d), justify="right")
+    off = [v for i, row in enumerate(confusion) for j, v in enumerate(row) if i != j and v]
+    heavy = sorted(off)[-max(1, len(off) // 10)] if off else None  # the top tenth of the errors
+    for i, row in enumerate(confusion):
+        cells = []
+        for j, v in enumerate(row):
+            if i == j:
+                cells.append(f"[bold green]{v}[/]")
+            elif v == 0:
+                cells.append("[dim]·[/]")
+            elif heavy is not None and v >= heavy:
+                cells.append(f"[bold red]{v}[/]")
+            else:
+                cells.append(f"[yellow]{v}[/]")
+        table.add_row(str(i), *cells)
+    return table
+
+
+def per_class_table(per_class: Iterable[Any]) -> Table:
+    table = Table(title="per class", title_justify="left")
+    for name in ("digit", "precision", "recall", "F1", "support"):
+        table.add_column(name, justify="right")
+    for c in per_class:
+        table.add_row(str(c.digit), f"{c.precision:.4f}", f"{c.recall:.4f}", f"{c.f1:.4f}", str(c.support))
+    return table
+
+
+def mistakes_table(mistakes: Iterable[Any]) -> Table:
+    table = Table(title="most confident mistakes", title_justify="left")
+    for name in ("index", "true", "predicted", "confidence"):
+        table.add_column(name, justify="right")
+    for m in mistakes:
+        table.add_row(str(m.index), str(m.true), str(m.predicted), f"{m.confidence:.4f}")
+    return table

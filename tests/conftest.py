@@ -161,3 +161,36 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/mnist/"
+
+
+# --------------------------------------------------------------------------------------------- tiny data
+
+
+def learnable_digits(n: int, seed: int) -> tuple[bytes, bytes]:
+    """``n`` 28×28 images whose label is easy to learn: digit k is a bright bar at row 3 + 2k, plus noise."""
+    rng = random.Random(seed)
+    labels = [rng.randrange(10) for _ in range(n)]
+    pixels = bytearray(rng.randrange(40) for _ in range(n * 784))
+    for i, k in enumerate(labels):
+        row = 3 + 2 * k
+        for r in (row, row + 1):
+            for c in range(4 + rng.randrange(3), 22 + rng.randrange(3)):
+                pixels[i * 784 + r * 28 + c] = 200 + rng.randrange(56)
+    return bytes(pixels), bytes(labels)
+
+
+def write_tiny_mnist(data_dir: Path, n_train: int = 256, n_test: int = 128) -> Path:
+    """Raw IDX files of learnable synthetic digits in ``<data_dir>/MNIST/raw``."""
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = learnable_digits(n, seed)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes((n, 28, 28), images))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes((n,), labels))
+    return data_dir
+
+
+@pytest.fixture
+def tiny_data(isolated_env: Path) -> Path:
+    """Tiny learnable MNIST-format data in the isolated MNISTCTL_DATA_DIR."""
+    return write_tiny_mnist(Path(os.environ["MNISTCTL_DATA_DIR"]))

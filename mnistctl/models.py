@@ -1,0 +1,109 @@
+"""Named architectures: ``seed`` (the original project's network) and the default, ``compact``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class DigitClassifier(nn.Module):
+    """The original project's network, module for module, so its plain state_dict loads unchanged.
+
+    Three unpooled 3×3 convolutions (32, 64, 64 filters) and one linear layer; trained on inputs in [0, 1].
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 22 * 22, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class ConvBlock(nn.Sequential):
+    """3×3 convolution, optional 2×2 max-pool, BatchNorm, ReLU.
+
+    Pooling straight after the convolution leaves BatchNorm and ReLU a quarter of the pixels to work on.
+    """
+
+    def __init__(self, cin: int, cout: int, pool: bool) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class CompactNet(nn.Module):
+    """A small, fast convolutional network: ``widths[i]`` filters in block i, each block halving the size."""
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.0) -> None:
+        super().__init__()
+        blocks, cin, size = [], 1, 28
+        for w in widths:
+            blocks.append(ConvBlock(cin, w, pool=True))
+            cin, size = w, size // 2
+        self.features = nn.Sequential(*blocks)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.classifier = nn.Linear(cin * size * size, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.flatten(self.features(x), 1)))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    summary: str
+    normalization: tuple[float, float]  # (mean, std) applied to pixels scaled to [0, 1]
+    defaults: dict[str, Any]
+
+    def build(self, **config: Any) -> nn.Module:
+        merged = {**self.defaults, **config}
+        if self.name == "seed":
+            return DigitClassifier()
+        return CompactNet(widths=tuple(merged["widths"]), dropout=float(merged.get("dropout", 0.0)))
+
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "compact": Architecture(
+        "compact",
+        "3 conv blocks (16/32/64 filters) with max-pool and BatchNorm, one linear layer (the default)",
+        (MNIST_MEAN, MNIST_STD),
+        {"widths": [16, 32, 64], "dropout": 0.0},
+    ),
+    "seed": Architecture(
+        "seed",
+        "the original project's DigitClassifier: 3 unpooled convs (32/64/64), one linear layer, inputs in [0, 1]",
+        (0.0, 1.0),
+        {},
+    ),
+}
+DEFAULT_ARCH = "compact"
+
+
+def get_architecture(name: str) -> Architecture:
+    from mnistctl.errors import UsageError
+
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise UsageError(f"unknown architecture {name!r}", f"use one of: {', '.join(ARCHITECTURES)}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,229 @@
+"""`train` and `eval` on tiny synthetic data: checkpoints, resume, JSON, confusion matrix, bad models."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+from mnistctl import report
+from mnistctl.checkpoint import FORMAT, build_model, load_checkpoint
+from mnistctl.cli import app
+from mnistctl.data import load_mnist
+from mnistctl.errors import MnistctlError
+from mnistctl.evaluate import summarise
+from mnistctl.models import DigitClassifier
+from mnistctl.train import TrainConfig, TrainingInterrupted, fit
+
+runner = CliRunner()
+FAST = ["--batch-size", "64"]
+
+
+def model_path() -> Path:
+    return Path(os.environ["MNISTCTL_MODEL"])
+
+
+def test_train_writes_a_checkpoint_that_loads_back(tiny_data):
+    result = runner.invoke(app, ["train", "--epochs", "2", *FAST])
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.stdout
+    ckpt = load_checkpoint(model_path())
+    assert ckpt["format"] == FORMAT and ckpt["arch"] == "compact" and ckpt["epoch"] == 2
+    assert len(ckpt["history"]) == 2 and ckpt["normalization"] == {"mean": 0.1307, "std": 0.3081}
+    for key in ("optimizer", "scheduler", "rng", "config", "metrics", "versions"):
+        assert ckpt[key], key
+    model = build_model(ckpt)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert ckpt["metrics"]["test_accuracy"] > 0.5  # the bars are easy to learn
+
+
+def test_train_json_prints_one_object_per_epoch_then_a_summary(tiny_data):
+    result = runner.invoke(app, ["train", "--epochs", "2", "--json", *FAST])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["event"] for line in lines] == ["epoch", "epoch", "summary"]
+    assert lines[1]["epoch"] == 2 and 0 <= lines[1]["test_accuracy"] <= 1
+    assert lines[2]["checkpoint"] == str(model_path())
+
+
+def _fit(data, epochs: int, out: Path, stop_after: int | None = None, resume=None):
+    class Stop:
+        def on_start(self, *a): ...
+        def on_batch(self, *a): ...
+        def on_end(self): ...
+
+        def on_epoch(self, result):
+            if result.epoch == stop_after:
+                raise KeyboardInterrupt
+
+    config = TrainConfig(epochs=epochs, batch_size=64, seed=3)
+    return fit(config, data, torch.device("cpu"), out=out, resume=resume, callbacks=Stop())
+
+
+def test_resume_after_interruption_is_bit_identical(tiny_data, tmp_path):
+    data = load_mnist(tiny_data)
+    _fit(data, 3, tmp_path / "straight.pt")
+    with pytest.raises(TrainingInterrupted) as info:
+        _fit(data, 3, tmp_path / "stopped.pt", stop_after=1)
+    assert info.value.exit_code == 130 and "--resume" in str(info.value)
+    assert load_checkpoint(tmp_path / "stopped.pt")["epoch"] == 1
+    resumed = _fit(data, 3, tmp_path / "stopped.pt", resume=load_checkpoint(tmp_path / "stopped.pt"))
+    assert resumed.resumed_from == 1 and [h.epoch for h in resumed.history] == [1, 2, 3]
+    a = load_checkpoint(tmp_path / "straight.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "stopped.pt")["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_same_seed_gives_the_same_checkpoint_weights(tiny_data, tmp_path):
+    data = load_mnist(tiny_data)
+    _fit(data, 1, tmp_path / "a.pt")
+    _fit(data, 1, tmp_path / "b.pt")
+    a, b = (load_checkpoint(tmp_path / n)["state_dict"] for n in ("a.pt", "b.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_resume_continues_and_refuses_a_finished_run(tiny_data):
+    assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
+    result = runner.invoke(app, ["train", "--resume"])
+    assert result.exit_code == 1 and "already finished all 1 epochs" in result.stderr
+
+
+def test_refuses_to_overwrite_another_architecture(tiny_data):
+    assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
+    before = model_path().read_bytes()
+    result = runner.invoke(app, ["train", "--arch", "seed", "--epochs", "1", "--train-limit", "64"])
+    assert result.exit_code == 1
+    assert "holds a 'compact' model, not 'seed'" in result.stderr and "--force" in result.stderr
+    assert model_path().read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--device", "tpu"], 2, "unknown device 'tpu'"),
+        (["--device", "cuda:7"], 1, "not available"),
+        (["--epochs", "0"], 2, "Invalid value"),
+        (["--batch-size", "-1"], 2, "Invalid value"),
+        (["--lr", "nan"], 2, "--lr must be a positive number"),
+        (["--optimizer", "lion"], 2, "unknown optimizer 'lion'"),
+        (["--arch", "resnet"], 2, "unknown architecture 'resnet'"),
+    ],
+)
+def test_bad_training_options(tiny_data, args, code, message):
+    result = runner.invoke(app, ["train", *args])
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not model_path().exists()
+
+
+def test_eval_reports_confusion_matrix_and_saves_errors(tiny_data, tmp_path):
+    assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
+    result = runner.invoke(app, ["eval", "--json", "--save-errors", str(tmp_path / "err")])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["count"] == 128 and sum(map(sum, out["confusion"])) == 128
+    assert len(out["per_class"]) == 10
+    assert out["errors"] == 128 - sum(out["confusion"][i][i] for i in range(10))
+    assert out["saved_errors"] == out["errors"] == len(list((tmp_path / "err").glob("*.png")))
+    human = runner.invoke(app, ["eval"])
+    assert human.exit_code == 0 and "confusion matrix" in human.stdout and "per class" in human.stdout
+
+
+def test_confusion_matrix_counts_and_rendering():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    predicted = torch.tensor([0, 1, 1, 1, 2, 0, 2])
+    logits = torch.nn.functional.one_hot(predicted, 10).float() * 5
+    result = summarise("test", logits, labels)
+    assert result.confusion[0][:3] == [1, 1, 0]
+    assert result.confusion[1][:3] == [0, 2, 0]
+    assert result.confusion[2][:3] == [1, 0, 2]
+    assert result.errors == 2 and abs(result.accuracy - 5 / 7) < 1e-9
+    assert result.per_class[1].precision == pytest.approx(2 / 3) and result.per_class[1].recall == 1.0
+    assert {(m.index, m.true, m.predicted) for m in result.mistakes} == {(1, 0, 1), (5, 2, 0)}
+    console = Console(record=True, width=120)
+    console.print(report.confusion_table(result.confusion))
+    text = console.export_text()
+    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│")}
+    assert [c.strip() for c in rows["2"].split("│")[2:5]] == ["1", "·", "2"]
+
+
+def test_original_state_dict_loads_as_seed(tiny_data, tmp_path):
+    path = tmp_path / "digit_model.pt"
+    torch.save(DigitClassifier().state_dict(), path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["arch"] == "seed" and ckpt["normalization"] == {"mean": 0.0, "std": 1.0}
+    result = runner.invoke(app, ["eval", "-m", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["arch"] == "seed"
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": _Evil(marker)}, f)
+    torch.save({"format": FORMAT, "payload": _Evil(marker)}, tmp_path / "evil2.pt")
+    assert not marker.exists()
+    for p in (path, tmp_path / "evil2.pt"):
+        result = runner.invoke(app, ["eval", "-m", str(p)])
+        assert result.exit_code == 1
+        assert result.stderr.startswith("Error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert not marker.exists()
+    # Proof that the pickle really would have run code if loaded unsafely.
+    with open(path, "rb") as f:
+        pickle.load(f)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "is empty"),
+        (lambda p: p.write_text('{"weights": [1, 2, 3]}'), "not a"),
+        (lambda p: torch.save({"conv.weight": torch.zeros(3)}, p), "network mnistctl does not know"),
+        (lambda p: torch.save([1, 2, 3], p), "not an mnistctl checkpoint"),
+    ],
+)
+def test_bad_checkpoints_are_one_line_errors(tmp_path, make, message):
+    path = tmp_path / "bad.pt"
+    make(path)
+    with pytest.raises(MnistctlError, match=message):
+        load_checkpoint(path)
+    result = runner.invoke(app, ["eval", "-m", str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_truncated_and_wrong_shape_checkpoints(tiny_data, tmp_path):
+    assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
+    blob = model_path().read_bytes()
+    (tmp_path / "cut.pt").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(MnistctlError, match="not a readable PyTorch checkpoint"):
+        load_checkpoint(tmp_path / "cut.pt")
+    ckpt = load_checkpoint(model_path())
+    ckpt["state_dict"]["classifier.weight"] = torch.zeros(10, 3)
+    torch.save(ckpt, tmp_path / "shape.pt")
+    result = runner.invoke(app, ["eval", "-m", str(tmp_path / "shape.pt")])
+    assert result.exit_code == 1 and "do not fit architecture 'compact'" in result.stderr
+
+
+def test_missing_model_says_how_to_train_one(tiny_data):
+    result = runner.invoke(app, ["eval"])
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr and "mnistctl train" in result.stderr
