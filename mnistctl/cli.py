@@ -455,3 +455,115 @@ def eval_(
         report.out.print(report.mistakes_table(result.mistakes))
     if saved is not None:
         report.log(f"Wrote {saved} misclassified digit(s) to {save_errors}.", quiet=quiet)
+
+
+@app.command(
+    name="compare-optimizers",
+    epilog="""\
+[bold]Examples[/]
+
+  mnistctl compare-optimizers                      the original question: Adam 1e-3 vs SGD-Nesterov 1e-3
+
+  mnistctl compare-optimizers --epochs 2 --train-limit 10000 --plot curves.png
+
+  mnistctl compare-optimizers --arch compact --batch-size 128 --optimizers adam,adamw,sgd-nesterov,rmsprop \\\\
+      --lr adam=1e-3,adamw=3e-3,sgd-nesterov=0.05,rmsprop=1e-3 --csv history.csv
+
+  mnistctl compare-optimizers --resume             skip the runs the results file already holds
+""",
+)
+@handle_errors
+def compare_optimizers(
+    optimizers: Annotated[
+        str,
+        typer.Option("--optimizers", help="Comma-separated: adam, adamw, sgd, sgd-nesterov, rmsprop, adadelta."),
+    ] = "adam,sgd-nesterov",
+    lr: Annotated[
+        str | None,
+        typer.Option(
+            "--lr",
+            help="One rate for all, or NAME=RATE pairs: adam=1e-3,sgd-nesterov=1e-3. "
+            "\\\\[default: adam and sgd-nesterov 1e-3 as in the original project; others their usual rate]",
+        ),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs per optimizer.")] = 10,
+    arch: Annotated[str, typer.Option("--arch", help="seed (the original network) or compact.")] = "seed",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per step.")] = 32,
+    schedule: Annotated[str, typer.Option("--schedule", help="onecycle, cosine, step or constant.")] = "constant",
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Augment the training images.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Initial weights, batch order and augmentation.")] = 0,
+    train_limit: Annotated[
+        int | None, typer.Option("--train-limit", min=1, help="Use only the first N training images.")
+    ] = None,
+    results: Annotated[
+        Path, typer.Option("--results", help="JSON file each finished run is saved to, for --resume.")
+    ] = Path("compare-results.json"),
+    resume: Annotated[bool, typer.Option("--resume", help="Skip runs already in --results.")] = False,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write the per-epoch history as CSV.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write loss and accuracy curves as a PNG (needs matplotlib).")
+    ] = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    data_dir: DataDirOpt = None,
+    mirror: MirrorOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the same model once per optimizer — same data, seed and initial weights — and compare.
+
+    The defaults repeat the original project's comparison: its network (--arch seed), batch 32, no
+    augmentation, a constant rate, Adam 1e-3 against SGD with Nesterov momentum 0.9 at 1e-3.
+    """
+    from mnistctl import report
+    from mnistctl.compare import compare_optimizers as run_comparison
+    from mnistctl.compare import history_csv, parse_lrs, parse_optimizers
+    from mnistctl.data import load_mnist
+    from mnistctl.fsutil import check_writable, write_text_atomic
+    from mnistctl.train import TrainConfig
+
+    names = parse_optimizers(optimizers)
+    rates = parse_lrs(lr, names)
+    base = TrainConfig(
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        schedule=schedule,
+        augment=augment,
+        seed=seed,
+        train_limit=train_limit,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+    )
+    base.resolved()
+    for path in (results, csv, plot):
+        if path is not None:
+            check_writable(path)
+    if plot is not None:
+        report.check_plotting()
+    torch_device = _setup_device(device, threads)
+    directory = _data_dir(data_dir)
+    _ensure_data(directory, mirror, quiet)
+    data = load_mnist(directory)
+
+    def callbacks_for(name: str, index: int, total: int):
+        label = f"{name} ({index}/{total})"
+        if report.progress_enabled(quiet):
+            return report.RichTrainProgress(label)
+        return None if quiet else report.EpochLines(label)
+
+    comparison = run_comparison(
+        names, rates, base, data, torch_device, results=results, resume=resume, callbacks_for=callbacks_for
+    )
+    if comparison.skipped:
+        report.log(f"Skipped {', '.join(comparison.skipped)}: already in {results}.", quiet=quiet)
+    if csv is not None:
+        write_text_atomic(csv, history_csv(comparison))
+    if plot is not None:
+        report.plot_comparison(comparison, str(plot))
+    if json_out:
+        report.print_json(comparison.to_dict())
+    else:
+        report.out.print(report.comparison_table(comparison))
+    written = [str(p) for p in (results, csv, plot) if p is not None]
+    report.log(f"Wrote {', '.join(written)}.", quiet=quiet)

@@ -156,7 +156,8 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
 class RichTrainProgress:
     """Training progress on stderr: an overall bar and an epoch bar with loss, accuracy, images/s and ETA."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "training") -> None:
+        self.label = label
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -175,7 +176,7 @@ class RichTrainProgress:
         self.steps, self.epochs = steps_per_epoch, config.epochs
         self.progress.start()
         self.overall = self.progress.add_task(
-            "training", total=config.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, stats=""
+            self.label, total=config.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, stats=""
         )
         self.epoch_task = self.progress.add_task(
             f"epoch {start_epoch + 1}/{config.epochs}", total=steps_per_epoch, stats=""
@@ -187,8 +188,9 @@ class RichTrainProgress:
         self.progress.update(self.overall, completed=(epoch - 1) * self.steps + step)
 
     def on_epoch(self, result: Any) -> None:
+        prefix = "" if self.label == "training" else f"{self.label}: "
         err.print(
-            f"epoch {result.epoch:>3}  train loss {result.train_loss:.4f}  test loss {result.test_loss:.4f}  "
+            f"{prefix}epoch {result.epoch:>3}  train loss {result.train_loss:.4f}  test loss {result.test_loss:.4f}  "
             f"test acc {result.test_accuracy:.2%}  {result.seconds:.1f}s",
             highlight=False,
         )
@@ -204,15 +206,21 @@ class RichTrainProgress:
 class EpochLines:
     """Without a terminal: one plain line per finished epoch on stderr (for logs and CI)."""
 
+    def __init__(self, label: str = "") -> None:
+        self.prefix = f"{label}: " if label else ""
+
     def on_start(self, config: Any, steps_per_epoch: int, start_epoch: int, samples: int) -> None:
         verb = f"resuming after epoch {start_epoch}" if start_epoch else "training"
-        log(f"{verb}: {config.arch}, {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, {samples} images")
+        log(
+            f"{self.prefix}{verb}: {config.arch}, {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, "
+            f"{samples} images"
+        )
 
     def on_batch(self, *args: Any) -> None: ...
 
     def on_epoch(self, result: Any) -> None:
         log(
-            f"epoch {result.epoch}: train loss {result.train_loss:.4f}, test loss {result.test_loss:.4f}, "
+            f"{self.prefix}epoch {result.epoch}: train loss {result.train_loss:.4f}, test loss {result.test_loss:.4f}, "
             f"test accuracy {result.test_accuracy:.2%}, {result.seconds:.1f}s"
         )
 
@@ -309,3 +317,96 @@ def mistakes_table(mistakes: Iterable[Any]) -> Table:
     for m in mistakes:
         table.add_row(str(m.index), str(m.true), str(m.predicted), f"{m.confidence:.4f}")
     return table
+
+
+# --------------------------------------------------------------------------------------------- compare
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    if not values:
+        return ""
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-12:
+        return SPARKS[-1] * len(values)
+    return "".join(SPARKS[round((v - lo) / (hi - lo) * (len(SPARKS) - 1))] for v in values)
+
+
+def comparison_table(comparison: Any) -> Table:
+    cfg = comparison.base
+    table = Table(
+        title=f"compare-optimizers: {cfg['arch']}, {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, "
+        f"seed {cfg['seed']}",
+        title_justify="left",
+    )
+    for name, justify in (
+        ("optimizer", "left"),
+        ("lr", "right"),
+        ("train loss", "right"),
+        ("test loss", "right"),
+        ("test acc", "right"),
+        ("best ep.", "right"),
+        ("seconds", "right"),
+        ("acc. per epoch", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name in ("optimizer", "acc. per epoch"))
+    winner = comparison.winner
+    for run in comparison.runs:
+        mark = " [bold green]★[/]" if run is winner and len(comparison.runs) > 1 else ""
+        table.add_row(
+            f"{run.optimizer}{mark}",
+            f"{run.lr:g}",
+            f"{run.final.train_loss:.4f}",
+            f"{run.final.test_loss:.4f}",
+            f"{run.final.test_accuracy:.2%}",
+            str(run.best_epoch),
+            f"{run.seconds:.1f}",
+            sparkline([h.test_accuracy for h in run.history]),
+        )
+    return table
+
+
+def plot_comparison(comparison: Any, path: str) -> None:
+    """Training loss and test accuracy per epoch for every optimizer, as a PNG (needs matplotlib)."""
+    from mnistctl.fsutil import atomic_path
+
+    check_plotting()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for run in comparison.runs:
+        epochs = [h.epoch for h in run.history]
+        label = f"{run.optimizer} (lr {run.lr:g})"
+        ax_loss.plot(epochs, [h.train_loss for h in run.history], marker="o", label=label)
+        ax_acc.plot(epochs, [100 * h.test_accuracy for h in run.history], marker="o", label=label)
+    ax_loss.set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_loss.set_yscale("log")
+    ax_acc.set(title="test accuracy", xlabel="epoch", ylabel="%")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    cfg = comparison.base
+    fig.suptitle(f"{cfg['arch']}, batch {cfg['batch_size']}, seed {cfg['seed']}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def check_plotting() -> None:
+    """Fail before the work, not after it, when --plot cannot be honoured."""
+    import importlib.util
+
+    from mnistctl.errors import MnistctlError
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise MnistctlError(
+            "--plot needs matplotlib, which is not installed", "pip install 'mnistctl[plot]' (or drop --plot)"
+        )

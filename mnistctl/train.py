@@ -232,11 +232,13 @@ def fit(
     out: Path | None = None,
     resume: dict[str, Any] | None = None,
     callbacks: TrainCallbacks | None = None,
+    initial_state: dict[str, torch.Tensor] | None = None,
     progress_every: int = 20,
 ) -> TrainResult:
     """Train ``config`` on ``data``; write a checkpoint to ``out`` after every epoch.
 
     ``resume``: a checkpoint (as loaded) to continue from; its config wins over ``config``.
+    ``initial_state``: start from these weights instead of the seeded initialisation.
     """
     from mnistctl.checkpoint import make_checkpoint, save_checkpoint
     from mnistctl.runtime import seed_everything
@@ -249,7 +251,10 @@ def fit(
     mean, std = arch.normalization
 
     seed_everything(cfg.seed)
-    model = arch.build().to(device)
+    model = arch.build()
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    model = model.to(device)
     parameters = sum(p.numel() for p in model.parameters())
 
     train_x, train_y = data.train_images, data.train_labels

@@ -1,0 +1,219 @@
+"""compare-optimizers: one training run per optimizer, identical in everything but the optimizer.
+
+Every run starts from the same initial weights (built once, copied into each run) and sees the same
+batches in the same order with the same augmentation (both derive from the seed). Runs use `train.fit`,
+the code behind `mnistctl train`. Each finished run is written to the results file at once, so an
+interrupted comparison keeps what it finished and `--resume` skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnistctl.data import MnistData
+from mnistctl.errors import MnistctlError, UsageError
+from mnistctl.fsutil import write_text_atomic
+from mnistctl.models import get_architecture
+from mnistctl.runtime import seed_everything
+from mnistctl.train import DEFAULT_LR, OPTIMIZERS, EpochResult, TrainConfig, TrainingInterrupted, fit
+
+RESULTS_FORMAT = "mnistctl-compare"
+# The original project's comparison: Adam 1e-3 against SGD with Nesterov momentum 0.9 at 1e-3.
+DEFAULT_OPTIMIZERS = ("adam", "sgd-nesterov")
+DEFAULT_LRS = {"adam": 1e-3, "sgd-nesterov": 1e-3}
+
+
+def parse_optimizers(text: str) -> list[str]:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--optimizers is empty", f"name one or more of: {', '.join(OPTIMIZERS)}")
+    for name in names:
+        if name not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {name!r} in --optimizers", f"use some of: {', '.join(OPTIMIZERS)}")
+    if len(set(names)) != len(names):
+        raise UsageError("--optimizers names an optimizer twice", "name each one once")
+    return names
+
+
+def parse_lrs(text: str | None, optimizers: list[str]) -> dict[str, float]:
+    """``1e-3`` (every optimizer) or ``adam=1e-3,sgd-nesterov=0.05``; unnamed ones get their default."""
+    lrs = {name: DEFAULT_LRS.get(name, DEFAULT_LR[name]) for name in optimizers}
+    if not text:
+        return lrs
+    if "=" not in text:
+        lrs = dict.fromkeys(optimizers, _positive(text, text))
+        return lrs
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip().lower()
+        if not sep or not name:
+            raise UsageError(f"--lr: {part!r} is not NAME=NUMBER", "write e.g. --lr adam=1e-3,sgd-nesterov=0.05")
+        if name not in optimizers:
+            raise UsageError(
+                f"--lr: {name!r} is not one of the optimizers being compared", f"compare: {', '.join(optimizers)}"
+            )
+        lrs[name] = _positive(value, part)
+    return lrs
+
+
+def _positive(value: str, part: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"--lr: {part!r} does not hold a number", "write e.g. --lr adam=1e-3") from None
+    if not (math.isfinite(number) and number > 0):
+        raise UsageError(f"--lr: {part!r} is not a positive number", "write e.g. --lr adam=1e-3")
+    return number
+
+
+@dataclass
+class RunResult:
+    optimizer: str
+    lr: float
+    history: list[EpochResult]
+    seconds: float
+    init_digest: str  # sha256 of the initial weights: equal across runs, by construction
+
+    @property
+    def final(self) -> EpochResult:
+        return self.history[-1]
+
+    @property
+    def best_epoch(self) -> int:
+        return max(self.history, key=lambda h: h.test_accuracy).epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "seconds": self.seconds,
+            "init_digest": self.init_digest,
+            "final_train_loss": self.final.train_loss,
+            "final_test_loss": self.final.test_loss,
+            "test_accuracy": self.final.test_accuracy,
+            "best_epoch": self.best_epoch,
+            "history": [asdict(h) for h in self.history],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunResult:
+        return cls(d["optimizer"], d["lr"], [EpochResult(**h) for h in d["history"]], d["seconds"], d["init_digest"])
+
+
+@dataclass
+class Comparison:
+    base: dict[str, Any]  # the shared training config
+    runs: list[RunResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # optimizers taken from the results file (--resume)
+
+    @property
+    def winner(self) -> RunResult | None:
+        return max(self.runs, key=lambda r: (r.final.test_accuracy, -r.final.test_loss), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        winner = self.winner
+        return {
+            "format": RESULTS_FORMAT,
+            "config": self.base,
+            "winner": winner.optimizer if winner else None,
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(_tensor_bytes(state[key]))
+    return h.hexdigest()
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    flat = t.detach().cpu().contiguous().view(-1)
+    return bytes(flat.view(torch.uint8).tolist()) if flat.numel() else b""
+
+
+def _load_previous(path: Path, base: dict[str, Any]) -> dict[str, RunResult]:
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise MnistctlError(
+            f"cannot read the results file {path} ({exc})", "delete it or run without --resume"
+        ) from exc
+    if not isinstance(saved, dict) or saved.get("format") != RESULTS_FORMAT:
+        raise MnistctlError(f"{path} is not a compare-optimizers results file", "pass another --results path")
+    if saved.get("config") != base:
+        raise MnistctlError(
+            f"{path} holds results of a different comparison (other epochs, data, seed or model)",
+            "rerun without --resume, or pass another --results path",
+        )
+    return {r["optimizer"]: RunResult.from_dict(r) for r in saved.get("runs", [])}
+
+
+def compare_optimizers(
+    optimizers: list[str],
+    lrs: dict[str, float],
+    base: TrainConfig,
+    data: MnistData,
+    device: torch.device,
+    *,
+    results: Path | None = None,
+    resume: bool = False,
+    callbacks_for: Callable[[str, int, int], Any] | None = None,
+) -> Comparison:
+    """Run ``base`` once per optimizer (with its learning rate), from one set of initial weights."""
+    shared = {k: v for k, v in asdict(base).items() if k not in ("optimizer", "lr")}
+    comparison = Comparison(base=shared)
+    previous = _load_previous(results, shared) if (resume and results) else {}
+
+    seed_everything(base.seed)
+    initial = {k: v.clone() for k, v in get_architecture(base.arch).build().state_dict().items()}
+    digest = weights_digest(initial)
+
+    for i, name in enumerate(optimizers):
+        done = previous.get(name)
+        if done is not None and done.lr == lrs[name] and done.init_digest == digest:
+            comparison.runs.append(previous[name])
+            comparison.skipped.append(name)
+            continue
+        config = TrainConfig(**{**asdict(base), "optimizer": name, "lr": lrs[name]})
+        callbacks = callbacks_for(name, i + 1, len(optimizers)) if callbacks_for else None
+        start = time.perf_counter()
+        try:
+            result = fit(config, data, device, callbacks=callbacks, initial_state=initial)
+        except TrainingInterrupted:
+            finished = len(comparison.runs)
+            where = f"; {finished} finished run(s) are in {results}" if (results and finished) else ""
+            raise TrainingInterrupted(
+                f"interrupted during the {name} run{where}",
+                "rerun the same command with --resume to skip finished runs" if results else "nothing was kept",
+            ) from None
+        comparison.runs.append(RunResult(name, lrs[name], result.history, time.perf_counter() - start, digest))
+        if results is not None:
+            write_text_atomic(results, json.dumps(comparison.to_dict(), indent=1) + "\n")
+    return comparison
+
+
+def history_csv(comparison: Comparison) -> str:
+    lines = ["optimizer,lr,epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds"]
+    for run in comparison.runs:
+        for h in run.history:
+            lines.append(
+                f"{run.optimizer},{run.lr:g},{h.epoch},{h.train_loss:.6f},{h.train_accuracy:.6f},"
+                f"{h.test_loss:.6f},{h.test_accuracy:.6f},{h.seconds:.3f}"
+            )
+    return "\n".join(lines) + "\n"
