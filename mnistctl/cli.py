@@ -244,10 +244,30 @@ def _ensure_data(data_dir: Path, mirror: str | None, quiet: bool) -> None:
 
 
 def _setup_device(device: str | None, threads: int | None):
-    from mnistctl.runtime import select_device, set_threads
+    from mnistctl.runtime import dist_info, select_device, set_threads
 
     set_threads(threads)
-    return select_device(device)
+    return select_device(device, dist_info())
+
+
+def _launch_torchrun(nproc: int, device: str | None) -> int:
+    """`mnistctl train --nproc N …` is `torchrun --standalone --nproc_per_node N -m mnistctl train …`."""
+    import subprocess
+    import sys
+
+    from mnistctl.runtime import Accelerators, check_nproc
+
+    check_nproc(nproc, device, Accelerators.detect())
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return subprocess.run([*cmd, "-m", "mnistctl", *args]).returncode
 
 
 @app.command(
@@ -305,19 +325,35 @@ def train(
     device: DeviceOpt = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 autocast).")] = False,
     threads: ThreadsOpt = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc", min=1, help="Train data-parallel in N processes (starts torchrun; one GPU or CPU share each)."
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     mirror: MirrorOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a digit classifier on MNIST; write a checkpoint after every epoch."""
+    """Train a digit classifier on MNIST; write a checkpoint after every epoch.
+
+    Data-parallel: `torchrun --standalone --nproc_per_node N -m mnistctl train …` (or --nproc N); the
+    batch size is the global one, and only rank 0 prints and writes.
+    """
     from mnistctl import report
     from mnistctl.checkpoint import load_checkpoint, peek_arch
     from mnistctl.data import load_mnist
     from mnistctl.errors import MnistctlError
     from mnistctl.fsutil import check_writable
+    from mnistctl.runtime import dist_info, shutdown_distributed
     from mnistctl.train import TrainConfig, fit
 
+    dist = dist_info()
+    if nproc is not None and nproc > 1 and not dist.enabled:
+        raise typer.Exit(_launch_torchrun(nproc, device))
+    if not dist.is_main:  # only rank 0 talks
+        quiet, json_out = True, False
     path = _model_path(out)
     config = TrainConfig(
         arch=arch,
@@ -334,13 +370,14 @@ def train(
         amp=amp,
     )
     config.resolved()  # validate before any slow work
-    check_writable(path)
+    if dist.is_main:
+        check_writable(path)
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(path)
         if checkpoint.get("optimizer") is None:
             raise MnistctlError(f"{path} holds weights only, no training state to resume", "train without --resume")
-    elif path.exists() and not force:
+    elif path.exists() and not force and dist.is_main:
         existing = peek_arch(path)
         if existing is None:
             raise MnistctlError(f"{path} exists and is not an mnistctl checkpoint", "pass --force to overwrite it")
@@ -356,8 +393,12 @@ def train(
     live = report.RichTrainProgress() if report.progress_enabled(quiet) else None
     plain = report.EpochLines() if not quiet and live is None and not json_out else None
     callbacks = report.Callbacks(live, plain, report.JsonEpochs() if json_out else None)
-    result = fit(config, data, torch_device, out=path, resume=checkpoint, callbacks=callbacks)
-
+    try:
+        result = fit(config, data, torch_device, out=path, resume=checkpoint, callbacks=callbacks)
+    finally:
+        shutdown_distributed()
+    if not dist.is_main:
+        return
     final = result.final
     summary = {
         "event": "summary",

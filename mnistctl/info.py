@@ -11,7 +11,7 @@ from typing import Any
 from mnistctl import __version__
 from mnistctl.checkpoint import default_model_path
 from mnistctl.data import check_files
-from mnistctl.runtime import Accelerators, describe_devices, resolve_device_name, versions
+from mnistctl.runtime import Accelerators, describe_devices, dist_info, rank_device_name, resolve_device_name, versions
 
 
 def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, Any]:
@@ -24,6 +24,13 @@ def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, An
         auto = resolve_device_name(os.environ.get("MNISTCTL_DEVICE") or "auto", acc)
     except Exception as exc:  # a bad MNISTCTL_DEVICE is worth reporting, not failing on
         auto = f"invalid MNISTCTL_DEVICE ({exc})"
+    dist = dist_info()
+    rank_device = auto
+    if auto.startswith("cuda"):
+        try:
+            rank_device = rank_device_name(auto, dist, acc)
+        except Exception as exc:
+            rank_device = f"none ({exc})"
     return {
         "mnistctl": __version__,
         "python": sys.version.split()[0],
@@ -36,4 +43,12 @@ def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, An
         "data_ok": all(f.present for f in files),
         "data_files": [{"name": f.name, "path": f.path, "present": f.present} for f in files],
         "model": {"path": str(model), "exists": model.is_file()},
+        "distributed": {
+            "rank": dist.rank,
+            "world_size": dist.world_size,
+            "local_rank": dist.local_rank,
+            "device": rank_device,
+            "backend": "nccl" if rank_device.startswith("cuda") else "gloo",
+            "rule": "under torchrun, local rank i uses cuda:i on GPU machines, else the CPU (gloo)",
+        },
     }

@@ -135,6 +135,10 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
     general.add_row("data dir", f"{info['data_dir']} ({'all files valid' if info['data_ok'] else 'incomplete'})")
     model = info["model"]
     general.add_row("default model", f"{model['path']} ({'exists' if model['exists'] else 'not found'})")
+    dist = info["distributed"]
+    general.add_row(
+        "this rank", f"{dist['rank']} of {dist['world_size']} → {dist['device']} ({dist['backend']}); {dist['rule']}"
+    )
 
     devices = Table(title="devices", title_justify="left")
     devices.add_column("device")

@@ -75,10 +75,62 @@ def resolve_device_name(spec: str | None, acc: Accelerators) -> str:
     raise UsageError(f"unknown device {spec!r}", f"use {DEVICE_CHOICES}")
 
 
-def select_device(spec: str | None = None) -> torch.device:
+def select_device(spec: str | None = None, dist: DistInfo | None = None) -> torch.device:
+    """The device for this process; under torchrun, CUDA ranks take the GPU of their local rank."""
     import torch
 
-    return torch.device(resolve_device_name(spec, Accelerators.detect()))
+    acc = Accelerators.detect()
+    name = resolve_device_name(spec, acc)
+    if dist is not None and dist.enabled and name.startswith("cuda"):
+        name = rank_device_name(name, dist, acc)
+    return torch.device(name)
+
+
+def rank_device_name(name: str, dist: DistInfo, acc: Accelerators) -> str:
+    """One GPU per process: local rank i uses cuda:i."""
+    if dist.local_rank >= len(acc.cuda_names):
+        raise MnistctlError(
+            f"local rank {dist.local_rank} needs GPU cuda:{dist.local_rank}, but this machine has "
+            f"{len(acc.cuda_names)} GPU(s)",
+            "start at most one process per GPU (--nproc_per_node), or train on the CPU with --device cpu",
+        )
+    return f"cuda:{dist.local_rank}"
+
+
+def check_nproc(nproc: int, spec: str | None, acc: Accelerators) -> str:
+    """Validate ``mnistctl train --nproc N`` before launching; return the device kind the ranks will use."""
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1, not {nproc}", "pass the number of processes")
+    name = resolve_device_name(spec, acc)
+    if name.startswith("cuda") and nproc > len(acc.cuda_names):
+        raise MnistctlError(
+            f"--nproc {nproc} on CUDA needs {nproc} GPUs, but {len(acc.cuda_names)} found",
+            f"use --nproc {max(1, len(acc.cuda_names))}, or --device cpu to train with {nproc} CPU processes",
+        )
+    if name == "mps" and nproc > 1:
+        raise MnistctlError("data-parallel training on MPS is not supported", "use --device cpu or a CUDA machine")
+    return "cuda" if name.startswith("cuda") else "cpu"
+
+
+def init_distributed(device: torch.device, dist: DistInfo) -> None:
+    """Join torchrun's process group: NCCL between GPUs, gloo between CPU processes."""
+    import torch.distributed as tdist
+
+    if not dist.enabled or tdist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)
+    tdist.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world_size)
+
+
+def shutdown_distributed() -> None:
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
 
 
 def set_threads(threads: int | None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mnistctl.data import MnistData
 from mnistctl.errors import MnistctlError, UsageError
@@ -199,10 +200,13 @@ def schedule_factor(name: str, total_steps: int) -> Callable[[int], float]:
     return {"onecycle": onecycle, "cosine": cosine, "step": step_decay, "constant": lambda step: 1.0}[name]
 
 
-def augment_batch(x: torch.Tensor, gen: torch.Generator, rotate: float, scale: float, shift: float) -> torch.Tensor:
-    """Random rotation, scale and shift of each image in a batch of N×1×28×28 pixels in [0, 1] (black fill)."""
+def augment_batch(x: torch.Tensor, u: torch.Tensor, rotate: float, scale: float, shift: float) -> torch.Tensor:
+    """Rotate, scale and shift each image of N×1×28×28 pixels in [0, 1] (black fill).
+
+    ``u``: N×4 uniform numbers in [0, 1) drawn for the batch (rotation, scale, x shift, y shift).
+    """
     n, _, h, w = x.shape
-    u = torch.rand(n, 4, generator=gen) * 2 - 1
+    u = u * 2 - 1
     angle = u[:, 0] * math.radians(rotate)
     s = 1 + u[:, 1] * scale
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
@@ -219,6 +223,12 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 N×28×28 → float N×1×28×28 in [0, 1] on ``device`` (normalised per batch, after augmentation)."""
     return images.to(device).unsqueeze(1).float().div_(255.0)
+
+
+def shard(length: int, rank: int, world: int) -> slice:
+    """This rank's contiguous part of a global batch of ``length`` images."""
+    per = math.ceil(length / world)
+    return slice(min(length, rank * per), min(length, (rank + 1) * per))
 
 
 # --------------------------------------------------------------------------------------------- the loop
@@ -239,11 +249,17 @@ def fit(
 
     ``resume``: a checkpoint (as loaded) to continue from; its config wins over ``config``.
     ``initial_state``: start from these weights instead of the seeded initialisation.
+
+    Under torchrun (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel: every rank draws the same
+    seeded permutation and augmentation numbers for the global batch and takes its own contiguous part;
+    only rank 0 evaluates, reports and writes checkpoints.
     """
     from mnistctl.checkpoint import make_checkpoint, save_checkpoint
-    from mnistctl.runtime import seed_everything
+    from mnistctl.runtime import dist_info, init_distributed, seed_everything
 
-    callbacks = callbacks or TrainCallbacks()
+    dist = dist_info()
+    init_distributed(device, dist)
+    callbacks = (callbacks or TrainCallbacks()) if dist.is_main else TrainCallbacks()
     if resume is not None:
         config = TrainConfig.from_dict(resume["config"])
     cfg = config.resolved()
@@ -254,8 +270,17 @@ def fit(
     model = arch.build()
     if initial_state is not None:
         model.load_state_dict(initial_state)
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
     model = model.to(device)
     parameters = sum(p.numel() for p in model.parameters())
+    net: nn.Module = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":  # SyncBatchNorm works on GPUs only; on CPU each rank normalises its own part
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_x, train_y = data.train_images, data.train_labels
     if cfg.train_limit is not None:
@@ -276,7 +301,6 @@ def fit(
     history: list[EpochResult] = []
     start_epoch = 0
     if resume is not None:
-        model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         torch.set_rng_state(resume["rng"]["torch"])
@@ -296,67 +320,94 @@ def fit(
             t0 = time.perf_counter()
             gen = epoch_generator(cfg.seed, epoch)
             order = torch.randperm(n, generator=gen).to(device)
-            model.train()
+            net.train()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             for step in range(steps):
                 idx = order[step * bs : (step + 1) * bs]
+                u = torch.rand(len(idx), 4, generator=gen) if cfg.augment else None
+                global_len = len(idx)
+                if dist.enabled:
+                    part = shard(global_len, dist.rank, dist.world_size)
+                    idx = idx[part]
+                    u = u[part] if u is not None else None
                 x = inputs[idx]
-                if cfg.augment:
-                    x = augment_batch(x, gen, cfg.rotate, cfg.scale, cfg.shift)
+                if u is not None:
+                    x = augment_batch(x, u, cfg.rotate, cfg.scale, cfg.shift)
                 x = (x - mean) / std
                 y = targets[idx]
                 with autocast(device, cfg.amp):
-                    logits = model(x)
+                    logits = net(x)
+                if dist.enabled:
+                    # Sum over this rank's images, scaled so that DDP's gradient average is the global mean.
+                    summed = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing, reduction="sum")
+                    loss = summed * dist.world_size / global_len
+                    loss_sum += summed.detach()
+                else:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    loss_sum += loss.detach() * len(idx)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                loss_sum += loss.detach() * len(idx)
                 correct += (logits.argmax(1) == y).sum()
                 if (step + 1) % progress_every == 0 or step + 1 == steps:
                     seen = min(n, (step + 1) * bs)
+                    local = max(1, seen // dist.world_size)
                     callbacks.on_batch(
                         epoch,
                         step + 1,
-                        float(loss_sum) / seen,
-                        float(correct) / seen,
+                        float(loss_sum) / local,
+                        float(correct) / local,
                         seen / max(1e-9, time.perf_counter() - t0),
                     )
+            if dist.enabled:
+                import torch.distributed as tdist
+
+                totals = torch.stack([loss_sum.double(), correct.double()])
+                tdist.all_reduce(totals)
+                loss_sum, correct = totals[0], totals[1]
             train_seconds = time.perf_counter() - t0
-            test_loss, test_acc = quick_eval(model, test_inputs, test_targets, device, amp=cfg.amp)
-            seconds = time.perf_counter() - t0
-            result = EpochResult(
-                epoch=epoch,
-                train_loss=float(loss_sum) / n,
-                train_accuracy=float(correct) / n,
-                test_loss=test_loss,
-                test_accuracy=test_acc,
-                seconds=seconds,
-                images_per_s=n / train_seconds,
-                lr=float(optimizer.param_groups[0]["lr"]),
-                elapsed=elapsed_before + time.perf_counter() - run_start,
-            )
-            history.append(result)
-            if out is not None:
-                save_checkpoint(
-                    out,
-                    make_checkpoint(
-                        arch=cfg.arch,
-                        arch_config=dict(arch.defaults),
-                        state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
-                        normalization=(mean, std),
-                        epoch=epoch,
-                        config=asdict(cfg),
-                        history=[asdict(h) for h in history],
-                        metrics={"test_accuracy": test_acc, "test_loss": test_loss},
-                        optimizer=_to_cpu(optimizer.state_dict()),
-                        scheduler=scheduler.state_dict(),
-                        rng={"torch": torch.get_rng_state()},
-                    ),
+            result = None
+            if dist.is_main:
+                test_loss, test_acc = quick_eval(model, test_inputs, test_targets, device, amp=cfg.amp)
+                result = EpochResult(
+                    epoch=epoch,
+                    train_loss=float(loss_sum) / n,
+                    train_accuracy=float(correct) / n,
+                    test_loss=test_loss,
+                    test_accuracy=test_acc,
+                    seconds=time.perf_counter() - t0,
+                    images_per_s=n / train_seconds,
+                    lr=float(optimizer.param_groups[0]["lr"]),
+                    elapsed=elapsed_before + time.perf_counter() - run_start,
                 )
-            callbacks.on_epoch(result)
+                history.append(result)
+                if out is not None:
+                    save_checkpoint(
+                        out,
+                        make_checkpoint(
+                            arch=cfg.arch,
+                            arch_config=dict(arch.defaults),
+                            state_dict={
+                                k: v.detach().cpu() for k, v in model.state_dict().items()
+                            },  # no module. prefix
+                            normalization=(mean, std),
+                            epoch=epoch,
+                            config=asdict(cfg),
+                            history=[asdict(h) for h in history],
+                            metrics={"test_accuracy": test_acc, "test_loss": test_loss},
+                            optimizer=_to_cpu(optimizer.state_dict()),
+                            scheduler=scheduler.state_dict(),
+                            rng={"torch": torch.get_rng_state()},
+                        ),
+                    )
+            if dist.enabled:
+                import torch.distributed as tdist
+
+                tdist.barrier()
+            if result is not None:
+                callbacks.on_epoch(result)
     except KeyboardInterrupt:
         callbacks.on_end()
         done = history[-1].epoch if history else start_epoch

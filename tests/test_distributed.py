@@ -1,0 +1,81 @@
+"""Data-parallel training with torchrun: two gloo processes on the CPU equal one process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import write_tiny_mnist
+from typer.testing import CliRunner
+
+from mnistctl.checkpoint import load_checkpoint
+from mnistctl.cli import app
+from mnistctl.data import load_mnist
+from mnistctl.errors import MnistctlError
+from mnistctl.runtime import Accelerators, DistInfo, check_nproc, rank_device_name
+from mnistctl.train import TrainConfig, fit, shard
+
+MNISTCTL = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
+runner = CliRunner()
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    """Same global batch and seed: the weights after one epoch agree to float tolerance.
+
+    The network is `seed` (no BatchNorm): on the CPU each rank normalises its own half of the batch (SyncBatchNorm
+    needs GPUs), which is the one documented difference for BatchNorm networks.
+    """
+    data_dir = write_tiny_mnist(tmp_path / "data", n_train=256, n_test=64)
+    args = ["--arch", "seed", "--epochs", "1", "--batch-size", "64", "--augment", "--seed", "4"]
+    env = {**os.environ, "MNISTCTL_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [MNISTCTL, "train", "--nproc", "2", "--device", "cpu", "-o", str(tmp_path / "ddp.pt"), *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"event": "summary"') == 1  # rank 0 alone prints
+
+    config = TrainConfig(arch="seed", epochs=1, batch_size=64, augment=True, seed=4)
+    fit(config, load_mnist(data_dir), torch.device("cpu"), out=tmp_path / "single.pt")
+    ddp = load_checkpoint(tmp_path / "ddp.pt")
+    single = load_checkpoint(tmp_path / "single.pt")
+    assert ddp["state_dict"].keys() == single["state_dict"].keys()  # no "module." prefixes
+    for key, value in single["state_dict"].items():
+        assert torch.allclose(ddp["state_dict"][key], value, atol=2e-5, rtol=1e-4), key
+    assert abs(ddp["history"][0]["train_loss"] - single["history"][0]["train_loss"]) < 1e-4
+    # The data-parallel checkpoint resumes in a single process.
+    resumed = runner.invoke(
+        app, ["train", "--resume", "-o", str(tmp_path / "ddp.pt")], env={"MNISTCTL_DATA_DIR": str(data_dir)}
+    )
+    assert resumed.exit_code == 1 and "already finished" in resumed.stderr
+
+
+def test_shards_cover_the_batch_once():
+    for length in (1, 7, 64, 65):
+        for world in (1, 2, 3):
+            parts = [range(length)[shard(length, r, world)] for r in range(world)]
+            assert [i for p in parts for i in p] == list(range(length))
+
+
+def test_nproc_on_cuda_without_enough_gpus_is_a_one_line_error():
+    with pytest.raises(MnistctlError, match="needs 2 GPUs, but 1 found"):
+        check_nproc(2, "cuda", Accelerators(cuda_names=("A",)))
+    assert check_nproc(2, "cpu", Accelerators(cuda_names=("A",))) == "cpu"
+    assert check_nproc(4, "auto", Accelerators(cuda_names=("A", "B", "C", "D"))) == "cuda"
+    result = runner.invoke(app, ["train", "--nproc", "2", "--device", "cuda"])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "Error: device 'cuda' is not available" in result.stderr
+
+
+def test_each_rank_takes_the_gpu_of_its_local_rank():
+    two = Accelerators(cuda_names=("A", "B"))
+    assert rank_device_name("cuda:0", DistInfo(rank=3, world_size=4, local_rank=1), two) == "cuda:1"
+    with pytest.raises(MnistctlError, match="local rank 2 needs GPU cuda:2"):
+        rank_device_name("cuda:0", DistInfo(rank=2, world_size=3, local_rank=2), two)
