@@ -5,11 +5,13 @@ No torch import at module level: `mnistctl --help` and `mnistctl download` must 
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from mnistctl import __version__
 from mnistctl.errors import MnistctlError
@@ -24,8 +26,49 @@ EXAMPLES = """\
 [dim]Add --help after any command for its options and more examples.[/]
 """
 
+
+def _framework_class(name: str) -> type[BaseException]:
+    """Typer's (or, in older Typer, Click's) exception class of that name, found without private imports."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors as one line, `Error: <what> — <what to do>`, instead of a multi-line box."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        click_exception = _framework_class("ClickException")
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exception as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `mnistctl` alone: show the help
+                exc.show()
+                sys.exit(exc.exit_code)
+            from mnistctl import report
+
+            ctx = getattr(exc, "ctx", None)
+            where = f"`{ctx.command_path} --help`" if ctx is not None else "`mnistctl --help`"
+            report.error_line(f"{exc.format_message()} — see {where}")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            from mnistctl import report
+
+            report.error_line("aborted — nothing half-written was left behind")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
     name="mnistctl",
+    cls=OneLineErrors,
     help="Recognise handwritten digits: download MNIST, train a CNN, evaluate it, predict your own images.",
     epilog=EXAMPLES,
     no_args_is_help=True,

@@ -38,7 +38,7 @@ BORDER = 0.05  # the outer frame (fraction of the shorter side) that tells the b
 MIN_CONTRAST = 40  # ink must be this many gray levels away from the background, else the image is blank
 INK_FRACTION = 0.2  # pixels fainter than this fraction of the strongest ink are background (JPEG noise, paper)
 INK_FLOOR = 12  # ... and never fewer gray levels than this
-TRIM = 0.0025  # ignore this fraction of the ink at each edge of the bounding box (dust, specks)
+TRIM = 0.01  # ignore up to this fraction of the ink at each edge of the bounding box (dust, specks)
 WORK_SIDE = 1024  # bigger images are reduced to about this before preprocessing: a digit needs far fewer pixels
 MIN_SIDE = 3  # smaller images have no border to tell the background from
 

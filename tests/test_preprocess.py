@@ -1,0 +1,432 @@
+"""Reading users' digit images: loading any format, MNIST-style preprocessing, streaming predictions.
+
+Every image is a tiny synthetic one drawn with Pillow in tmp_path; no MNIST files are needed.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+from mnistctl.models import CompactNet
+from mnistctl.predict import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    Prediction,
+    expand_inputs,
+    load_digit,
+    load_image,
+    predict_paths,
+    preprocess,
+)
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def digit_mask(size: tuple[int, int] = (120, 120), box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """A "0" with a tail (so it has no symmetry to hide mistakes): 255 ink on 0, mode "L", not anti-aliased."""
+    w, h = size
+    x0, y0, x1, y1 = box or (w // 3, h // 4, 2 * w // 3, 3 * h // 4)
+    stroke = max(2, (x1 - x0) // 6)
+    img = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((x0, y0, x1, y1 - (y1 - y0) // 3), outline=255, width=stroke)
+    draw.line((x1 - stroke // 2, y0 + (y1 - y0) // 3, x0 + (x1 - x0) // 3, y1), fill=255, width=stroke)
+    return img
+
+
+def black_on_white(size: tuple[int, int] = (120, 120), **kw) -> Image.Image:
+    return Image.eval(digit_mask(size, **kw), lambda v: 255 - v)
+
+
+def centre_of_mass(t: torch.Tensor) -> tuple[float, float]:
+    x = t.float()
+    idx = torch.arange(x.shape[0], dtype=torch.float32)
+    total = x.sum()
+    return float((x.sum(1) * idx).sum() / total), float((x.sum(0) * idx).sum() / total)
+
+
+def ink_bbox(t: torch.Tensor, level: int = 0) -> tuple[int, int]:
+    """(height, width) of the pixels brighter than ``level``."""
+    rows = (t > level).any(1).nonzero().flatten()
+    cols = (t > level).any(0).nonzero().flatten()
+    return int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+
+
+def border(t: torch.Tensor) -> torch.Tensor:
+    return torch.cat([t[0], t[-1], t[:, 0], t[:, -1]])
+
+
+def save(img: Image.Image, path: Path, **kw) -> str:
+    img.save(path, **kw)
+    return str(path)
+
+
+def mnist_like() -> torch.Tensor:
+    """A 28×28 white-on-black digit as MNIST has them: anti-aliased, dark border."""
+    img = digit_mask((28, 28), box=(8, 4, 20, 24)).filter(ImageFilter.GaussianBlur(0.7))
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(28, 28).clone()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims ``width``×``height`` pixels: enough for Pillow to read the size, nothing to decode."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+# --------------------------------------------------------------------------------------------- polarity
+
+
+def test_black_on_white_is_inverted_and_white_on_black_is_not() -> None:
+    from_dark_ink = preprocess(black_on_white())
+    from_light_ink = preprocess(digit_mask())
+    assert torch.equal(from_dark_ink, from_light_ink)
+    assert border(from_dark_ink).max() == 0
+    assert from_dark_ink.max() == 255
+    assert 40 < (from_dark_ink > 0).sum() < 400  # a digit's worth of ink, not a filled square
+
+
+def test_invert_can_be_forced() -> None:
+    assert torch.equal(preprocess(black_on_white(), invert="yes"), preprocess(black_on_white()))
+    assert torch.equal(preprocess(digit_mask(), invert="no"), preprocess(digit_mask()))
+    # Forced the wrong way, the "ink" is the background colour: nothing stands out from it.
+    with pytest.raises(ImageError, match="blank"):
+        preprocess(black_on_white(), invert="no")
+    with pytest.raises(ImageError, match="blank"):
+        preprocess(digit_mask(), invert="yes")
+    with pytest.raises(ValueError, match="invert"):
+        preprocess(digit_mask(), invert="maybe")
+
+
+def test_no_preprocess_only_resizes_and_applies_the_invert_choice(tmp_path: Path) -> None:
+    pixels = mnist_like()
+    path = save(Image.frombytes("L", (28, 28), bytes(pixels.flatten().tolist())), tmp_path / "d.png")
+    assert torch.equal(load_digit(path, preprocess_image=False), pixels)
+    assert torch.equal(load_digit(path, preprocess_image=False, invert="yes"), 255 - pixels)
+    big = save(black_on_white((90, 60)), tmp_path / "big.png")
+    out = load_digit(big, preprocess_image=False)
+    assert out.shape == (28, 28) and out.dtype == torch.uint8
+    assert border(out).max() == 0  # inverted (auto) but not cropped or centred
+    assert torch.equal(load_digit(big, preprocess_image=False, invert="no"), 255 - out)
+
+
+# --------------------------------------------------------------------------------------------- geometry
+
+
+def test_off_centre_digit_is_centred_by_mass_and_fitted_to_20px() -> None:
+    img = black_on_white((400, 300), box=(20, 30, 90, 150))  # top-left corner of a big page
+    out = preprocess(img)
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+    height, width = ink_bbox(out)
+    assert height in (19, 20, 21)  # the longer side, fitted to 20 (Lanczos may ring by a pixel)
+    assert width < height
+
+
+def test_aspect_ratio_is_kept_for_a_tall_thin_stroke() -> None:
+    img = Image.new("L", (300, 300), 255)
+    ImageDraw.Draw(img).rectangle((140, 40, 152, 260), fill=0)  # 13 × 221 px
+    out = preprocess(img)
+    height, width = ink_bbox(out, level=20)
+    assert 19 <= height <= 20
+    assert width <= 3
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+
+
+def test_mnist_format_input_passes_through_bit_identical(tmp_path: Path) -> None:
+    pixels = mnist_like()
+    assert border(pixels).max() == 0 and int(pixels.max()) > 0
+    path = save(Image.frombytes("L", (28, 28), bytes(pixels.flatten().tolist())), tmp_path / "mnist.png")
+    out = load_digit(path)
+    assert out.dtype == torch.uint8 and torch.equal(out, pixels)
+
+
+def test_jpeg_noise_and_gray_paper_leave_a_clean_black_background(tmp_path: Path) -> None:
+    page = Image.eval(black_on_white((160, 120), box=(70, 20, 130, 100)), lambda v: 60 + v * 140 // 255)
+    path = save(page.convert("RGB"), tmp_path / "gray.jpg", quality=60)  # gray ink (60) on gray paper (200)
+    out = load_digit(path)
+    assert border(out).max() == 0
+    assert out.max() == 255  # faint ink is stretched to MNIST's full strength
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+
+
+def test_a_speck_far_from_the_digit_does_not_shrink_it() -> None:
+    img = black_on_white((300, 300), box=(120, 100, 190, 220))
+    ImageDraw.Draw(img).rectangle((5, 5, 7, 7), fill=0)
+    height, _ = ink_bbox(preprocess(img), level=20)
+    assert height >= 19
+
+
+def test_blank_image_is_an_error(tmp_path: Path) -> None:
+    for colour in (0, 255, 180):
+        path = save(Image.new("L", (50, 50), colour), tmp_path / f"blank{colour}.png")
+        with pytest.raises(ImageError, match="blank image: no ink found"):
+            load_digit(path)
+
+
+# --------------------------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"),
+    [("1", "png"), ("L", "png"), ("RGB", "png"), ("RGB", "bmp"), ("P", "gif"), ("CMYK", "tif"), ("LA", "png")],
+)
+def test_every_mode_gives_the_same_digit(tmp_path: Path, mode: str, suffix: str) -> None:
+    reference = preprocess(black_on_white())
+    img = black_on_white().convert(mode)
+    out = load_digit(save(img, tmp_path / f"d.{suffix}"))
+    assert torch.equal(out, reference)
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    img = Image.new("I;16", (60, 60), 20000)  # mid-gray paper; clipping to 8 bits would make it all white
+    ImageDraw.Draw(img).rectangle((25, 10, 35, 50), fill=60000)
+    ImageDraw.Draw(img).point((0, 0), fill=65535)
+    path = save(img, tmp_path / "deep.png")
+    gray = load_image(path)
+    assert gray.mode == "L"
+    assert gray.getpixel((5, 5)) in (77, 78) and gray.getpixel((30, 30)) in (233, 234)
+    assert gray.getpixel((0, 0)) == 255
+    out = load_digit(path)
+    assert border(out).max() == 0 and ink_bbox(out, level=20)[0] in (19, 20)
+
+
+def test_rgba_transparent_background_is_composited_on_white(tmp_path: Path) -> None:
+    img = Image.new("RGBA", (120, 120), (0, 0, 0, 0))  # transparent *black*: read as black, there is no digit
+    img.putalpha(digit_mask())
+    path = save(img, tmp_path / "alpha.png")
+    gray = load_image(path)
+    assert gray.getpixel((0, 0)) == 255
+    assert torch.equal(load_digit(path), preprocess(black_on_white()))
+
+
+def test_palette_with_transparency_is_composited_on_white(tmp_path: Path) -> None:
+    img = Image.new("P", (120, 120), 0)
+    img.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)  # both entries black; entry 0 is transparent
+    img.paste(1, mask=digit_mask())
+    path = save(img, tmp_path / "pal.png", transparency=0)
+    assert torch.equal(load_digit(path), preprocess(black_on_white()))
+
+
+def test_animated_gif_uses_the_first_frame(tmp_path: Path) -> None:
+    tall = Image.new("L", (80, 80), 255)
+    ImageDraw.Draw(tall).rectangle((36, 10, 44, 70), fill=0)
+    wide = Image.new("L", (80, 80), 255)
+    ImageDraw.Draw(wide).rectangle((10, 36, 70, 44), fill=0)
+    path = tmp_path / "anim.gif"
+    tall.save(path, save_all=True, append_images=[wide, wide], duration=100, loop=0)
+    height, width = ink_bbox(load_digit(path), level=20)
+    assert height > 2 * width
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    stored = Image.new("RGB", (120, 60), "white")  # a horizontal bar, stored sideways
+    ImageDraw.Draw(stored).rectangle((10, 25, 110, 35), fill="black")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    path = save(stored, tmp_path / "phone.jpg", exif=exif, quality=95)
+    gray = load_image(path)
+    assert gray.size == (60, 120)
+    height, width = ink_bbox(load_digit(path), level=40)
+    assert height > 3 * width
+
+
+# --------------------------------------------------------------------------------------------- bad files
+
+
+def _reason(path: Path | str) -> str:
+    with pytest.raises(ImageError) as info:
+        load_digit(path)
+    text = str(info.value)
+    assert "\n" not in text and "Traceback" not in text and len(text) < 120
+    return text
+
+
+def test_unusable_files_give_one_line_reasons(tmp_path: Path) -> None:
+    good = black_on_white((64, 64))
+    png = tmp_path / "good.png"
+    good.save(png)
+    jpg = tmp_path / "good.jpg"
+    good.convert("RGB").save(jpg, quality=90)
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    assert _reason(tmp_path / "empty.png") == "empty file (0 bytes)"
+    (tmp_path / "page.png").write_text("<!DOCTYPE html><html><body>Not found</body></html>")
+    assert _reason(tmp_path / "page.png").startswith("not an image file")
+    (tmp_path / "notes.jpg").write_text("just some text\n")
+    assert _reason(tmp_path / "notes.jpg").startswith("not an image file")
+    (tmp_path / "cut.png").write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    assert "truncated" in _reason(tmp_path / "cut.png")
+    (tmp_path / "cut.jpg").write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2])
+    assert "truncated" in _reason(tmp_path / "cut.jpg")
+    (tmp_path / "head.png").write_bytes(png.read_bytes()[:30])
+    assert "truncated" in _reason(tmp_path / "head.png")
+    Image.new("L", (1, 1), 0).save(tmp_path / "dot.png")
+    assert _reason(tmp_path / "dot.png") == "image too small (1x1 pixels)"
+    assert _reason(tmp_path / "missing.png") == "no such file"
+    (tmp_path / "folder.png").mkdir()
+    assert _reason(tmp_path / "folder.png") == "is a directory"
+
+
+def test_decompression_bombs_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "bomb.png").write_bytes(png_header_only(20000, 20000))  # past Pillow's hard limit
+    reason = _reason(tmp_path / "bomb.png")
+    assert reason.startswith("image too large (20000x20000 pixels; limit")
+    # Between Pillow's limit and twice it, Pillow only warns: that warning must stop us too.
+    (tmp_path / "big.png").write_bytes(png_header_only(10000, 10000))
+    assert _reason(tmp_path / "big.png").startswith("image too large (10000x10000 pixels")
+
+
+def test_a_real_compressed_bomb_is_refused_cheaply(tmp_path: Path) -> None:
+    path = tmp_path / "real-bomb.png"
+    Image.new("1", (20000, 20000)).save(path)  # a few KB on disk, 400 Mpx decoded
+    assert path.stat().st_size < 200_000
+    assert _reason(path).startswith("image too large (20000x20000 pixels")
+
+
+# --------------------------------------------------------------------------------------------- predicting
+
+
+@pytest.fixture
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return CompactNet(widths=(4, 8))
+
+
+NORM = {"mean": 0.0, "std": 1.0}
+
+
+def _mixed_files(tmp_path: Path, n: int = 40) -> list[str]:
+    paths = []
+    for i in range(n):
+        box = (10 + i % 7, 10 + i % 5, 40 + i % 11, 50 + i % 3)
+        paths.append(save(black_on_white((64, 64), box=box), tmp_path / f"{i:03d}.png"))
+    (tmp_path / "bad.png").write_bytes(b"<html></html>")
+    paths.insert(n // 2, str(tmp_path / "bad.png"))
+    paths.append(str(tmp_path / "missing.png"))
+    return paths
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predict_paths_keeps_order_and_reports_bad_files(
+    tmp_path: Path, tiny_model: torch.nn.Module, workers: int
+) -> None:
+    paths = _mixed_files(tmp_path)
+    preds = list(
+        predict_paths(paths, tiny_model, NORM, torch.device("cpu"), batch_size=8, workers=workers, keep_pixels=True)
+    )
+    assert [p.index for p in preds] == list(range(len(paths)))
+    assert [p.path for p in preds] == paths
+    bad = [p for p in preds if p.error]
+    assert [p.path for p in bad] == [str(tmp_path / "bad.png"), str(tmp_path / "missing.png")]
+    assert bad[0].error.startswith("not an image file") and bad[1].error == "no such file"
+    assert all(p.digit is None and p.probabilities is None for p in bad)
+    for p in preds:
+        if p.error:
+            continue
+        assert isinstance(p, Prediction) and 0 <= p.digit <= 9
+        assert len(p.probabilities) == 10 and abs(sum(p.probabilities) - 1) < 1e-5
+        assert p.confidence == pytest.approx(max(p.probabilities))
+        assert p.probabilities.index(max(p.probabilities)) == p.digit
+        assert p.pixels.shape == (28, 28) and p.pixels.dtype == torch.uint8
+        assert torch.equal(p.pixels, load_digit(p.path))
+
+
+def test_predict_paths_matches_a_plain_forward_pass(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    paths = [save(black_on_white((50, 50), box=(5 + i, 8, 30 + i, 45)), tmp_path / f"{i}.png") for i in range(5)]
+    norm = {"mean": 0.1307, "std": 0.3081}
+    preds = list(predict_paths(paths, tiny_model, norm, torch.device("cpu"), workers=1))
+    x = torch.stack([load_digit(p) for p in paths]).float().unsqueeze(1)
+    with torch.no_grad():
+        expected = tiny_model.eval()((x / 255 - 0.1307) / 0.3081).softmax(1)
+    got = torch.tensor([p.probabilities for p in preds])
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert all(p.pixels is None for p in preds)  # only with keep_pixels
+
+
+def test_predict_paths_streams_and_can_stop_early(tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import mnistctl.predict as predict_mod
+
+    loaded: list[str] = []
+    lock = threading.Lock()
+
+    def fake_load(path: str, **_: object) -> torch.Tensor:
+        with lock:
+            loaded.append(path)
+        return torch.zeros(28, 28, dtype=torch.uint8)
+
+    monkeypatch.setattr(predict_mod, "load_digit", fake_load)
+    paths = [f"img{i}.png" for i in range(5000)]
+    stream = predict_paths(paths, tiny_model, NORM, torch.device("cpu"), batch_size=512, workers=2)
+    first = next(stream)
+    assert first.index == 0 and first.error is None
+    assert len(loaded) < 1000  # the first result came long before the last file was read
+    stream.close()  # stopping early neither hangs nor goes on reading everything
+    assert len(loaded) < 1000
+    assert list(predict_paths([], tiny_model, NORM, torch.device("cpu"))) == []
+
+
+def test_predict_paths_leaves_the_warning_filters_as_they_were(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    import warnings
+
+    before = list(warnings.filters)
+    list(predict_paths(_mixed_files(tmp_path, 100), tiny_model, NORM, torch.device("cpu"), batch_size=16, workers=4))
+    assert list(warnings.filters) == before
+
+
+def test_predict_paths_without_preprocessing(tmp_path: Path, tiny_model: torch.nn.Module) -> None:
+    path = save(black_on_white((90, 60)), tmp_path / "d.png")
+    (pred,) = predict_paths([path], tiny_model, NORM, torch.device("cpu"), preprocess_image=False, keep_pixels=True)
+    assert torch.equal(pred.pixels, load_digit(path, preprocess_image=False))
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def test_expand_inputs(tmp_path: Path) -> None:
+    d = tmp_path / "scans"
+    (d / "sub").mkdir(parents=True)
+    for name in ("b.PNG", "a.jpg", "c.txt", ".hidden.png", "sub/z.gif", "sub/y.tiff"):
+        (d / name).write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "only-dirs" / "inner").mkdir(parents=True)
+    (tmp_path / "only-dirs" / "inner" / "x.png").write_bytes(b"x")
+    (tmp_path / "odd.name").write_bytes(b"x")
+
+    paths, problems = expand_inputs([str(d)], recursive=False)
+    assert paths == [str(d / "a.jpg"), str(d / "b.PNG")] and problems == []
+    paths, _ = expand_inputs([str(d)], recursive=True)
+    assert paths == [str(d / "a.jpg"), str(d / "b.PNG"), str(d / "sub" / "y.tiff"), str(d / "sub" / "z.gif")]
+
+    inputs = [str(tmp_path / "odd.name"), str(tmp_path / "nope.png"), str(tmp_path / "empty"), str(d / "c.txt")]
+    paths, problems = expand_inputs(inputs, recursive=False)
+    assert paths == [str(tmp_path / "odd.name"), str(d / "c.txt")]  # files are taken whatever their suffix
+    assert problems == [
+        f"no such file or directory: {tmp_path / 'nope.png'}",
+        f"no images in directory {tmp_path / 'empty'}",
+    ]
+
+    paths, problems = expand_inputs([str(tmp_path / "only-dirs")], recursive=False)
+    assert paths == [] and "--recursive" in problems[0]
+    assert expand_inputs([str(tmp_path / "only-dirs")], recursive=True)[0] == [
+        str(tmp_path / "only-dirs" / "inner" / "x.png")
+    ]
+
+
+def test_image_suffixes() -> None:
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"} <= set(
+        IMAGE_SUFFIXES
+    )
