@@ -245,9 +245,9 @@ def _fetch_http(url: str, part: Path, name: str, progress: DownloadProgress, sou
         progress.start(name, source, None if expected is None else have + expected, have)
         got = 0
         try:
-            with open(part, mode) as out:
+            with open(part, mode, buffering=0) as out:  # unbuffered: what arrived is on disk, for resuming
                 while True:
-                    block = resp.read(CHUNK)
+                    block = resp.read1(CHUNK)
                     if not block:
                         break
                     out.write(block)

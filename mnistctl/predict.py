@@ -41,6 +41,8 @@ INK_FLOOR = 12  # ... and never fewer gray levels than this
 TRIM = 0.01  # ignore up to this fraction of the ink at each edge of the bounding box (dust, specks)
 WORK_SIDE = 1024  # bigger images are reduced to about this before preprocessing: a digit needs far fewer pixels
 MIN_SIDE = 3  # smaller images have no border to tell the background from
+MIN_INK_SIDE = 3  # ink smaller than this many pixels (at the working size) is a speck, not a digit ...
+MIN_INK_FRACTION = 0.01  # ... or smaller than this fraction of the image's longer side
 
 
 class ImageError(MnistctlError):
@@ -276,6 +278,8 @@ def preprocess(img: Image.Image, invert: str = "auto") -> torch.Tensor:
     if bbox is None:
         raise ImageError("blank image: no ink found")
     patch = ink.crop(_trim(ink.crop(bbox), bbox))
+    if max(patch.size) < max(MIN_INK_SIDE, MIN_INK_FRACTION * max(w, h)):
+        raise ImageError("blank image: no ink found (only specks)")  # dust on an empty page is not a digit
 
     # Fit the longer side to 20 px; Pillow box-reduces first (reducing_gap), then Lanczos anti-aliases.
     pw, ph = patch.size
@@ -380,10 +384,9 @@ def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, i
     img = load_image(path)
     if preprocess_image:
         return preprocess(img, invert)
-    inverted = _decide_invert(img.histogram(_border_mask(*img.size)), invert)
     if img.size != (SIZE, SIZE):
         img = img.resize((SIZE, SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    if inverted:
+    if _decide_invert(img.histogram(_border_mask(SIZE, SIZE)), invert):  # the border of the 28x28 is enough
         img = ImageOps.invert(img)
     return _to_tensor(img)
 

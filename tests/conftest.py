@@ -94,6 +94,8 @@ class Route:
     status: int = 200
     drop_after: int | None = None  # first request: send this many bytes, then close the connection
     ranges: bool = True  # honour Range requests with 206
+    stall_after: int | None = None  # send this many bytes, then wait until `resume` is set
+    resume: threading.Event = field(default_factory=threading.Event)
 
 
 class MirrorServer:
@@ -124,6 +126,12 @@ class MirrorServer:
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.end_headers()
+                if route.stall_after is not None and not route.resume.is_set():
+                    self.wfile.write(body[start : start + route.stall_after])
+                    self.wfile.flush()
+                    route.resume.wait(60)
+                    self.close_connection = True
+                    return
                 if route.drop_after is not None:
                     self.wfile.write(body[start : start + route.drop_after])
                     self.wfile.flush()

@@ -173,6 +173,10 @@ def test_blank_image_is_an_error(tmp_path: Path) -> None:
         path = save(Image.new("L", (50, 50), colour), tmp_path / f"blank{colour}.png")
         with pytest.raises(ImageError, match="blank image: no ink found"):
             load_digit(path)
+    dusty = Image.new("L", (400, 300), 235)
+    ImageDraw.Draw(dusty).rectangle((200, 100, 201, 101), fill=30)  # a speck is not a digit
+    with pytest.raises(ImageError, match="blank image"):
+        preprocess(dusty)
 
 
 # --------------------------------------------------------------------------------------------- formats
