@@ -103,6 +103,10 @@ def handle_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # `mnistctl predict … | head`: the reader left; stop quietly, as cat does
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             if _debug_enabled():
                 raise
@@ -367,6 +371,12 @@ def train(
     ] = False,
     device: DeviceOpt = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 autocast).")] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="NHWC memory layout (a speed knob; see the README).")
+    ] = False,
+    compile_model: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (a speed knob; needs a C compiler).")
+    ] = False,
     threads: ThreadsOpt = None,
     nproc: Annotated[
         int | None,
@@ -411,6 +421,8 @@ def train(
         seed=seed,
         train_limit=train_limit,
         amp=amp,
+        channels_last=channels_last,
+        compile=compile_model,
     )
     config.resolved()  # validate before any slow work
     if dist.is_main:
@@ -651,3 +663,118 @@ def compare_optimizers(
         report.out.print(report.comparison_table(comparison))
     written = [str(p) for p in (results, csv, plot) if p is not None]
     report.log(f"Wrote {', '.join(written)}.", quiet=quiet)
+
+
+@app.command(
+    epilog="""\
+[bold]Examples[/]
+
+  mnistctl predict digit.png                       the digit, its probability and what the network saw
+
+  mnistctl predict scans/ --recursive > answers.tsv
+
+  find scans -name '*.png' | mnistctl predict - | cut -f2 | sort | uniq -c
+
+  mnistctl predict photo.jpg --top-k 2 --json
+""",
+)
+@handle_errors
+def predict(
+    inputs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Image files, directories of images, or - to read paths from stdin (one per line).", show_default=False
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", envvar="MNISTCTL_MODEL", help="Checkpoint to use.", show_default=False),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=0, max=9, help="Also print the next K digits.")] = 0,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subdirectories.")] = False,
+    invert: Annotated[
+        str, typer.Option("--invert", help="auto (decide from the border), yes (dark ink on light) or no.")
+    ] = "auto",
+    no_preprocess: Annotated[
+        bool, typer.Option("--no-preprocess", help="Only resize to 28×28: no cropping, fitting or centring.")
+    ] = False,
+    show: Annotated[bool, typer.Option("--show", help="Draw the 28×28 input the network saw (on stderr if piped).")] = (
+        False
+    ),
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 512,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Threads decoding images.")] = 2,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="JSON Lines: one object per image, all ten probabilities.")
+    ] = (False),
+    quiet: QuietOpt = False,
+) -> None:
+    """Recognise the digit in each image: one line per image, `path<TAB>digit<TAB>confidence`.
+
+    Photos and drawings (dark ink on light paper, any size, off-centre, RGB, JPEG, PNG with alpha) are
+    turned into MNIST-style 28×28 inputs first. Bad files are reported one line each on stderr; the rest
+    are still predicted, and the exit code is 1 if any failed.
+    """
+    from mnistctl import report
+    from mnistctl.checkpoint import build_model, load_checkpoint
+    from mnistctl.errors import UsageError
+    from mnistctl.predict import INVERT_CHOICES, expand_inputs, predict_paths
+
+    if not inputs:
+        raise UsageError("no images given", "pass image files, directories, or - to read paths from stdin")
+    if invert not in INVERT_CHOICES:
+        raise UsageError(f"unknown --invert value {invert!r}", "use auto, yes or no")
+    names: list[str] = []
+    for item in inputs:
+        if item == "-":
+            names += [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        else:
+            names.append(item)
+    paths, problems = expand_inputs(names, recursive)
+    for problem in problems:
+        report.error_line(f"{problem} — check the path")
+    checkpoint = load_checkpoint(_model_path(model))
+    net = build_model(checkpoint)
+    torch_device = _setup_device(device, threads)
+    net.to(torch_device)
+
+    single_panel = len(paths) == 1 and not problems and report.out.is_terminal and not json_out
+    failed = len(problems)
+    results = predict_paths(
+        paths,
+        net,
+        checkpoint["normalization"],
+        torch_device,
+        batch_size=batch_size,
+        workers=workers,
+        preprocess_image=not no_preprocess,
+        invert=invert,
+        keep_pixels=show or single_panel,
+    )
+    progress = (
+        report.CountProgress("predicting", len(paths)) if report.progress_enabled(quiet) and len(paths) > 1 else None
+    )
+    try:
+        for prediction in results:
+            if progress:
+                progress.advance()
+            if prediction.error is not None:
+                failed += 1
+                report.error_line(f"{prediction.path}: {prediction.error} — this file was skipped")
+                continue
+            if single_panel:
+                report.out.print(report.prediction_panel(prediction))
+                continue
+            if json_out:
+                report.print_json(report.prediction_json(prediction, top_k))
+            else:
+                sys.stdout.write(report.prediction_line(prediction, top_k) + "\n")
+                sys.stdout.flush()
+            if show and prediction.pixels is not None:
+                report.err.print(report.digit_preview(prediction.pixels, report.err.is_terminal))
+    finally:
+        if progress:
+            progress.stop()
+    if failed:
+        raise typer.Exit(1)

@@ -156,7 +156,7 @@ def _to_gray(im: Image.Image) -> Image.Image:
     """Any Pillow mode → "L"; alpha is composited onto white (a transparent background is paper)."""
     mode = im.mode
     if mode == "L":
-        return im.copy() if im.readonly else im
+        return im.copy() if im.readonly else im  # readonly: memory-mapped from the file
     if mode == "1":
         return im.convert("L")
     if mode in ("P", "PA"):
@@ -251,6 +251,11 @@ def preprocess(img: Image.Image, invert: str = "auto") -> torch.Tensor:
     longer side fitted to 20 px keeping the aspect ratio, pasted so that the centre of mass is at (14, 14).
     A 28×28 image that is already white on black is returned unchanged.
     """
+    return _as_tensor(_preprocess_bytes(img, invert))
+
+
+def _preprocess_bytes(img: Image.Image, invert: str) -> bytes:
+    """:func:`preprocess` as 784 row-major bytes: the batch tensor is made once from many of them."""
     img = _as_gray(img)
     w, h = img.size
     if max(w, h) > WORK_SIDE:  # box-average a huge image down first: everything below is then cheap
@@ -259,7 +264,7 @@ def preprocess(img: Image.Image, invert: str = "auto") -> torch.Tensor:
     hist = img.histogram(_border_mask(w, h))
     inverted = _decide_invert(hist, invert)
     if not inverted and (w, h) == (SIZE, SIZE):
-        return _to_tensor(img)  # already MNIST-shaped: any change would only hurt
+        return img.tobytes()  # already MNIST-shaped: any change would only hurt
 
     # Ink = how far a pixel is from the background, towards the ink side; zero where it is paper or noise
     # (below a fraction of the strongest ink), and the strongest ink becomes 255. Worked out as one LUT.
@@ -294,9 +299,11 @@ def preprocess(img: Image.Image, invert: str = "auto") -> torch.Tensor:
     top = min(max(round(CENTRE - _centre(rows)), 0), SIZE - ph)
     if top_value < 255:  # thin strokes fade when shrunk; MNIST strokes peak at 255
         data = data.translate(bytes(_ramp(top_value) + [255] * (255 - top_value)))
-    canvas = torch.zeros((SIZE, SIZE), dtype=torch.uint8)
-    canvas[top : top + ph, left : left + pw] = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(ph, pw)
-    return canvas
+    canvas = bytearray(SIZE * SIZE)
+    for r in range(ph):
+        at = (top + r) * SIZE + left
+        canvas[at : at + pw] = data[r * pw : (r + 1) * pw]
+    return bytes(canvas)
 
 
 def _as_gray(img: Image.Image) -> Image.Image:
@@ -371,9 +378,10 @@ def _trim_range(profile: list[int]) -> tuple[int, int]:
     return start, end
 
 
-def _to_tensor(img: Image.Image) -> torch.Tensor:
-    w, h = img.size
-    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(h, w)
+def _as_tensor(data: bytes, count: int | None = None) -> torch.Tensor:
+    """28×28 uint8 tensor(s) from row-major bytes (one torch call for a whole batch: they cost microseconds each)."""
+    t = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return t.view(SIZE, SIZE) if count is None else t.view(count, SIZE, SIZE)
 
 
 def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, invert: str = "auto") -> torch.Tensor:
@@ -381,14 +389,18 @@ def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, i
 
     ``preprocess_image=False`` (``--no-preprocess``) only resizes to 28×28, and still applies ``invert``.
     """
+    return _as_tensor(_digit_bytes(path, preprocess_image, invert))
+
+
+def _digit_bytes(path: str | os.PathLike[str], preprocess_image: bool, invert: str) -> bytes:
     img = load_image(path)
     if preprocess_image:
-        return preprocess(img, invert)
+        return _preprocess_bytes(img, invert)
     if img.size != (SIZE, SIZE):
         img = img.resize((SIZE, SIZE), Image.Resampling.LANCZOS, reducing_gap=3.0)
     if _decide_invert(img.histogram(_border_mask(SIZE, SIZE)), invert):  # the border of the 28x28 is enough
         img = ImageOps.invert(img)
-    return _to_tensor(img)
+    return img.tobytes()
 
 
 # --------------------------------------------------------------------------------------------- predicting
@@ -405,7 +417,7 @@ class Prediction:
     error: str | None = None  # one-line reason when the file failed
 
 
-_Loaded = tuple[int, str, "torch.Tensor | None", "str | None"]
+_Loaded = tuple[int, str, "bytes | None", "str | None"]  # index, path, 784 pixel bytes, error
 
 CHUNK = 32  # files per decoding task: big enough to amortise the pool's overhead, small enough to stream
 MIN_BATCH = 128  # after the first results, run the network on at least this many images at a time
@@ -416,7 +428,7 @@ def _load_chunk(start: int, paths: Sequence[str], preprocess_image: bool, invert
     with _pillow_warnings:  # once per chunk rather than per file
         for i, path in enumerate(paths, start):
             try:
-                out.append((i, path, load_digit(path, preprocess_image=preprocess_image, invert=invert), None))
+                out.append((i, path, _digit_bytes(path, preprocess_image, invert), None))
             except ImageError as exc:
                 out.append((i, path, None, exc.message))
             except MemoryError:
@@ -452,9 +464,18 @@ def predict_paths(
     chunk = max(1, min(CHUNK, batch_size))
     tasks = ((start, paths[start : start + chunk]) for start in range(0, len(paths), chunk))
 
-    if workers <= 0:
+    def run(ready: list[_Loaded]) -> Iterator[Prediction]:
+        for start in range(0, len(ready), batch_size):
+            yield from _infer(ready[start : start + batch_size], model, mean, std, device, keep_pixels)
+
+    if workers <= 0:  # everything in this thread: the first chunk at once, then full batches
+        ready: list[_Loaded] = []
         for start, part in tasks:
-            yield from _infer(_load_chunk(start, part, preprocess_image, invert), model, mean, std, device, keep_pixels)
+            ready.extend(_load_chunk(start, part, preprocess_image, invert))
+            if start == 0 or len(ready) >= batch_size:
+                yield from run(ready)
+                ready = []
+        yield from run(ready)
         return
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mnistctl-decode")
@@ -470,7 +491,7 @@ def predict_paths(
                 in_flight.append(pool.submit(_load_chunk, *task, preprocess_image, invert))
 
         refill()
-        ready: list[_Loaded] = []
+        ready = []
         min_batch = 1  # the first results go out as soon as the first chunk is decoded ...
         while in_flight:
             ready.extend(in_flight.popleft().result())
@@ -479,8 +500,7 @@ def predict_paths(
             # on a batch worth it (tiny batches cost the network a third more per image).
             waiting = bool(in_flight) and not in_flight[0].done()
             if len(ready) >= batch_size or not in_flight or (waiting and len(ready) >= min_batch):
-                for start in range(0, len(ready), batch_size):
-                    yield from _infer(ready[start : start + batch_size], model, mean, std, device, keep_pixels)
+                yield from run(ready)
                 ready = []
                 min_batch = min(batch_size, MIN_BATCH)  # ... the rest in batches worth running
     finally:
@@ -491,21 +511,21 @@ def _infer(
     loaded: list[_Loaded], model: torch.nn.Module, mean: float, std: float, device: torch.device, keep_pixels: bool
 ) -> Iterator[Prediction]:
     good = [item for item in loaded if item[2] is not None]
-    results: dict[int, tuple[int, float, list[float]]] = {}
+    results: dict[int, tuple[int, float, list[float], torch.Tensor | None]] = {}
     if good:
-        x = torch.stack([item[2] for item in good])  # type: ignore[misc]
+        x = _as_tensor(b"".join(item[2] for item in good), len(good))  # type: ignore[misc]
         with torch.inference_mode():
             batch = ((x.to(device).float() / 255.0 - mean) / std).unsqueeze(1)
             probs = model(batch).float().softmax(1).cpu()
         confidence, digit = probs.max(1)
-        for item, d, c, p in zip(good, digit.tolist(), confidence.tolist(), probs.tolist(), strict=True):
-            results[item[0]] = (d, c, p)
-    for index, path, pixels, error in loaded:
+        rows = zip(good, digit.tolist(), confidence.tolist(), probs.tolist(), strict=True)
+        for k, (item, d, c, p) in enumerate(rows):
+            results[item[0]] = (d, c, p, x[k] if keep_pixels else None)
+    for index, path, _, error in loaded:
         if error is not None:
             yield Prediction(index, path, error=error)
-            continue
-        d, c, p = results[index]
-        yield Prediction(index, path, d, c, p, pixels if keep_pixels else None)
+        else:
+            yield Prediction(index, path, *results[index])
 
 
 # --------------------------------------------------------------------------------------------- inputs

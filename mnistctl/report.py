@@ -414,3 +414,96 @@ def check_plotting() -> None:
         raise MnistctlError(
             "--plot needs matplotlib, which is not installed", "pip install 'mnistctl[plot]' (or drop --plot)"
         )
+
+
+# --------------------------------------------------------------------------------------------- predict
+
+
+SHADES = " .:-=+*#%@"
+
+
+def digit_preview(pixels: Any, color: bool = True) -> Any:
+    """The 28×28 input as terminal art.
+
+    In colour each character shows two pixels (an upper half block, foreground over background); without
+    colour (a log, a pipe) each pixel is a pair of shading characters.
+    """
+    from rich.text import Text
+
+    rows = pixels.tolist()
+    text = Text()
+    if not color:
+        for row in rows:
+            text.append("".join(SHADES[v * len(SHADES) // 256] * 2 for v in row).rstrip() + "\n")
+        return text
+    for y in range(0, len(rows), 2):
+        for x in range(len(rows[y])):
+            top = rows[y][x]
+            bottom = rows[y + 1][x] if y + 1 < len(rows) else 0
+            text.append("▀", style=f"rgb({top},{top},{top}) on rgb({bottom},{bottom},{bottom})")
+        text.append("\n")
+    return text
+
+
+def prediction_panel(prediction: Any, show_preview: bool = True) -> Any:
+    """One image's answer: the digit, a bar per class, and what the network saw."""
+    from rich.columns import Columns
+    from rich.panel import Panel
+
+    bars = Table.grid(padding=(0, 1))
+    bars.add_column(justify="right")
+    bars.add_column()
+    bars.add_column(justify="right")
+    for digit, p in enumerate(prediction.probabilities):
+        style = "bold green" if digit == prediction.digit else "cyan"
+        bars.add_row(str(digit), f"[{style}]{'█' * round(p * 30)}[/]", f"{p:.4f}")
+    body: Any = bars
+    if show_preview and prediction.pixels is not None:
+        body = Columns([digit_preview(prediction.pixels, out.is_terminal), bars], padding=(0, 3))
+    title = f"[bold]{prediction.digit}[/] ({prediction.confidence:.2%})"
+    return Panel(body, title=title, subtitle=prediction.path, expand=False)
+
+
+def prediction_line(prediction: Any, top_k: int = 0) -> str:
+    """``path<TAB>digit<TAB>confidence``, then the next ``top_k`` digits and probabilities."""
+    fields = [prediction.path, str(prediction.digit), f"{prediction.confidence:.4f}"]
+    if top_k:
+        ranked = sorted(range(10), key=lambda d: -prediction.probabilities[d])[1 : 1 + top_k]
+        for d in ranked:
+            fields += [str(d), f"{prediction.probabilities[d]:.4f}"]
+    return "\t".join(fields)
+
+
+def prediction_json(prediction: Any, top_k: int = 0) -> dict[str, Any]:
+    out = {
+        "path": prediction.path,
+        "digit": prediction.digit,
+        "confidence": round(prediction.confidence, 6),
+        "probabilities": [round(p, 6) for p in prediction.probabilities],
+    }
+    if top_k:
+        ranked = sorted(range(10), key=lambda d: -prediction.probabilities[d])[1 : 1 + top_k]
+        out["top_k"] = [{"digit": d, "probability": round(prediction.probabilities[d], 6)} for d in ranked]
+    return out
+
+
+class CountProgress:
+    """A plain counting bar on stderr (files predicted)."""
+
+    def __init__(self, label: str, total: int) -> None:
+        self.progress = Progress(
+            TextColumn(label),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        )
+        self.task = self.progress.add_task(label, total=total)
+        self.progress.start()
+
+    def advance(self) -> None:
+        self.progress.advance(self.task)
+
+    def stop(self) -> None:
+        self.progress.stop()

@@ -79,6 +79,8 @@ class TrainConfig:
     seed: int = 0
     train_limit: int | None = None
     amp: bool = False
+    channels_last: bool = False
+    compile: bool = False
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` filled from the architecture's recipe, validated."""
@@ -273,6 +275,8 @@ def fit(
     if resume is not None:
         model.load_state_dict(resume["state_dict"])
     model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     parameters = sum(p.numel() for p in model.parameters())
     net: nn.Module = model
     if dist.enabled:
@@ -281,6 +285,8 @@ def fit(
         if device.type == "cuda":  # SyncBatchNorm works on GPUs only; on CPU each rank normalises its own part
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
 
     train_x, train_y = data.train_images, data.train_labels
     if cfg.train_limit is not None:
@@ -335,6 +341,8 @@ def fit(
                 if u is not None:
                     x = augment_batch(x, u, cfg.rotate, cfg.scale, cfg.shift)
                 x = (x - mean) / std
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 y = targets[idx]
                 with autocast(device, cfg.amp):
                     logits = net(x)

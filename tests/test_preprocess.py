@@ -367,12 +367,14 @@ def test_predict_paths_streams_and_can_stop_early(tiny_model: torch.nn.Module, m
     loaded: list[str] = []
     lock = threading.Lock()
 
-    def fake_load(path: str, **_: object) -> torch.Tensor:
+    digit = Image.frombytes("L", (28, 28), bytes(mnist_like().flatten().tolist()))
+
+    def fake_load(path: str) -> Image.Image:
         with lock:
             loaded.append(path)
-        return torch.zeros(28, 28, dtype=torch.uint8)
+        return digit
 
-    monkeypatch.setattr(predict_mod, "load_digit", fake_load)
+    monkeypatch.setattr(predict_mod, "load_image", fake_load)
     paths = [f"img{i}.png" for i in range(5000)]
     stream = predict_paths(paths, tiny_model, NORM, torch.device("cpu"), batch_size=512, workers=2)
     first = next(stream)

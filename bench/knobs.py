@@ -1,0 +1,81 @@
+"""CPU speed knobs for the default model, one at a time against the default settings.
+
+    python bench/knobs.py                          # 1 epoch on 20,000 images per setting
+    python bench/knobs.py --limit 60000 --epochs 2
+
+For each setting: training images/s, seconds per epoch (training + evaluating the 10,000 test images),
+and the test accuracy reached, so that a faster setting that learns worse shows up. `torch.compile`'s
+compilation time is included in its first epoch and also reported separately.
+MNIST must be in the data directory (`mnistctl download --mirror ../shared/mnist`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+from mnistctl.data import default_data_dir, load_mnist
+from mnistctl.train import TrainConfig, fit
+
+
+def measure(data, epochs: int, limit: int, threads: int, **knobs) -> dict:
+    torch.set_num_threads(threads)
+    config = TrainConfig(epochs=epochs, train_limit=limit, **knobs)
+    start = time.perf_counter()
+    result = fit(config, data, torch.device("cpu"))
+    total = time.perf_counter() - start
+    last = result.history[-1]
+    return {
+        "images_per_s": last.images_per_s,
+        "first_epoch_s": result.history[0].seconds,
+        "epoch_s": last.seconds,
+        "accuracy": last.test_accuracy,
+        "total_s": total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=20000, help="training images per epoch")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--data-dir", default=str(default_data_dir()))
+    parser.add_argument("--skip-compile", action="store_true")
+    args = parser.parse_args()
+
+    data = load_mnist(args.data_dir)
+    cores = os.cpu_count() or 1
+    base = TrainConfig().resolved()
+    print(f"machine: {platform.machine()}, {cores} cores, torch {torch.__version__}, "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; default: {base.arch}, batch {base.batch_size}")
+    settings: list[tuple[str, int, dict]] = [("default", cores, {})]
+    settings += [(f"batch {b}", cores, {"batch_size": b}) for b in (64, 256, 512) if b != base.batch_size]
+    settings += [(f"{t} thread(s)", t, {}) for t in range(1, cores) if t != cores]
+    settings += [("channels_last", cores, {"channels_last": True}), ("bf16 autocast (--amp)", cores, {"amp": True})]
+    if not args.skip_compile:
+        settings.append(("torch.compile", cores, {"compile": True}))
+
+    rows = []
+    for name, threads, knobs in settings:
+        try:
+            row = measure(data, args.epochs, args.limit, threads, **knobs)
+        except Exception as exc:  # e.g. torch.compile without a working compiler
+            print(f"{name}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})", flush=True)
+            continue
+        rows.append((name, row))
+        print(name, {k: round(v, 4) for k, v in row.items()}, flush=True)
+
+    base_speed = rows[0][1]["images_per_s"]
+    print(f"\n{args.limit} training images, {args.epochs} epoch(s) per setting\n")
+    print("| setting | train img/s | vs default | s/epoch (train + eval) | first epoch s | test accuracy |")
+    print("|---|---|---|---|---|---|")
+    for name, r in rows:
+        print(f"| {name} | {r['images_per_s']:,.0f} | {r['images_per_s'] / base_speed:.2f}x | {r['epoch_s']:.1f} | "
+              f"{r['first_epoch_s']:.1f} | {r['accuracy']:.2%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Throughput of `mnistctl predict` on many small image files, the figure the README quotes.
+
+    python bench/predict.py --model digit_model.pt --mirror ../shared/mnist
+    python bench/predict.py --model digit_model.pt --in-process      # predict_paths only, no subprocess
+
+Writes the first N (default 10,000) MNIST test digits as 28×28 PNG files into a temporary directory, then:
+- times (a) `mnistctl predict DIR -m MODEL` as a whole subprocess, (b) the same command on one image
+  (start-up: Python, torch, the checkpoint), (c) `python -c "import torch"`, best of --runs each;
+- prints images/s beyond start-up = N / (a - b), and the accuracy of the printed digits against the labels;
+- measures in-process what one file costs: Pillow's open + decode, and load_digit (decode + preprocess).
+With --in-process it times `predict_paths` directly instead of the CLI (model loaded once, outside the timing).
+Timings from a busy machine are not worth quoting: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def load_test_digits(data_dir: Path, mirror: str, n: int):
+    from mnistctl.data import download_mnist, load_split
+    from mnistctl.errors import MnistctlError
+
+    try:
+        images, labels = load_split(data_dir, "test")
+    except MnistctlError:
+        print(f"downloading MNIST into {data_dir} from {mirror} ...", file=sys.stderr)
+        download_mnist(data_dir, mirror=mirror)
+        images, labels = load_split(data_dir, "test")
+    return images[:n], labels[:n]
+
+
+def write_pngs(images, directory: Path) -> list[str]:
+    from PIL import Image
+
+    raw = bytes(images.contiguous().view(-1).tolist())  # no numpy: one conversion for all the digits
+    paths = []
+    for i in range(len(images)):
+        path = directory / f"{i:05d}.png"
+        Image.frombytes("L", (28, 28), raw[i * 784 : (i + 1) * 784]).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def mnistctl_exe() -> list[str]:
+    exe = shutil.which("mnistctl") or str(Path(sys.executable).parent / "mnistctl")
+    return [exe] if Path(exe).exists() else [sys.executable, "-m", "mnistctl"]
+
+
+def run_cli(cmd: list[str], runs: int) -> tuple[list[float], str]:
+    times, out = [], ""
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+            sys.exit(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {last}\n(try --in-process)")
+        out = proc.stdout
+    return times, out
+
+
+def accuracy_of_lines(stdout: str, labels) -> tuple[float, int]:
+    """Accuracy of `path<TAB>digit<TAB>confidence` lines (the file name is the test index); and how many lines."""
+    right = total = 0
+    for line in stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[1].strip().isdigit():
+            continue
+        index = int(Path(parts[0]).stem)
+        total += 1
+        right += int(parts[1]) == int(labels[index])
+    return (right / total if total else float("nan")), total
+
+
+def per_file_costs(paths: list[str], sample: int = 2000) -> tuple[float, float]:
+    """Microseconds per file, in this process and one thread: Pillow open + decode, and load_digit."""
+    from PIL import Image
+
+    from mnistctl.predict import load_digit
+
+    sample_paths = paths[:sample]
+    start = time.perf_counter()
+    for p in sample_paths:
+        with Image.open(p) as im:
+            im.load()
+    decode = (time.perf_counter() - start) / len(sample_paths)
+    start = time.perf_counter()
+    for p in sample_paths:
+        load_digit(p)
+    full = (time.perf_counter() - start) / len(sample_paths)
+    return decode * 1e6, full * 1e6
+
+
+def in_process(paths: list[str], labels, args: argparse.Namespace) -> None:
+    import torch
+
+    from mnistctl.checkpoint import build_model, load_checkpoint
+    from mnistctl.predict import predict_paths
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    checkpoint = load_checkpoint(args.model)
+    model = build_model(checkpoint)
+    load_s = time.perf_counter() - start
+    device = torch.device("cpu")
+    times = []
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        preds = list(
+            predict_paths(
+                paths,
+                model,
+                checkpoint["normalization"],
+                device,
+                batch_size=args.batch_size,
+                workers=args.workers,
+            )
+        )
+        times.append(time.perf_counter() - start)
+    right = sum(p.digit == int(labels[p.index]) for p in preds)
+    errors = sum(p.error is not None for p in preds)
+    n = len(paths)
+    print(f"| checkpoint load ({checkpoint['arch']}) | {load_s:.3f} s | |")
+    print(
+        f"| predict_paths, {n} files, {args.workers} workers, {torch.get_num_threads()} torch threads "
+        f"| best {min(times):.3f} s, median {statistics.median(times):.3f} s | {n / min(times):,.0f} images/s |"
+    )
+    print(f"| accuracy | {right / n:.2%} ({errors} errors) | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", "--count", type=int, default=10_000, help="how many test digits (default 10,000)")
+    parser.add_argument("-m", "--model", default="digit_model.pt", help="checkpoint (default digit_model.pt)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: mnistctl's)")
+    parser.add_argument("--mirror", default=os.environ.get("MNISTCTL_MIRROR", "../shared/mnist"))
+    parser.add_argument("--runs", type=int, default=3, help="repetitions; the best is reported (default 3)")
+    parser.add_argument("--in-process", action="store_true", help="time predict_paths instead of the CLI")
+    parser.add_argument("--workers", type=int, default=2, help="decoding threads (--in-process)")
+    parser.add_argument("--batch-size", type=int, default=512, help="network batch size (--in-process)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (--in-process)")
+    parser.add_argument("--extra", default="", help='more arguments for `mnistctl predict`, e.g. "--threads 2"')
+    args = parser.parse_args()
+
+    from mnistctl.data import default_data_dir
+
+    if not Path(args.model).exists():
+        sys.exit(f"no model at {args.model}: train one with `mnistctl train` or pass --model")
+    data_dir = args.data_dir or default_data_dir()
+    images, labels = load_test_digits(data_dir, args.mirror, args.count)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {len(images)} MNIST test digits as 28x28 PNG files\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="mnistctl-bench-") as tmp:
+        paths = write_pngs(images, Path(tmp))
+        decode_us, full_us = per_file_costs(paths)
+        print("| what | time | rate |\n|---|---|---|")
+        print(f"| Pillow open + decode, per file (one thread) | {decode_us:.0f} µs | |")
+        print(f"| load_digit (decode + preprocess), per file (one thread) | {full_us:.0f} µs | |")
+        if args.in_process:
+            in_process(paths, labels, args)
+            return
+        base = [*mnistctl_exe(), "predict"]
+        extra = shlex.split(args.extra)
+        whole, stdout = run_cli([*base, tmp, "-m", args.model, *extra], args.runs)
+        one, _ = run_cli([*base, paths[0], "-m", args.model, *extra], args.runs)
+        torch_import, _ = run_cli([sys.executable, "-c", "import torch"], args.runs)
+        acc, lines = accuracy_of_lines(stdout, labels)
+        n = len(paths)
+        beyond = min(whole) - min(one)
+        whole_rate = f"{n / min(whole):,.0f} images/s"
+        print(f"| `mnistctl predict DIR` ({n} files), whole command | {min(whole):.2f} s | {whole_rate} |")
+        print(f"| `mnistctl predict` on one file (start-up) | {min(one):.2f} s | |")
+        print(f"| `python -c 'import torch'` | {min(torch_import):.2f} s | |")
+        rate = f"{n / beyond:,.0f} images/s" if beyond > 0 else "n/a"
+        print(f"| beyond start-up: N / (whole - one) | {beyond:.2f} s | {rate} |")
+        print(f"| accuracy of the printed digits | {acc:.2%} ({lines} lines of {n}) | |")
+
+
+if __name__ == "__main__":
+    main()

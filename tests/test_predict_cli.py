@@ -1,0 +1,160 @@
+"""`mnistctl predict` through the CLI and in real shell pipelines."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from mnistctl.checkpoint import make_checkpoint, save_checkpoint
+from mnistctl.cli import app
+from mnistctl.models import ARCHITECTURES
+
+runner = CliRunner()
+MNISTCTL = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    """A tiny checkpoint with random weights: the digits are arbitrary, the plumbing is what is tested."""
+    torch.manual_seed(0)
+    arch = ARCHITECTURES["compact"]
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(
+        path,
+        make_checkpoint(
+            arch="compact",
+            arch_config=dict(arch.defaults),
+            state_dict=arch.build().state_dict(),
+            normalization=arch.normalization,
+            epoch=1,
+            config={},
+            history=[],
+            metrics={},
+        ),
+    )
+    return path
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[Path]:
+    out = []
+    for i, (w, h) in enumerate([(28, 28), (120, 90), (64, 200)]):
+        im = Image.new("RGB", (w, h), "white")
+        ImageDraw.Draw(im).line([(w * 0.3, h * 0.2), (w * 0.6, h * 0.8)], fill="black", width=max(2, w // 10))
+        path = tmp_path / f"digit {i} é.png"  # spaces and unicode in names
+        im.save(path)
+        out.append(path)
+    return out
+
+
+def test_one_line_per_image_in_input_order(model, images):
+    result = runner.invoke(app, ["predict", "-m", str(model), *map(str, reversed(images))])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(p) for p in reversed(images)]
+    for line in lines:
+        path, digit, confidence = line.split("\t")
+        assert digit in "0123456789" and len(confidence) == 6 and 0 <= float(confidence) <= 1
+    assert result.stderr == ""
+
+
+def test_top_k_and_json_lines(model, images):
+    result = runner.invoke(app, ["predict", "-m", str(model), "--top-k", "2", str(images[0])])
+    fields = result.stdout.strip().split("\t")
+    assert len(fields) == 7 and fields[1] not in (fields[3], fields[5])
+    result = runner.invoke(app, ["predict", "-m", str(model), "--json", "-k", "1", *map(str, images)])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 3 and all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
+    assert all(r["digit"] == max(range(10), key=lambda d: r["probabilities"][d]) for r in rows)
+    assert all(len(r["top_k"]) == 1 for r in rows)
+
+
+def test_bad_file_among_good_ones(model, images, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"<html>not an image</html>")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(blank)
+    args = [
+        "predict",
+        "-m",
+        str(model),
+        str(images[0]),
+        str(bad),
+        str(blank),
+        str(images[1]),
+        str(tmp_path / "gone.png"),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [str(images[0]), str(images[1])]
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("Error: ") for line in errors)
+    assert any(str(bad) in e and "not an image" in e for e in errors)
+    assert any(str(blank) in e and "blank" in e for e in errors)
+    assert any("gone.png" in e for e in errors)
+    assert "Traceback" not in result.output
+
+
+def test_directories_and_recursion(model, images, tmp_path):
+    sub = tmp_path / "nested" / "deeper"
+    sub.mkdir(parents=True)
+    shutil.copy(images[0], sub / "a.png")
+    empty = runner.invoke(app, ["predict", "-m", str(model), str(tmp_path / "nested")])
+    assert empty.exit_code == 1 and "--recursive" in empty.stderr
+    found = runner.invoke(app, ["predict", "-m", str(model), "-r", str(tmp_path / "nested")])
+    assert found.exit_code == 0 and found.stdout.startswith(str(sub / "a.png"))
+
+
+def test_missing_model_and_no_inputs(images, tmp_path):
+    result = runner.invoke(app, ["predict", "-m", str(tmp_path / "none.pt"), str(images[0])])
+    assert result.exit_code == 1 and "mnistctl train" in result.stderr
+    result = runner.invoke(app, ["predict"])
+    assert result.exit_code == 2 and "no images given" in result.stderr
+    result = runner.invoke(app, ["predict", "--invert", "maybe", str(images[0])])
+    assert result.exit_code == 2
+
+
+def test_no_preprocess_and_show(model, images):
+    result = runner.invoke(app, ["predict", "-m", str(model), "--no-preprocess", "--show", str(images[1])])
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 1  # the preview goes to stderr when stdout is not a terminal
+    assert "@" in result.stderr or "#" in result.stderr
+
+
+def test_shell_pipeline_from_stdin(model, images):
+    listing = "".join(f"{p}\n" for p in images[:2])
+    proc = subprocess.run(
+        f"printf '%s' \"$LIST\" | '{MNISTCTL}' predict - -m '{model}' | cut -f2",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LIST": listing},
+    )
+    assert proc.returncode == 0, proc.stderr
+    digits = proc.stdout.split()
+    assert len(digits) == 2 and all(d in "0123456789" for d in digits)
+    assert proc.stderr == ""  # no progress bar or log when nothing is a terminal
+
+
+def test_pipeline_with_a_bad_file_exits_1_after_the_good_lines(model, images, tmp_path):
+    bad = tmp_path / "cut.png"
+    bad.write_bytes(images[1].read_bytes()[:60])
+    proc = subprocess.run(
+        [MNISTCTL, "predict", "-m", str(model), str(images[0]), str(bad), str(images[2])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert len(proc.stdout.splitlines()) == 2 and "\x1b[" not in proc.stdout  # plain lines, no ANSI codes
+    assert proc.stderr.count("Error:") == 1 and str(bad) in proc.stderr
