@@ -274,3 +274,113 @@ def test_read_only_output_directory(tmp_path: Path) -> None:
             os.system(f"umount '{ro}'")
         else:
             ro.chmod(0o755)
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def _png(path: Path, mode: str = "L", size=(40, 40), **save) -> None:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", size, 255)
+    ImageDraw.Draw(im).line([(size[0] * 0.3, size[1] * 0.2), (size[0] * 0.6, size[1] * 0.8)], fill=0, width=4)
+    im.convert(mode).save(path, **save)
+
+
+def _bad_image(kind: str, path: Path) -> Path:
+    from PIL import Image
+
+    if kind == "0 bytes":
+        path.write_bytes(b"")
+    elif kind == "HTML":
+        path.write_text("<!doctype html><html><body>404</body></html>")
+    elif kind == "truncated PNG":
+        _png(path, size=(200, 200))
+        path.write_bytes(path.read_bytes()[:150])
+    elif kind == "truncated JPEG":
+        path = path.with_suffix(".jpg")
+        _png(path, "RGB", size=(300, 300), quality=90)
+        path.write_bytes(path.read_bytes()[:400])
+    elif kind == "1x1":
+        Image.new("L", (1, 1), 0).save(path)
+    elif kind == "20000x20000":
+        Image.new("1", (20000, 20000), 1).save(path)
+    elif kind == "directory with no images":
+        path = path.with_suffix("")
+        path.mkdir()
+        (path / "notes.txt").write_text("no images here")
+    return path
+
+
+BAD_IMAGES = ["0 bytes", "HTML", "truncated PNG", "truncated JPEG", "1x1", "20000x20000", "directory with no images"]
+
+
+@pytest.fixture
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mnistctl.checkpoint import make_checkpoint, save_checkpoint
+    from mnistctl.models import ARCHITECTURES
+
+    arch = ARCHITECTURES["compact"]
+    path = tmp_path_factory.mktemp("model") / "m.pt"
+    state = arch.build().state_dict()
+    save_checkpoint(
+        path,
+        make_checkpoint(
+            arch="compact",
+            arch_config=dict(arch.defaults),
+            state_dict=state,
+            normalization=arch.normalization,
+            epoch=1,
+            config={},
+            history=[],
+            metrics={},
+        ),
+    )
+    return path
+
+
+@pytest.mark.parametrize("kind", BAD_IMAGES)
+def test_bad_image_among_good_ones(kind: str, tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
+    work = tmp_path / "scans ünï"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    good = work / "good digit.png"
+    _png(good)
+    bad = _bad_image(kind, work / "bad file.png")
+    before = snapshot(work)
+    result = runner.invoke(app, ["predict", "-m", str(tiny_model), str(good), str(bad)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("Error: ") and str(bad) in errors[0], errors
+    assert "Traceback" not in result.output
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [str(good)]
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("kind", ["16-bit", "CMYK", "palette with transparency", "animated GIF", "RGBA"])
+def test_unusual_but_valid_images_are_predicted(kind: str, tmp_path: Path, tiny_model: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "odd ü.png"
+    if kind == "16-bit":
+        _png(path)
+        Image.open(path).convert("I").point(lambda v: v * 257).convert("I;16").save(path)  # a real 16-bit range
+        assert Image.open(path).mode.startswith("I")
+    elif kind == "CMYK":
+        path = path.with_suffix(".jpg")
+        _png(path, "CMYK")
+    elif kind == "palette with transparency":
+        _png(path, "P", transparency=255)
+    elif kind == "animated GIF":
+        path = path.with_suffix(".gif")
+        frames = []
+        for shift in (0, 5):
+            f = tmp_path / f"f{shift}.png"
+            _png(f, size=(40 + shift, 40))
+            frames.append(Image.open(f).convert("P"))
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    elif kind == "RGBA":
+        _png(path, "RGBA")
+    result = runner.invoke(app, ["predict", "-m", str(tiny_model), str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split("\t")[0] == str(path)
