@@ -372,8 +372,13 @@ def train(
     device: DeviceOpt = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (bf16 autocast).")] = False,
     channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="NHWC memory layout (a speed knob; see the README).")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last",
+            help="NHWC memory layout, a speed knob (see the README). \\[default: the recipe's: on for compact]",
+            show_default=False,
+        ),
+    ] = None,
     compile_model: Annotated[
         bool, typer.Option("--compile", help="torch.compile the model (a speed knob; needs a C compiler).")
     ] = False,

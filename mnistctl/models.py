@@ -32,30 +32,26 @@ class DigitClassifier(nn.Module):
         return self.model(x)
 
 
-class ConvBlock(nn.Sequential):
-    """3×3 convolution, optional 2×2 max-pool, BatchNorm, ReLU.
-
-    Pooling straight after the convolution leaves BatchNorm and ReLU a quarter of the pixels to work on.
-    """
-
-    def __init__(self, cin: int, cout: int, pool: bool) -> None:
-        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
-        if pool:
-            layers.append(nn.MaxPool2d(2))
-        layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-        super().__init__(*layers)
-
-
 class CompactNet(nn.Module):
-    """A small, fast convolutional network: ``widths[i]`` filters in block i, each block halving the size."""
+    """The default: a small network shaped for CPU speed (29,610 parameters, 1.9 M multiply-adds per image).
+
+    ``PixelUnshuffle(2)`` folds each 2×2 patch into 4 channels, so no layer works on full 28×28 maps (those
+    cost a third of the time in a conventional first layer); max-pooling right after each later convolution
+    leaves BatchNorm and ReLU a quarter of the pixels. Chosen by measurement: see the README.
+    """
 
     def __init__(self, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.0) -> None:
         super().__init__()
-        blocks, cin, size = [], 1, 28
-        for w in widths:
-            blocks.append(ConvBlock(cin, w, pool=True))
-            cin, size = w, size // 2
-        self.features = nn.Sequential(*blocks)
+        layers: list[nn.Module] = [nn.PixelUnshuffle(2)]  # 1×28×28 → 4×14×14
+        cin, size = 4, 14
+        for i, w in enumerate(widths):
+            layers.append(nn.Conv2d(cin, w, 3, padding=1, bias=False))
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+            layers += [nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            cin = w
+        self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.classifier = nn.Linear(cin * size * size, 10)
 
@@ -82,7 +78,7 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 ARCHITECTURES: dict[str, Architecture] = {
     "compact": Architecture(
         "compact",
-        "3 conv blocks (16/32/64 filters) with max-pool and BatchNorm, one linear layer (the default)",
+        "pixel-unshuffle stem, 3 convs (16/32/64) with max-pool and BatchNorm, one linear layer (the default)",
         (MNIST_MEAN, MNIST_STD),
         {"widths": [16, 32, 64], "dropout": 0.0},
     ),

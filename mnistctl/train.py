@@ -42,9 +42,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lr": 3e-3,
         "batch_size": 128,
         "schedule": "onecycle",
-        "weight_decay": 5e-4,
+        "weight_decay": 1e-2,
         "augment": True,
         "label_smoothing": 0.0,
+        "channels_last": True,
     },
     # The original project: Adam 1e-3, batch 32, constant rate, no augmentation (but we shuffle).
     "seed": {
@@ -55,6 +56,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "weight_decay": 0.0,
         "augment": False,
         "label_smoothing": 0.0,
+        "channels_last": False,
     },
 }
 
@@ -73,13 +75,13 @@ class TrainConfig:
     momentum: float = 0.9
     label_smoothing: float | None = None
     augment: bool | None = None
-    rotate: float = 10.0  # degrees, ±
-    scale: float = 0.1  # ±fraction
-    shift: float = 2.0  # pixels, ±
+    rotate: float = 0.0  # degrees, ±
+    scale: float = 0.0  # ±fraction
+    shift: float = 2.0  # pixels, ±; whole pixels (cheap) when there is no rotation or scaling
     seed: int = 0
     train_limit: int | None = None
     amp: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None
     compile: bool = False
 
     def resolved(self) -> TrainConfig:
@@ -166,7 +168,13 @@ class TrainCallbacks:
 # --------------------------------------------------------------------------------------------- pieces
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
+    """``name``'s optimizer; weight decay applies to weight matrices and kernels, not to biases or BatchNorm."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    params = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
     if name == "adamw":
@@ -187,11 +195,11 @@ def schedule_factor(name: str, total_steps: int) -> Callable[[int], float]:
     total = max(1, total_steps)
     warmup = max(1, int(0.2 * total))
 
-    def onecycle(step: int) -> float:  # linear warm-up from 1/25, then cosine down to ~0
+    def onecycle(step: int) -> float:  # linear from 1/10 up to 1 over the first 20 %, then linear down to 1/1000
         if step < warmup:
-            return 0.04 + 0.96 * step / warmup
+            return 0.1 + 0.9 * step / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress)) * 0.999 + 0.001
+        return 1.0 - progress * (1.0 - 0.001)
 
     def cosine(step: int) -> float:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
@@ -206,9 +214,12 @@ def augment_batch(x: torch.Tensor, u: torch.Tensor, rotate: float, scale: float,
     """Rotate, scale and shift each image of N×1×28×28 pixels in [0, 1] (black fill).
 
     ``u``: N×4 uniform numbers in [0, 1) drawn for the batch (rotation, scale, x shift, y shift).
+    Without rotation and scaling the shift is by whole pixels, which costs a fifth of resampling.
     """
     n, _, h, w = x.shape
     u = u * 2 - 1
+    if rotate == 0 and scale == 0:
+        return _shift_whole_pixels(x, u[:, 2:], int(round(shift)))
     angle = u[:, 0] * math.radians(rotate)
     s = 1 + u[:, 1] * scale
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
@@ -216,6 +227,19 @@ def augment_batch(x: torch.Tensor, u: torch.Tensor, rotate: float, scale: float,
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _shift_whole_pixels(x: torch.Tensor, u: torch.Tensor, shift: int) -> torch.Tensor:
+    """Move each image by (dx, dy) whole pixels, |dx|, |dy| <= shift, filling with black."""
+    if shift <= 0:
+        return x
+    n, c, h, w = x.shape
+    d = (u * (shift + 0.5)).round().clamp(-shift, shift).long().to(x.device) + shift  # 0 … 2·shift
+    padded = F.pad(x, (shift, shift, shift, shift))
+    rows = (d[:, 1, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, c, h, w + 2 * shift)
+    padded = padded.gather(2, rows)
+    cols = (d[:, 0, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
+    return padded.gather(3, cols)
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -301,7 +325,7 @@ def fit(
 
     bs = cfg.batch_size
     steps = math.ceil(n / bs)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr, cfg.weight_decay, cfg.momentum)
+    optimizer = make_optimizer(cfg.optimizer, model, cfg.lr, cfg.weight_decay, cfg.momentum)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(cfg.schedule, steps * cfg.epochs))
 
     history: list[EpochResult] = []
