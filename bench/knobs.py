@@ -1,11 +1,11 @@
 """CPU speed knobs for the default model, one at a time against the default settings.
 
-    python bench/knobs.py                          # 1 epoch on 20,000 images per setting
-    python bench/knobs.py --limit 60000 --epochs 2
+    python bench/knobs.py                          # 2 epochs on 20,000 images per setting
+    python bench/knobs.py --limit 60000 --epochs 1
 
 For each setting: training images/s, seconds per epoch (training + evaluating the 10,000 test images),
-and the test accuracy reached, so that a faster setting that learns worse shows up. `torch.compile`'s
-compilation time is included in its first epoch and also reported separately.
+and the test accuracy reached, so that a faster setting that learns worse shows up. Speeds are those of the
+last epoch; the first epoch's time is shown too, since it includes `torch.compile`'s compilation.
 MNIST must be in the data directory (`mnistctl download --mirror ../shared/mnist`).
 """
 
@@ -41,7 +41,7 @@ def measure(data, epochs: int, limit: int, threads: int, **knobs) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=20000, help="training images per epoch")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--data-dir", default=str(default_data_dir()))
     parser.add_argument("--skip-compile", action="store_true")
     args = parser.parse_args()
@@ -49,12 +49,19 @@ def main() -> None:
     data = load_mnist(args.data_dir)
     cores = os.cpu_count() or 1
     base = TrainConfig().resolved()
-    print(f"machine: {platform.machine()}, {cores} cores, torch {torch.__version__}, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}; default: {base.arch}, batch {base.batch_size}")
+    print(
+        f"machine: {platform.machine()}, {cores} cores, torch {torch.__version__}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; default: {base.arch}, batch {base.batch_size}"
+    )
     settings: list[tuple[str, int, dict]] = [("default", cores, {})]
     settings += [(f"batch {b}", cores, {"batch_size": b}) for b in (64, 256, 512) if b != base.batch_size]
     settings += [(f"{t} thread(s)", t, {}) for t in range(1, cores) if t != cores]
-    settings += [("channels_last", cores, {"channels_last": True}), ("bf16 autocast (--amp)", cores, {"amp": True})]
+    layout = (
+        ("NCHW (--no-channels-last)", {"channels_last": False})
+        if base.channels_last
+        else ("channels_last", {"channels_last": True})
+    )
+    settings += [(layout[0], cores, layout[1]), ("bf16 autocast (--amp)", cores, {"amp": True})]
     if not args.skip_compile:
         settings.append(("torch.compile", cores, {"compile": True}))
 
@@ -73,8 +80,10 @@ def main() -> None:
     print("| setting | train img/s | vs default | s/epoch (train + eval) | first epoch s | test accuracy |")
     print("|---|---|---|---|---|---|")
     for name, r in rows:
-        print(f"| {name} | {r['images_per_s']:,.0f} | {r['images_per_s'] / base_speed:.2f}x | {r['epoch_s']:.1f} | "
-              f"{r['first_epoch_s']:.1f} | {r['accuracy']:.2%} |")
+        print(
+            f"| {name} | {r['images_per_s']:,.0f} | {r['images_per_s'] / base_speed:.2f}x | {r['epoch_s']:.1f} | "
+            f"{r['first_epoch_s']:.1f} | {r['accuracy']:.2%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -111,15 +111,10 @@ def write_photos(images, count: int, seed: int, directory: Path) -> tuple[list[s
 
 
 def load_test_digits(data_dir: Path, mirror: str, n: int):
-    from mnistctl.data import download_mnist, load_split
-    from mnistctl.errors import MnistctlError
+    from mnistctl.data import ensure_mnist, load_split
 
-    try:
-        images, labels = load_split(data_dir, "test")
-    except MnistctlError:
-        print(f"downloading MNIST into {data_dir} from {mirror} ...", file=sys.stderr)
-        download_mnist(data_dir, mirror=mirror)
-        images, labels = load_split(data_dir, "test")
+    ensure_mnist(data_dir, mirror=mirror)
+    images, labels = load_split(data_dir, "test")
     return images[:n], labels[:n]
 
 

@@ -273,21 +273,18 @@ def _model_path(value: Path | None) -> Path:
 
 
 def _ensure_data(data_dir: Path, mirror: str | None, quiet: bool) -> None:
-    """Download MNIST first (through `download`'s code) when a file is missing.
-
-    Files that are present are not hashed again here (`download` verified them); the IDX reader still
-    checks their structure and names any damaged file.
-    """
+    """Download MNIST first (through `download`'s code) when a file is missing."""
     from mnistctl import report
-    from mnistctl.data import MNIST_FILES, download_mnist, raw_dir
+    from mnistctl.data import MNIST_FILES, ensure_mnist, raw_dir
 
-    if not all((raw_dir(data_dir) / f.name).is_file() for f in MNIST_FILES):
-        report.log(f"MNIST is not in {data_dir} yet; downloading it first.", quiet=quiet)
-        if report.progress_enabled(quiet):
-            with report.RichDownloadProgress() as progress:
-                download_mnist(data_dir, mirror=mirror, progress=progress)
-        else:
-            download_mnist(data_dir, mirror=mirror)
+    if all((raw_dir(data_dir) / f.name).is_file() for f in MNIST_FILES):
+        return
+    report.log(f"MNIST is not in {data_dir} yet; downloading it first.", quiet=quiet)
+    if report.progress_enabled(quiet):
+        with report.RichDownloadProgress() as progress:
+            ensure_mnist(data_dir, mirror=mirror, progress=progress)
+    else:
+        ensure_mnist(data_dir, mirror=mirror)
 
 
 def _setup_device(device: str | None, threads: int | None):

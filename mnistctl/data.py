@@ -506,6 +506,21 @@ class MnistData:
     test_labels: torch.Tensor
 
 
+def ensure_mnist(
+    data_dir: str | os.PathLike[str], *, mirror: str | None = None, progress: DownloadProgress | None = None
+) -> bool:
+    """Download MNIST (verified) when one of the four files is missing; True if it downloaded.
+
+    Files that are present are not hashed again here (`download` verified them); the IDX reader still
+    checks their structure and names any damaged file.
+    """
+    rd = raw_dir(data_dir)
+    if all((rd / f.name).is_file() for f in MNIST_FILES):
+        return False
+    download_mnist(data_dir, mirror=mirror, progress=progress)
+    return True
+
+
 def load_mnist(data_dir: str | os.PathLike[str]) -> MnistData:
     train_images, train_labels = load_split(data_dir, "train")
     test_images, test_labels = load_split(data_dir, "test")

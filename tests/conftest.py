@@ -202,3 +202,29 @@ def write_tiny_mnist(data_dir: Path, n_train: int = 256, n_test: int = 128) -> P
 def tiny_data(isolated_env: Path) -> Path:
     """Tiny learnable MNIST-format data in the isolated MNISTCTL_DATA_DIR."""
     return write_tiny_mnist(Path(os.environ["MNISTCTL_DATA_DIR"]))
+
+
+@pytest.fixture
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of the default network with random weights: the digits are arbitrary, the plumbing is
+    what is tested."""
+    import torch
+
+    from mnistctl.checkpoint import make_checkpoint, save_checkpoint
+    from mnistctl.models import ARCHITECTURES
+
+    torch.manual_seed(0)
+    arch = ARCHITECTURES["compact"]
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    checkpoint = make_checkpoint(
+        arch="compact",
+        arch_config=dict(arch.defaults),
+        state_dict=arch.build().state_dict(),
+        normalization=arch.normalization,
+        epoch=1,
+        config={},
+        history=[],
+        metrics={},
+    )
+    save_checkpoint(path, checkpoint)
+    return path

@@ -315,30 +315,6 @@ def _bad_image(kind: str, path: Path) -> Path:
 BAD_IMAGES = ["0 bytes", "HTML", "truncated PNG", "truncated JPEG", "1x1", "20000x20000", "directory with no images"]
 
 
-@pytest.fixture
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mnistctl.checkpoint import make_checkpoint, save_checkpoint
-    from mnistctl.models import ARCHITECTURES
-
-    arch = ARCHITECTURES["compact"]
-    path = tmp_path_factory.mktemp("model") / "m.pt"
-    state = arch.build().state_dict()
-    save_checkpoint(
-        path,
-        make_checkpoint(
-            arch="compact",
-            arch_config=dict(arch.defaults),
-            state_dict=state,
-            normalization=arch.normalization,
-            epoch=1,
-            config={},
-            history=[],
-            metrics={},
-        ),
-    )
-    return path
-
-
 @pytest.mark.parametrize("kind", BAD_IMAGES)
 def test_bad_image_among_good_ones(kind: str, tmp_path: Path, tiny_model: Path, monkeypatch) -> None:
     work = tmp_path / "scans ünï"

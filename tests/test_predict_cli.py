@@ -10,38 +10,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from mnistctl.checkpoint import make_checkpoint, save_checkpoint
 from mnistctl.cli import app
-from mnistctl.models import ARCHITECTURES
 
 runner = CliRunner()
 MNISTCTL = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
 
 
 @pytest.fixture
-def model(tmp_path: Path) -> Path:
-    """A tiny checkpoint with random weights: the digits are arbitrary, the plumbing is what is tested."""
-    torch.manual_seed(0)
-    arch = ARCHITECTURES["compact"]
-    path = tmp_path / "tiny.pt"
-    save_checkpoint(
-        path,
-        make_checkpoint(
-            arch="compact",
-            arch_config=dict(arch.defaults),
-            state_dict=arch.build().state_dict(),
-            normalization=arch.normalization,
-            epoch=1,
-            config={},
-            history=[],
-            metrics={},
-        ),
-    )
-    return path
+def model(tiny_model: Path) -> Path:
+    return tiny_model
 
 
 @pytest.fixture

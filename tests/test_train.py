@@ -227,3 +227,30 @@ def test_missing_model_says_how_to_train_one(tiny_data):
     result = runner.invoke(app, ["eval"])
     assert result.exit_code == 1
     assert "does not exist" in result.stderr and "mnistctl train" in result.stderr
+
+
+def test_whole_pixel_shift_moves_images_without_changing_them():
+    from mnistctl.train import augment_batch
+
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, 0, 10:18, 10:18] = torch.rand(64, 8, 8)  # a patch well inside the border: no pixel may fall off
+    u = torch.rand(64, 4, generator=torch.Generator().manual_seed(0))
+    y = augment_batch(x, u, rotate=0.0, scale=0.0, shift=2.0)
+    assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    moved = 0
+    for a, b in zip(x, y, strict=True):
+        nz = b[0].nonzero()
+        dy, dx = int(nz[:, 0].min()) - 10, int(nz[:, 1].min()) - 10
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        assert torch.equal(b[0, 10 + dy : 18 + dy, 10 + dx : 18 + dx], a[0, 10:18, 10:18])
+        moved += (dy, dx) != (0, 0)
+    assert moved > 40  # most images move
+
+
+def test_affine_augmentation_keeps_shape_and_black_background():
+    from mnistctl.train import augment_batch
+
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, 0, 12:16, 12:16] = 1.0
+    y = augment_batch(x, torch.rand(8, 4), rotate=10.0, scale=0.1, shift=2.0)
+    assert y.shape == x.shape and float(y[:, 0, 0, 0].abs().max()) == 0.0 and float(y.sum()) > 0
