@@ -147,10 +147,14 @@ def _normalise(obj: Any, path: Path) -> dict[str, Any]:
 
 
 def build_model(checkpoint: dict[str, Any]):
-    """The network a checkpoint describes, with its weights loaded (shapes checked)."""
+    """The network a checkpoint describes, with its weights loaded (shapes checked), in eval mode and in
+    the memory layout that is fastest for it."""
+    import torch
+
     from mnistctl.models import get_architecture
 
-    model = get_architecture(checkpoint["arch"]).build(**checkpoint.get("arch_config", {}))
+    arch = get_architecture(checkpoint["arch"])
+    model = arch.build(**checkpoint.get("arch_config", {}))
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:
@@ -158,7 +162,9 @@ def build_model(checkpoint: dict[str, Any]):
             f"the weights do not fit architecture {checkpoint['arch']!r} ({_first_line(exc)})",
             "the checkpoint is damaged or was edited; train a new one",
         ) from exc
-    return model
+    if arch.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
 
 
 def peek_arch(path: Path) -> str | None:

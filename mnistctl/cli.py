@@ -173,10 +173,24 @@ MirrorOpt = Annotated[
 ]
 
 
-def _data_dir(value: Path | None) -> Path:
-    from mnistctl.data import default_data_dir
+def _data_dir(value: Path | None, *, check: bool = True) -> Path:
+    """The data directory: the option (or MNISTCTL_DATA_DIR), else the default cache directory.
 
-    return value.expanduser() if value else default_data_dir()
+    A directory the user named may be created, but not its parents: a typo should not grow a tree.
+    """
+    from mnistctl.data import default_data_dir
+    from mnistctl.errors import MnistctlError
+
+    if not value:
+        return default_data_dir()
+    path = value.expanduser()
+    if check and not path.exists() and not path.parent.is_dir():
+        state = "is not a directory" if path.parent.exists() else "does not exist"
+        raise MnistctlError(
+            f"cannot create the data directory {path}: its parent {path.parent} {state}",
+            "create the parent first, or choose another --data-dir",
+        )
+    return path
 
 
 @app.command(
@@ -244,7 +258,7 @@ def info(
     from mnistctl import report
     from mnistctl.info import collect_info
 
-    details = collect_info(_data_dir(data_dir))
+    details = collect_info(_data_dir(data_dir, check=False))
     if json_out:
         report.print_json(details)
         return
@@ -262,7 +276,7 @@ DeviceOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    int | None, typer.Option("--threads", min=1, help="CPU threads for torch. [default: one per core]")
+    int | None, typer.Option("--threads", min=1, help="CPU threads for torch. \\[default: one per core]")
 ]
 
 
@@ -338,19 +352,31 @@ def train(
     optimizer: Annotated[
         str | None,
         typer.Option(
-            "--optimizer", help="adam, adamw, sgd, sgd-nesterov, rmsprop or adadelta. [default: the arch's recipe]"
+            "--optimizer", help="adam, adamw, sgd, sgd-nesterov, rmsprop or adadelta. \\[default: the arch's recipe]"
         ),
     ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate. [default: the recipe's]")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate. \\[default: the recipe's]")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Images per step.")] = None,
     schedule: Annotated[
-        str | None, typer.Option("--schedule", help="onecycle, cosine, step or constant. [default: the recipe's]")
+        str | None, typer.Option("--schedule", help="onecycle, cosine, step or constant. \\[default: the recipe's]")
     ] = None,
     weight_decay: Annotated[float | None, typer.Option("--weight-decay", help="L2 / decoupled weight decay.")] = None,
     label_smoothing: Annotated[float | None, typer.Option("--label-smoothing", min=0.0, max=0.5)] = None,
     augment: Annotated[
         bool | None,
-        typer.Option("--augment/--no-augment", help="Random rotation, scale and shift of each training image."),
+        typer.Option("--augment/--no-augment", help="Augment the training images (see --rotate, --scale, --shift)."),
+    ] = None,
+    rotate: Annotated[
+        float | None,
+        typer.Option("--rotate", min=0.0, max=45.0, help="Augmentation: random rotation, ± degrees. \\[default: 10]"),
+    ] = None,
+    scale: Annotated[
+        float | None,
+        typer.Option("--scale", min=0.0, max=0.5, help="Augmentation: random scale, ± fraction. \\[default: 0.1]"),
+    ] = None,
+    shift: Annotated[
+        float | None,
+        typer.Option("--shift", min=0.0, max=8.0, help="Augmentation: random shift, ± pixels. \\[default: 2]"),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Fixes shuffling, initial weights and augmentation.")] = 0,
     train_limit: Annotated[
@@ -420,6 +446,9 @@ def train(
         weight_decay=weight_decay,
         label_smoothing=label_smoothing,
         augment=augment,
+        rotate=rotate,
+        scale=scale,
+        shift=shift,
         seed=seed,
         train_limit=train_limit,
         amp=amp,
@@ -581,7 +610,7 @@ def compare_optimizers(
         typer.Option(
             "--lr",
             help="One rate for all, or NAME=RATE pairs: adam=1e-3,sgd-nesterov=1e-3. "
-            "\\\\[default: adam and sgd-nesterov 1e-3 as in the original project; others their usual rate]",
+            "\\[default: adam and sgd-nesterov 1e-3 as in the original project; others their usual rate]",
         ),
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", "-e", min=1, help="Epochs per optimizer.")] = 10,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -24,6 +25,8 @@ from mnistctl.data import DownloadProgress, FileResult
 # Results go to stdout; progress, logs, warnings and errors go to stderr.
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 160  # a file or pipe has no width: don't squeeze tables into 80 columns
 
 
 def progress_enabled(quiet: bool) -> bool:

@@ -44,8 +44,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "schedule": "onecycle",
         "weight_decay": 1e-2,
         "augment": True,
+        "rotate": 10.0,
+        "scale": 0.1,
+        "shift": 2.0,
         "label_smoothing": 0.0,
-        "channels_last": True,
     },
     # The original project: Adam 1e-3, batch 32, constant rate, no augmentation (but we shuffle).
     "seed": {
@@ -55,8 +57,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "schedule": "constant",
         "weight_decay": 0.0,
         "augment": False,
+        "rotate": 10.0,
+        "scale": 0.1,
+        "shift": 2.0,
         "label_smoothing": 0.0,
-        "channels_last": False,
     },
 }
 
@@ -75,9 +79,9 @@ class TrainConfig:
     momentum: float = 0.9
     label_smoothing: float | None = None
     augment: bool | None = None
-    rotate: float = 0.0  # degrees, ±
-    scale: float = 0.0  # ±fraction
-    shift: float = 2.0  # pixels, ±; whole pixels (cheap) when there is no rotation or scaling
+    rotate: float | None = None  # degrees, ±
+    scale: float | None = None  # ±fraction
+    shift: float | None = None  # pixels, ±; whole pixels (cheaper) when there is no rotation or scaling
     seed: int = 0
     train_limit: int | None = None
     amp: bool = False
@@ -90,7 +94,7 @@ class TrainConfig:
         self.validate()
         recipe = RECIPES[self.arch]
         values = asdict(self)
-        for key, default in recipe.items():
+        for key, default in {**recipe, "channels_last": get_architecture(self.arch).channels_last}.items():
             if values.get(key) is None:
                 values[key] = default
         if self.optimizer is not None and self.lr is None and self.optimizer != recipe["optimizer"]:

@@ -214,6 +214,12 @@ CASES = [
     ),
     Case("output: -o is a directory", opts("train", "-o", "{root}", "--epochs", "1"), 1, "is a directory"),
     Case(
+        "data dir: parent does not exist",
+        opts("train", "--data-dir", "{root}/no such parent/data", "-o", "{root}/m.pt"),
+        1,
+        "no such parent",
+    ),
+    Case(
         "data dir: parent is a file",
         opts("download", "--data-dir", "{root}/data/MNIST/raw/train-images-idx3-ubyte/sub"),
         1,
