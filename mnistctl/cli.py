@@ -16,6 +16,39 @@ from typer.core import TyperGroup
 from mnistctl import __version__
 from mnistctl.errors import MnistctlError
 
+
+def _defer_rich_markdown() -> None:
+    """Keep ~65 ms of markdown parser off every `--help`.
+
+    Typer's help renderer imports `rich.markdown` (and markdown-it) at module level but only uses it in
+    markdown mode, which mnistctl does not use. Until something really uses it, a stand-in module takes its
+    place: constructing `Markdown` or reading any other name loads the real module.
+    """
+    if "rich.markdown" in sys.modules:
+        return
+    import importlib
+    import types
+
+    def real() -> types.ModuleType:
+        if isinstance(sys.modules.get("rich.markdown"), _StandIn):
+            del sys.modules["rich.markdown"]
+        return importlib.import_module("rich.markdown")
+
+    class _StandIn(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real(), name)
+
+    class Markdown:
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+            return real().Markdown(*args, **kwargs)
+
+    stand_in = _StandIn("rich.markdown")
+    stand_in.Markdown = Markdown  # type: ignore[attr-defined]
+    sys.modules["rich.markdown"] = stand_in
+
+
+_defer_rich_markdown()
+
 EXAMPLES = """\
 [bold]Examples[/]
 
