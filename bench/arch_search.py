@@ -78,9 +78,7 @@ def aug_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Te
     return xp.gather(3, cols[:, None, None, :].expand(B, C, H, W))
 
 
-def aug_affine(
-    x: torch.Tensor, rot_deg: float, scale: float, shift_px: float, gen: torch.Generator
-) -> torch.Tensor:
+def aug_affine(x: torch.Tensor, rot_deg: float, scale: float, shift_px: float, gen: torch.Generator) -> torch.Tensor:
     """Random rotation ±rot_deg, isotropic scale in [1-scale, 1+scale], translation ±shift_px (bilinear, zero fill)."""
     B, _, H, W = x.shape
     u = torch.rand(B, 4, generator=gen) * 2 - 1
@@ -264,7 +262,7 @@ def wait_quiet(max_wait_s: float, window_s: float = 2.0, thresh: float = 0.15) -
 # ----------------------------------------------------------------------------- training
 def make_optimizer(model, args, steps_total):
     decay, no_decay = [], []
-    for n, p in model.named_parameters():
+    for _n, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}]
     if args.opt == "adamw":
@@ -423,7 +421,8 @@ def run(args, data, seed: int) -> dict:
             }
         )
         print(
-            f"  ep{ep + 1:2d} train {t1 - t0:5.2f}s ({steps_per_epoch * bs / (t1 - t0):6.0f} img/s; median-step est {med_train:5.2f}s, p10 {p10_train:5.2f}s) "
+            f"  ep{ep + 1:2d} train {t1 - t0:5.2f}s ({steps_per_epoch * bs / (t1 - t0):6.0f} img/s; "
+            f"median-step est {med_train:5.2f}s, p10 {p10_train:5.2f}s) "
             f"eval {t2 - t1:4.2f}s "
             f"acc {acc * 100:6.2f}%  elapsed {el:6.1f}s  loss~{lsum.item() / math.ceil(steps_per_epoch / 50):.3f}",
             flush=True,
@@ -463,7 +462,8 @@ def run(args, data, seed: int) -> dict:
     print(
         f"  RESULT {args.model} seed={seed} final {res['final_acc'] * 100:.2f}% best {res['best_acc'] * 100:.2f}% "
         f"t99={t99 if t99 is None else round(t99, 1)}s total {total:.1f}s (+compile {compile_s:.1f}s) "
-        f"img/s {res['img_s']:.0f} (median-step train est {res['train_s_med_ep']:.2f}s/ep, p10 {res['train_s_p10_ep']:.2f}s/ep) aug {t_aug:.1f}s "
+        f"img/s {res['img_s']:.0f} (median-step train est {res['train_s_med_ep']:.2f}s/ep, "
+        f"p10 {res['train_s_p10_ep']:.2f}s/ep) aug {t_aug:.1f}s "
         f"cpu {res['cpu_s']:.0f}s; other processes used {res['others_cpu_s']:.1f} CPU-s meanwhile",
         flush=True,
     )
@@ -516,7 +516,7 @@ def profile(args, data, nb: int = 80):
     steps.sort()
     med = steps[len(steps) // 2]
     t0 = time.perf_counter()
-    acc = evaluate(fwd_model, xte, yte, args)
+    evaluate(fwd_model, xte, yte, args)
     te = time.perf_counter() - t0
     macs = conv_flops(build_model(args.model))
     print(
@@ -563,8 +563,12 @@ def main(argv=None):
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--compile-mode", default=None)
     ap.add_argument("--tag", default="")
-    ap.add_argument("--wait-quiet", type=float, default=60.0,
-                    help="before each run wait up to this many s for other processes to go quiet (0: don't)")
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60.0,
+        help="before each run wait up to this many s for other processes to go quiet (0: don't)",
+    )
     ap.add_argument("--json", default=None, help="append results as JSON lines to this file")
     args = ap.parse_args(argv)
     if args.aug == "shift":
@@ -576,9 +580,7 @@ def main(argv=None):
     if args.list:
         for name in MODELS:
             m = build_model(name)
-            print(
-                f"{name:9s} params={sum(p.numel() for p in m.parameters()):8d} MACs/img={conv_flops(m) / 1e6:6.2f}M"
-            )
+            print(f"{name:9s} params={sum(p.numel() for p in m.parameters()):8d} MACs/img={conv_flops(m) / 1e6:6.2f}M")
         return
 
     t0 = time.perf_counter()
