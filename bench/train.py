@@ -29,8 +29,20 @@ ORIGINAL = ["--arch", "seed", "--optimizer", "adam", "--lr", "1e-3", "--batch-si
 
 def run(label: str, args: list[str], epochs: int, seed: int, out_dir: Path) -> dict:
     exe = shutil.which("mnistctl") or str(Path(sys.executable).parent / "mnistctl")
-    cmd = [exe, "train", "--epochs", str(epochs), "--seed", str(seed), "--json", "-q", "--force",
-           "-o", str(out_dir / f"{label}-{seed}.pt"), *args]
+    cmd = [
+        exe,
+        "train",
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--json",
+        "-q",
+        "--force",
+        "-o",
+        str(out_dir / f"{label}-{seed}.pt"),
+        *args,
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     epochs_seen, t99 = [], None
@@ -70,8 +82,11 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="options for the 'default' runs (e.g. a candidate recipe)")
     args = parser.parse_args()
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"data dir {os.environ.get('MNISTCTL_DATA_DIR', '(default)')}", flush=True)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"data dir {os.environ.get('MNISTCTL_DATA_DIR', '(default)')}",
+        flush=True,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_original:
@@ -85,13 +100,17 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         t99 = f"{r['t99']:.1f} s" if r["t99"] is not None else "not reached"
-        print(f"| {r['label']} | {r['seed']} | {r['epochs']} | {r['wall']:.1f} | {r['per_epoch']:.1f} | "
-              f"{r['images_per_s']:,.0f} | {t99} | {r['accuracy']:.2%} |")
+        print(
+            f"| {r['label']} | {r['seed']} | {r['epochs']} | {r['wall']:.1f} | {r['per_epoch']:.1f} | "
+            f"{r['images_per_s']:,.0f} | {t99} | {r['accuracy']:.2%} |"
+        )
     defaults = [r for r in rows if r["label"] == "default"]
     if len(defaults) > 1:
         accs = sorted(r["accuracy"] for r in defaults)
-        print(f"\ndefault: median accuracy {statistics.median(accs):.2%} over {len(accs)} seeds, "
-              f"median whole command {statistics.median(r['wall'] for r in defaults):.1f} s")
+        print(
+            f"\ndefault: median accuracy {statistics.median(accs):.2%} over {len(accs)} seeds, "
+            f"median whole command {statistics.median(r['wall'] for r in defaults):.1f} s"
+        )
     originals = [r for r in rows if r["label"] == "original"]
     if originals and defaults:
         ratio = originals[0]["per_epoch"] / statistics.mean(r["per_epoch"] for r in defaults)

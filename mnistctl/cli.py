@@ -52,9 +52,17 @@ _defer_rich_markdown()
 EXAMPLES = """\
 [bold]Examples[/]
 
-  mnistctl download --mirror ~/mnist        fetch the four MNIST files (from a local copy)
+  mnistctl download --mirror ~/mnist        fetch MNIST from a local copy
 
-  mnistctl info --json                      versions, devices and data, for a bug report
+  mnistctl train --epochs 10                train the default network
+
+  mnistctl eval                             accuracy, confusion matrix
+
+  mnistctl predict photo.jpg                read the digit in your image
+
+  mnistctl compare-optimizers --plot c.png  Adam vs SGD, with curves
+
+  mnistctl info --json                      for a bug report
 
 [dim]Add --help after any command for its options and more examples.[/]
 """
@@ -66,7 +74,14 @@ def _framework_class(name: str) -> type[BaseException]:
 
 
 class OneLineErrors(TyperGroup):
-    """Usage errors as one line, `Error: <what> — <what to do>`, instead of a multi-line box."""
+    """Usage errors as one line, `Error: <what> — <what to do>`, instead of a multi-line box; commands
+    listed in the order of the workflow."""
+
+    ORDER = ("download", "train", "eval", "predict", "compare-optimizers", "info")
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: self.ORDER.index(n) if n in self.ORDER else len(self.ORDER))
 
     def main(
         self,
