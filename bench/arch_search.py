@@ -180,22 +180,8 @@ MODELS = {
 }
 
 
-class Baseline(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, 32, 3),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 3),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 3),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(64 * 22 * 22, 10),
-        )
-
-    def forward(self, x):
-        return self.net(x)
+# The original project's network, exactly as mnistctl ships it (`--arch seed`).
+from mnistctl.models import DigitClassifier as Baseline  # noqa: E402
 
 
 def build_model(name: str, dropout: float = 0.0) -> nn.Module:
