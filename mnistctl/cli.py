@@ -337,9 +337,9 @@ def _model_path(value: Path | None) -> Path:
 def _ensure_data(data_dir: Path, mirror: str | None, quiet: bool) -> None:
     """Download MNIST first (through `download`'s code) when a file is missing."""
     from mnistctl import report
-    from mnistctl.data import MNIST_FILES, ensure_mnist, raw_dir
+    from mnistctl.data import ensure_mnist, mnist_files_present
 
-    if all((raw_dir(data_dir) / f.name).is_file() for f in MNIST_FILES):
+    if mnist_files_present(data_dir):
         return
     report.log(f"MNIST is not in {data_dir} yet; downloading it first.", quiet=quiet)
     if report.progress_enabled(quiet):

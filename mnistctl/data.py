@@ -506,6 +506,12 @@ class MnistData:
     test_labels: torch.Tensor
 
 
+def mnist_files_present(data_dir: str | os.PathLike[str]) -> bool:
+    """Whether all four decompressed files exist (their content is checked by `download` and the reader)."""
+    rd = raw_dir(data_dir)
+    return all((rd / f.name).is_file() for f in MNIST_FILES)
+
+
 def ensure_mnist(
     data_dir: str | os.PathLike[str], *, mirror: str | None = None, progress: DownloadProgress | None = None
 ) -> bool:
@@ -514,8 +520,7 @@ def ensure_mnist(
     Files that are present are not hashed again here (`download` verified them); the IDX reader still
     checks their structure and names any damaged file.
     """
-    rd = raw_dir(data_dir)
-    if all((rd / f.name).is_file() for f in MNIST_FILES):
+    if mnist_files_present(data_dir):
         return False
     download_mnist(data_dir, mirror=mirror, progress=progress)
     return True

@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnistctl.errors import MnistctlError
+from mnistctl.evaluate import normalise
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
 INVERT_CHOICES = ("auto", "yes", "no")
@@ -515,7 +516,7 @@ def _infer(
     if good:
         x = _as_tensor(b"".join(item[2] for item in good), len(good))  # type: ignore[misc]
         with torch.inference_mode():
-            batch = ((x.to(device).float() / 255.0 - mean) / std).unsqueeze(1)
+            batch = normalise(x, mean, std).to(device)
             probs = model(batch).float().softmax(1).cpu()
         confidence, digit = probs.max(1)
         rows = zip(good, digit.tolist(), confidence.tolist(), probs.tolist(), strict=True)

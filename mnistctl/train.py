@@ -20,7 +20,7 @@ from torch import nn
 
 from mnistctl.data import MnistData
 from mnistctl.errors import MnistctlError, UsageError
-from mnistctl.evaluate import quick_eval
+from mnistctl.evaluate import normalise, quick_eval
 from mnistctl.models import DEFAULT_ARCH, get_architecture
 from mnistctl.runtime import autocast
 
@@ -90,11 +90,11 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` filled from the architecture's recipe, validated."""
-        get_architecture(self.arch)
+        arch = get_architecture(self.arch)
         self.validate()
         recipe = RECIPES[self.arch]
         values = asdict(self)
-        for key, default in {**recipe, "channels_last": get_architecture(self.arch).channels_last}.items():
+        for key, default in {**recipe, "channels_last": arch.channels_last}.items():
             if values.get(key) is None:
                 values[key] = default
         if self.optimizer is not None and self.lr is None and self.optimizer != recipe["optimizer"]:
@@ -324,8 +324,9 @@ def fit(
         raise MnistctlError("there are no training images", "check the data directory and --train-limit")
     inputs = to_inputs(train_x, device)
     targets = train_y.to(device)
-    test_inputs = (to_inputs(data.test_images, device) - mean) / std
-    test_targets = data.test_labels.to(device)
+    if dist.is_main:  # rank 0 alone evaluates
+        test_inputs = normalise(data.test_images, mean, std).to(device)
+        test_targets = data.test_labels.to(device)
 
     bs = cfg.batch_size
     steps = math.ceil(n / bs)
