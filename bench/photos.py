@@ -8,7 +8,8 @@ slightly uneven and noisy paper; a canvas 2–10× the digit's size with the dig
 strokes; a slight rotation (±10°); saved as RGB JPEG (quality 60–95) or as PNG with a transparent background
 and dark strokes — a seeded random mix. Then runs every --model on them through `predict_paths` with
 preprocessing on and off (`--no-preprocess`: only resized to 28×28, polarity still decided from the border),
-and prints a markdown table; a reference row gives each model's accuracy on the same digits as clean 28×28
+and prints a markdown table (with a row that leaves the stroke width as drawn, to show what normalising it
+brings); a reference row gives each model's accuracy on the same digits as clean 28×28
 MNIST tensors. --out DIR keeps the images; --samples DIR writes a few of them and a contact sheet (each image
 beside the 28×28 the network saw, scaled up).
 """
@@ -148,11 +149,18 @@ def evaluate(
     logits = predict_logits(model, normalise(images[:n], norm["mean"], norm["std"]), device)
     clean = int((logits.argmax(1) == labels[:n]).sum()) / n
     rows.append(Row(model_path, checkpoint["arch"], "— (clean 28x28 MNIST)", clean, n, time.perf_counter() - start))
-    for on in (True, False):
+    import mnistctl.predict as predict_module
+
+    modes = (("on", True, True), ("on, stroke width left as drawn", True, False), ("off", False, True))
+    for label, on, strokes in modes:
+        predict_module.NORMALISE_STROKES = strokes
         start = time.perf_counter()
-        preds = list(
-            predict_paths(paths, model, norm, device, workers=args.workers, preprocess_image=on, invert="auto")
-        )
+        try:
+            preds = list(
+                predict_paths(paths, model, norm, device, workers=args.workers, preprocess_image=on, invert="auto")
+            )
+        finally:
+            predict_module.NORMALISE_STROKES = True
         seconds = time.perf_counter() - start
         failed = [p for p in preds if p.error]
         for p in failed[:3]:
@@ -163,7 +171,7 @@ def evaluate(
             for part in style.split(", "):
                 right, total = by_style.get(part, (0, 0))
                 by_style[part] = (right + hit, total + 1)
-        rows.append(Row(model_path, checkpoint["arch"], "on" if on else "off", sum(hits) / n, n, seconds, by_style))
+        rows.append(Row(model_path, checkpoint["arch"], label, sum(hits) / n, n, seconds, by_style))
     return rows
 
 
@@ -241,8 +249,7 @@ def main() -> None:
         print("| model | arch | preprocessing | accuracy | N | s |\n|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r.model} | {r.arch} | {r.preprocessing} | {r.accuracy:.2%} | {r.count} | {r.seconds:.1f} |")
-        # Where the errors are: what preprocessing normalises (place, size, colour) and what it leaves to the
-        # network (stroke width).
+        # Where the errors are, by stroke width and by file type.
         parts = sorted({part for style in styles for part in style.split(", ")})
         print("\nAccuracy by rendering (stroke width; file type):\n")
         print("| model | preprocessing | " + " | ".join(parts) + " |\n|---|---|" + "---|" * len(parts))

@@ -436,3 +436,47 @@ def test_image_suffixes() -> None:
     assert {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"} <= set(
         IMAGE_SUFFIXES
     )
+
+
+# --------------------------------------------------------------------------------------------- stroke width
+
+
+def ring(side: int, width: int) -> Image.Image:
+    """A white ring ("0") of the given stroke width on black, filling a side×side image."""
+    img = Image.new("L", (side, side), 0)
+    ImageDraw.Draw(img).ellipse((0, 0, side - 1, side - 1), outline=255, width=width)
+    return img
+
+
+@pytest.mark.parametrize("width", [3, 6, 12])
+def test_stroke_width_is_measured(width: int) -> None:
+    from mnistctl.predict import _stroke_width
+
+    assert _stroke_width(ring(160, width)) == pytest.approx(width, rel=0.2)
+
+
+def test_thin_and_thick_strokes_come_out_mnist_wide() -> None:
+    """A hairline digit and a marker digit, drawn big: both reach the network with MNIST's stroke width."""
+    from mnistctl.predict import STROKE_HIGH, STROKE_LOW, _stroke_width
+
+    def width_seen(stroke: int) -> float:
+        page = Image.new("L", (400, 400), 255)
+        page.paste(0, (100, 60), ring(240, stroke))  # black ink on white: inverted, cropped, fitted to 20 px
+        seen = preprocess(page)
+        big = Image.frombytes("L", (28, 28), bytes(seen.flatten().tolist())).resize((112, 112), Image.BILINEAR)
+        return _stroke_width(big) / 4
+
+    thin, thick = width_seen(3), width_seen(60)  # 0.25 and 5 px of the 20 px box before the change
+    assert STROKE_LOW - 0.5 <= thin <= STROKE_HIGH + 0.5
+    assert STROKE_LOW - 0.5 <= thick <= STROKE_HIGH + 0.5
+    assert width_seen(24) == pytest.approx(2.0, abs=0.6)  # MNIST-like already: left alone
+
+
+def test_stroke_normalisation_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnistctl.predict as predict
+
+    page = Image.new("L", (400, 400), 255)
+    page.paste(0, (100, 60), ring(240, 3))
+    with_fix = preprocess(page)
+    monkeypatch.setattr(predict, "NORMALISE_STROKES", False)
+    assert int((preprocess(page) > 127).sum()) < int((with_fix > 127).sum())  # the hairline stays thin
