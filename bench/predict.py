@@ -101,15 +101,16 @@ def in_process(paths: list[str], labels, args: argparse.Namespace) -> None:
     import torch
 
     from mnistctl.checkpoint import build_model, load_checkpoint
-    from mnistctl.predict import predict_paths
+    from mnistctl.predict import predict_paths, share_cores
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    workers = share_cores(device, args.workers, args.threads)  # as `mnistctl predict` splits the cores
     start = time.perf_counter()
     checkpoint = load_checkpoint(args.model)
     model = build_model(checkpoint)
     load_s = time.perf_counter() - start
-    device = torch.device("cpu")
     times = []
     for _ in range(args.runs):
         start = time.perf_counter()
@@ -120,7 +121,7 @@ def in_process(paths: list[str], labels, args: argparse.Namespace) -> None:
                 checkpoint["normalization"],
                 device,
                 batch_size=args.batch_size,
-                workers=args.workers,
+                workers=workers,
             )
         )
         times.append(time.perf_counter() - start)
@@ -129,7 +130,7 @@ def in_process(paths: list[str], labels, args: argparse.Namespace) -> None:
     n = len(paths)
     print(f"| checkpoint load ({checkpoint['arch']}) | {load_s:.3f} s | |")
     print(
-        f"| predict_paths, {n} files, {args.workers} workers, {torch.get_num_threads()} torch threads "
+        f"| predict_paths, {n} files, {workers} workers, {torch.get_num_threads()} torch threads "
         f"| best {min(times):.3f} s, median {statistics.median(times):.3f} s | {n / min(times):,.0f} images/s |"
     )
     print(f"| accuracy | {right / n:.2%} ({errors} errors) | |")
@@ -143,7 +144,7 @@ def main() -> None:
     parser.add_argument("--mirror", default=os.environ.get("MNISTCTL_MIRROR", "../shared/mnist"))
     parser.add_argument("--runs", type=int, default=3, help="repetitions; the best is reported (default 3)")
     parser.add_argument("--in-process", action="store_true", help="time predict_paths instead of the CLI")
-    parser.add_argument("--workers", type=int, default=2, help="decoding threads (--in-process)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (--in-process; default as the CLI)")
     parser.add_argument("--batch-size", type=int, default=512, help="network batch size (--in-process)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (--in-process)")
     parser.add_argument("--extra", default="", help='more arguments for `mnistctl predict`, e.g. "--threads 2"')

@@ -781,7 +781,15 @@ def predict(
         False
     ),
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 512,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Threads decoding images.")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Threads decoding images (0: decode in the main thread). \\[default: half the cores, at least 1]",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
     json_out: Annotated[
@@ -798,7 +806,7 @@ def predict(
     from mnistctl import report
     from mnistctl.checkpoint import build_model, load_checkpoint
     from mnistctl.errors import UsageError
-    from mnistctl.predict import INVERT_CHOICES, expand_inputs, predict_paths
+    from mnistctl.predict import INVERT_CHOICES, expand_inputs, predict_paths, share_cores
 
     if not inputs:
         raise UsageError("no images given", "pass image files, directories, or - to read paths from stdin")
@@ -816,6 +824,7 @@ def predict(
     checkpoint = load_checkpoint(_model_path(model))
     net = build_model(checkpoint)
     torch_device = _setup_device(device, threads)
+    workers = share_cores(torch_device, workers, threads)
     net.to(torch_device)
 
     single_panel = len(paths) == 1 and not problems and report.out.is_terminal and not json_out
@@ -857,3 +866,16 @@ def predict(
             progress.stop()
     if failed:
         raise typer.Exit(1)
+
+
+def _reflow(doc: str) -> str:
+    """A docstring with each paragraph on one line: Typer's "rich" help keeps source line breaks, which
+    would otherwise show as ragged lines wherever the terminal is wider or narrower than the source."""
+    import inspect
+
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+for _info in app.registered_commands:
+    if _info.callback is not None and _info.callback.__doc__:
+        _info.callback.__doc__ = _reflow(_info.callback.__doc__)

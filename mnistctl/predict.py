@@ -564,6 +564,21 @@ def predict_paths(
         pool.shutdown(wait=True, cancel_futures=True)  # also when the caller stops early
 
 
+def share_cores(device: torch.device, workers: int | None, threads: int | None) -> int:
+    """Split the CPU between decoding threads and torch's threads; return the number of decoding threads.
+
+    Unless told otherwise, half the cores decode (at least one) and, when the network runs on the CPU too,
+    torch gets the rest: torch's threads spin while they wait, so running as many of them as there are
+    cores next to busy decoding threads makes both several times slower.
+    """
+    cores = torch.get_num_threads()  # torch's default: one per core this process may use
+    if workers is None:
+        workers = max(1, min(8, cores // 2))
+    if device.type == "cpu" and threads is None and workers > 0:
+        torch.set_num_threads(max(1, cores - workers))
+    return workers
+
+
 def _infer(
     loaded: list[_Loaded], model: torch.nn.Module, mean: float, std: float, device: torch.device, keep_pixels: bool
 ) -> Iterator[Prediction]:

@@ -24,6 +24,21 @@ def test_help_lists_commands_with_examples():
     assert "Examples" in result.stdout and "mnistctl download --mirror" in result.stdout
 
 
+@pytest.mark.parametrize("command", ["train", "compare-optimizers", "predict"])
+def test_command_help_paragraphs_are_reflowed_not_broken_at_source_lines(command):
+    # Typer's rich help keeps a docstring's line breaks; on a wide terminal they showed as ragged lines.
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"}, terminal_width=250)
+    assert result.exit_code == 0
+    body = " ".join(result.stdout.split())
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip() and "│" not in line]
+    sentence = {
+        "train": "the batch size is the global one",
+        "compare-optimizers": "batch 32, no augmentation",
+        "predict": "the rest are still predicted",
+    }[command]
+    assert sentence in body and any(sentence in line for line in lines)
+
+
 def test_no_arguments_shows_help_and_usage_exit_code():
     result = runner.invoke(app, [])
     assert result.exit_code == 2

@@ -480,3 +480,20 @@ def test_stroke_normalisation_can_be_turned_off(monkeypatch: pytest.MonkeyPatch)
     with_fix = preprocess(page)
     monkeypatch.setattr(predict, "NORMALISE_STROKES", False)
     assert int((preprocess(page) > 127).sum()) < int((with_fix > 127).sum())  # the hairline stays thin
+
+
+def test_decoding_threads_and_torch_threads_share_the_cores() -> None:
+    from mnistctl.predict import share_cores
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert share_cores(torch.device("cpu"), None, None) == 2 and torch.get_num_threads() == 2
+        torch.set_num_threads(4)
+        assert share_cores(torch.device("cpu"), 3, 4) == 3 and torch.get_num_threads() == 4  # --threads wins
+        assert share_cores(torch.device("meta"), 1, None) == 1 and torch.get_num_threads() == 4  # not on the CPU
+        torch.set_num_threads(1)
+        assert share_cores(torch.device("cpu"), None, None) == 1 and torch.get_num_threads() == 1
+        assert share_cores(torch.device("cpu"), 0, None) == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
