@@ -40,7 +40,7 @@ class CompactNet(nn.Module):
     leaves BatchNorm and ReLU a quarter of the pixels. Chosen by measurement: see the README.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.0, hidden: int = 0) -> None:
+    def __init__(self, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.PixelUnshuffle(2)]  # 1×28×28 → 4×14×14
         cin, size = 4, 14
@@ -53,13 +53,10 @@ class CompactNet(nn.Module):
             cin = w
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        features = cin * size * size
-        # An optional hidden layer before the classifier (``hidden`` units; 0: none).
-        self.hidden = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True)) if hidden else nn.Identity()
-        self.classifier = nn.Linear(hidden or features, 10)
+        self.classifier = nn.Linear(cin * size * size, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.hidden(torch.flatten(self.features(x), 1))))
+        return self.classifier(self.dropout(torch.flatten(self.features(x), 1)))
 
 
 @dataclass(frozen=True)
@@ -74,11 +71,7 @@ class Architecture:
         merged = {**self.defaults, **config}
         if self.name == "seed":
             return DigitClassifier()
-        return CompactNet(
-            widths=tuple(merged["widths"]),
-            dropout=float(merged.get("dropout", 0.0)),
-            hidden=int(merged.get("hidden", 0)),
-        )
+        return CompactNet(widths=tuple(merged["widths"]), dropout=float(merged.get("dropout", 0.0)))
 
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

@@ -255,31 +255,3 @@ def test_affine_augmentation_keeps_shape_and_black_background():
     y = augment_batch(x, torch.rand(8, 4), rotate=10.0, scale=0.1, shift=2.0)
     assert y.shape == x.shape and float(y[:, 0, 0, 0].abs().max()) == 0.0 and float(y.sum()) > 0
 
-
-def test_hidden_layer_option_round_trips_through_a_checkpoint(tmp_path):
-    from mnistctl.checkpoint import make_checkpoint, save_checkpoint
-    from mnistctl.models import ARCHITECTURES
-
-    config = {"widths": [4, 8, 8], "dropout": 0.0, "hidden": 16}
-    model = ARCHITECTURES["compact"].build(**config)
-    assert model.classifier.in_features == 16 and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    path = tmp_path / "hidden.pt"
-    save_checkpoint(
-        path,
-        make_checkpoint(
-            arch="compact",
-            arch_config=config,
-            state_dict=model.state_dict(),
-            normalization=(0.1307, 0.3081),
-            epoch=1,
-            config={},
-            history=[],
-            metrics={},
-        ),
-    )
-    loaded = build_model(load_checkpoint(path))
-    x = torch.rand(3, 1, 28, 28)
-    model.eval()
-    assert torch.equal(loaded(x), model(x))
-    # Checkpoints written before the option existed have no "hidden": they build without the layer.
-    assert ARCHITECTURES["compact"].build(widths=[4, 8, 8]).classifier.in_features == 8 * 3 * 3
