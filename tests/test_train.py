@@ -254,4 +254,3 @@ def test_affine_augmentation_keeps_shape_and_black_background():
     x[:, 0, 12:16, 12:16] = 1.0
     y = augment_batch(x, torch.rand(8, 4), rotate=10.0, scale=0.1, shift=2.0)
     assert y.shape == x.shape and float(y[:, 0, 0, 0].abs().max()) == 0.0 and float(y.sum()) > 0
-
