@@ -5,8 +5,9 @@
 
 Writes the first N (default 10,000) MNIST test digits as 28×28 PNG files into a temporary directory, then:
 - times (a) `mnistctl predict DIR -m MODEL` as a whole subprocess, (b) the same command on one image
-  (start-up: Python, torch, the checkpoint), (c) `python -c "import torch"`, best of --runs each;
-- prints images/s beyond start-up = N / (a - b), and the accuracy of the printed digits against the labels;
+  (start-up: Python, torch, the checkpoint), (c) `python -c "import torch"`, in --runs interleaved rounds;
+- prints images/s beyond start-up = N / (a - b) from the best times and per round (median and range), and
+  the accuracy of the printed digits against the labels;
 - measures in-process what one file costs: Pillow's open + decode, and load_digit (decode + preprocess).
 With --in-process it times `predict_paths` directly instead of the CLI (model loaded once, outside the timing).
 Timings from a busy machine are not worth quoting: run it alone.
@@ -171,18 +172,31 @@ def main() -> None:
             return
         base = [*mnistctl_exe(), "predict"]
         extra = shlex.split(args.extra)
-        whole, stdout = run_cli([*base, tmp, "-m", args.model, *extra], args.runs)
-        one, _ = run_cli([*base, paths[0], "-m", args.model, *extra], args.runs)
-        torch_import, _ = run_cli([sys.executable, "-c", "import torch"], args.runs)
+        # Interleaved (whole, one file, import torch) rounds, so that a slow spell of the machine hits all
+        # three alike; the rate is reported from the best times and as the median over rounds.
+        whole, one, torch_import, stdout = [], [], [], ""
+        for _ in range(args.runs):
+            t, stdout = run_cli([*base, tmp, "-m", args.model, *extra], 1)
+            whole += t
+            one += run_cli([*base, paths[0], "-m", args.model, *extra], 1)[0]
+            torch_import += run_cli([sys.executable, "-c", "import torch"], 1)[0]
         acc, lines = accuracy_of_lines(stdout, labels)
         n = len(paths)
         beyond = min(whole) - min(one)
+        per_round = sorted(n / (w - o) for w, o in zip(whole, one, strict=True) if w > o)
         whole_rate = f"{n / min(whole):,.0f} images/s"
         print(f"| `mnistctl predict DIR` ({n} files), whole command | {min(whole):.2f} s | {whole_rate} |")
         print(f"| `mnistctl predict` on one file (start-up) | {min(one):.2f} s | |")
         print(f"| `python -c 'import torch'` | {min(torch_import):.2f} s | |")
+        one_beyond = statistics.median(one) - statistics.median(torch_import)
+        print(f"| one file beyond importing torch (medians) | {one_beyond:.2f} s | |")
         rate = f"{n / beyond:,.0f} images/s" if beyond > 0 else "n/a"
-        print(f"| beyond start-up: N / (whole - one) | {beyond:.2f} s | {rate} |")
+        print(f"| beyond start-up: N / (whole - one), best times | {beyond:.2f} s | {rate} |")
+        if per_round:
+            print(
+                f"| beyond start-up, per round (median; range) | | {statistics.median(per_round):,.0f} images/s "
+                f"({per_round[0]:,.0f}–{per_round[-1]:,.0f}) |"
+            )
         print(f"| accuracy of the printed digits | {acc:.2%} ({lines} lines of {n}) | |")
 
 
