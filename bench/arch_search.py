@@ -320,31 +320,26 @@ def run(args, data, seed: int) -> dict:
     opt, sched = make_optimizer(model, args, steps_per_epoch * args.epochs)
     crit = nn.CrossEntropyLoss(label_smoothing=args.ls)
 
-    def train_step(x, y):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            out = model(x)
-            loss = crit(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
+    def make_step(net):
+        def train_step(x, y):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                out = net(x)
+                loss = crit(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss
 
-    step_fn = train_step
+        return train_step
+
+    step_fn = make_step(model)
     compile_s = 0.0
     fwd_model = model
     if args.compile:
         t0 = time.perf_counter()
         model_c = torch.compile(model, mode=args.compile_mode)
         fwd_model = model_c
-
-        def step_fn(x, y):  # noqa: F811
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-                out = model_c(x)
-                loss = crit(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss
+        step_fn = make_step(model_c)
 
         # warm-up compile on a real-size batch (train + eval shapes) then restore state
         sd = {k: v.clone() for k, v in model.state_dict().items()}

@@ -53,17 +53,15 @@ def mnistctl_exe() -> list[str]:
     return [exe] if Path(exe).exists() else [sys.executable, "-m", "mnistctl"]
 
 
-def run_cli(cmd: list[str], runs: int) -> tuple[list[float], str]:
-    times, out = [], ""
-    for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        times.append(time.perf_counter() - start)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
-            sys.exit(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {last}\n(try --in-process)")
-        out = proc.stdout
-    return times, out
+def run_cli(cmd: list[str]) -> tuple[float, str]:
+    """Run ``cmd`` once: its wall-clock seconds and its stdout (exits with its last error line if it fails)."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        sys.exit(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {last}\n(try --in-process)")
+    return seconds, proc.stdout
 
 
 def accuracy_of_lines(stdout: str, labels) -> tuple[float, int]:
@@ -143,7 +141,9 @@ def main() -> None:
     parser.add_argument("-m", "--model", default="digit_model.pt", help="checkpoint (default digit_model.pt)")
     parser.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: mnistctl's)")
     parser.add_argument("--mirror", default=os.environ.get("MNISTCTL_MIRROR", "../shared/mnist"))
-    parser.add_argument("--runs", type=int, default=3, help="repetitions; the best is reported (default 3)")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="rounds (CLI) or repetitions (--in-process); best and median (default 3)"
+    )
     parser.add_argument("--in-process", action="store_true", help="time predict_paths instead of the CLI")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (--in-process; default as the CLI)")
     parser.add_argument("--batch-size", type=int, default=512, help="network batch size (--in-process)")
@@ -176,10 +176,10 @@ def main() -> None:
         # three alike; the rate is reported from the best times and as the median over rounds.
         whole, one, torch_import, stdout = [], [], [], ""
         for _ in range(args.runs):
-            t, stdout = run_cli([*base, tmp, "-m", args.model, *extra], 1)
-            whole += t
-            one += run_cli([*base, paths[0], "-m", args.model, *extra], 1)[0]
-            torch_import += run_cli([sys.executable, "-c", "import torch"], 1)[0]
+            seconds, stdout = run_cli([*base, tmp, "-m", args.model, *extra])
+            whole.append(seconds)
+            one.append(run_cli([*base, paths[0], "-m", args.model, *extra])[0])
+            torch_import.append(run_cli([sys.executable, "-c", "import torch"])[0])
         acc, lines = accuracy_of_lines(stdout, labels)
         n = len(paths)
         beyond = min(whole) - min(one)

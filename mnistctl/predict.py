@@ -329,9 +329,9 @@ def _normalise_stroke(patch: Image.Image) -> Image.Image:
     width = _stroke_width(small) * BOX / STROKE_REF
     if STROKE_LOW <= width <= STROKE_HIGH:
         return patch
-    target = STROKE_THIN_TO if width < STROKE_LOW else STROKE_THICK_TO
-    steps = abs(target - width) * STROKE_REF / BOX / 2  # each 3×3 max/min filter moves both edges by 1 px
     grow = width < STROKE_LOW
+    target = STROKE_THIN_TO if grow else STROKE_THICK_TO
+    steps = abs(target - width) * STROKE_REF / BOX / 2  # each 3×3 max/min filter moves both edges by 1 px
     pad = 2 * math.ceil(steps) if grow else 0
     out = Image.new("L", (small.width + 2 * pad, small.height + 2 * pad), 0)
     out.paste(small, (pad, pad))
