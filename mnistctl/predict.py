@@ -15,6 +15,7 @@ import bisect
 import itertools
 import math
 import os
+import struct
 import threading
 import warnings
 from collections import deque
@@ -110,6 +111,15 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
     :class:`ImageError` with a short reason.
     """
     path = os.fspath(path)
+    plain = _read_plain_png(path)
+    gray = _to_gray(plain) if plain is not None else _open_with_pillow(path)
+    w, h = gray.size
+    if w < MIN_SIDE or h < MIN_SIDE:
+        raise ImageError(f"image too small ({w}x{h} pixels)")
+    return gray
+
+
+def _open_with_pillow(path: str) -> Image.Image:
     try:
         with _pillow_warnings, Image.open(path) as im:
             _draft(im)
@@ -138,10 +148,62 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         raise ImageError(f"damaged image ({_first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - a crafted file can make a decoder raise anything; one line, no traceback
         raise ImageError(f"damaged image ({_first_line(exc)})") from None
-    w, h = gray.size
-    if w < MIN_SIDE or h < MIN_SIDE:
-        raise ImageError(f"image too small ({w}x{h} pixels)")
     return gray
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}  # 8-bit colour types Pillow decodes to these modes as they are
+# Ancillary chunks that change nothing Pillow would give us for an 8-bit image (text chunks: unless EXIF/XMP).
+_PNG_IGNORED = frozenset({b"pHYs", b"gAMA", b"sRGB", b"cHRM", b"iCCP", b"sBIT", b"tIME", b"bKGD", b"hIST", b"sPLT"})
+_PNG_TEXT = frozenset({b"tEXt", b"zTXt", b"iTXt"})
+
+
+def _read_plain_png(path: str) -> Image.Image | None:
+    """A plain PNG (8-bit gray, RGB, gray+alpha or RGBA, not interlaced) decoded by Pillow's zlib decoder directly.
+
+    ``Image.open`` spends most of its ~80 µs on a 28×28 file in Python (format detection, a method call per
+    chunk, the loader's bookkeeping); reading the few chunks here and handing the pixel data to the same C
+    decoder takes a third of that and gives the same pixels. Anything else — another format or colour type,
+    palette or transparency chunks, animation, EXIF, a size over Pillow's limit, a damaged or truncated
+    file — returns None, and Pillow's own reader then decodes it or says what is wrong.
+    """
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(33)  # signature, IHDR
+            if len(head) < 33 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+                return None
+            w, h, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", head, 16)
+            mode = _PNG_MODES.get(colour)
+            if mode is None or depth != 8 or compression or filtering or interlace or not 0 < w * h <= _max_pixels():
+                return None
+            data = fp.read()
+    except OSError:
+        return None
+    idat: list[bytes] = []
+    pos, end = 0, len(data)
+    while pos + 12 <= end:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + length])
+        elif kind == b"IEND":
+            break
+        elif kind in _PNG_TEXT:
+            keyword = data[pos + 8 : pos + 8 + min(length, 80)].split(b"\0", 1)[0]
+            if keyword.decode("latin-1") in _ORIENTATION_KEYS:
+                return None
+        elif kind not in _PNG_IGNORED:
+            return None
+        pos += 12 + length
+    else:
+        return None  # no IEND: truncated
+    try:
+        return Image.frombytes(mode, (w, h), b"".join(idat), "zip", mode)
+    except Exception:  # noqa: BLE001 - damaged data: Pillow's reader will say how
+        return None
+
+
+def _max_pixels() -> float:
+    return Image.MAX_IMAGE_PIXELS or math.inf
 
 
 _NO_EXIF_FORMATS = frozenset({"PNG", "GIF", "BMP", "PPM"})

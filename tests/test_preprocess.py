@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, PngImagePlugin
 
 from mnistctl.models import CompactNet
 from mnistctl.predict import (
     IMAGE_SUFFIXES,
     ImageError,
     Prediction,
+    _open_with_pillow,
+    _read_plain_png,
     expand_inputs,
     load_digit,
     load_image,
@@ -244,6 +246,80 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     assert gray.size == (60, 120)
     height, width = ink_bbox(load_digit(path), level=40)
     assert height > 3 * width
+
+
+# --------------------------------------------------------------------------------------------- plain PNG reader
+
+
+def _busy(mode: str, size: tuple[int, int] = (45, 37)) -> Image.Image:
+    """An image of ``mode`` whose rows need every PNG filter type: a digit, gradients, noise, varied alpha."""
+    img = black_on_white(size).convert(mode)
+    noise = Image.effect_noise(size, 60).convert("L")
+    gradient = Image.linear_gradient("L").resize(size)
+    bands = [Image.blend(band, noise if k % 2 else gradient, 0.3) for k, band in enumerate(img.split())]
+    if mode in ("LA", "RGBA"):
+        bands[-1] = gradient
+    return Image.merge(mode, bands)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "LA", "RGBA"])
+@pytest.mark.parametrize("options", [{}, {"optimize": True}, {"compress_level": 0}])
+def test_plain_png_reader_gives_pillows_pixels(tmp_path: Path, mode: str, options: dict) -> None:
+    img = _busy(mode)
+    path = save(img, tmp_path / "busy.png", **options)
+    fast = _read_plain_png(path)
+    assert fast is not None and fast.mode == mode and fast.size == img.size
+    with Image.open(path) as reference:
+        assert fast.tobytes() == reference.tobytes()
+    assert load_image(path).tobytes() == _open_with_pillow(path).tobytes()
+
+
+def test_plain_png_reader_takes_harmless_chunks(tmp_path: Path) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "a paint program")
+    info.add_itxt("Comment", "drawn on a tablet", zip=True)
+    path = save(_busy("L"), tmp_path / "text.png", pnginfo=info, dpi=(300, 300))
+    fast = _read_plain_png(path)
+    assert fast is not None and fast.tobytes() == _open_with_pillow(path).tobytes()
+
+
+def test_plain_png_reader_leaves_everything_else_to_pillow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    img = _busy("L")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta/>")
+    cases = {
+        "palette.png": (img.convert("P"), {}),
+        "deep.png": (Image.new("I;16", (40, 40), 300), {}),
+        "bits.png": (img.convert("1"), {}),
+        "trns.png": (img, {"transparency": 0}),
+        "exif.png": (img, {"exif": exif}),
+        "xmp.png": (img, {"pnginfo": xmp}),
+        "anim.png": (img, {"save_all": True, "append_images": [img.rotate(90)]}),
+        "not-a-png.png": (img, {"format": "BMP"}),
+    }
+    for name, (im, options) in cases.items():
+        assert _read_plain_png(save(im, tmp_path / name, **options)) is None, name
+    plain = save(img, tmp_path / "plain.png")
+    data = Path(plain).read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    assert _read_plain_png(tmp_path / "cut.png") is None  # no IEND
+    idat = data.index(b"IDAT")
+    broken = data[: idat + 4] + bytes(b ^ 0x55 for b in data[idat + 4 : idat + 40]) + data[idat + 40 :]
+    (tmp_path / "broken.png").write_bytes(broken)
+    assert _read_plain_png(tmp_path / "broken.png") is None  # zlib stream damaged
+    assert _read_plain_png(tmp_path / "missing.png") is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert _read_plain_png(plain) is None  # over the limit: Pillow's reader refuses it with its message
+
+
+def test_png_exif_orientation_is_applied(tmp_path: Path) -> None:
+    stored = Image.new("L", (120, 60), 255)
+    ImageDraw.Draw(stored).rectangle((10, 25, 110, 35), fill=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    assert load_image(save(stored, tmp_path / "turned.png", exif=exif)).size == (60, 120)
 
 
 # --------------------------------------------------------------------------------------------- bad files
