@@ -147,11 +147,11 @@ def _normalise(obj: Any, path: Path) -> dict[str, Any]:
 
 
 def build_model(checkpoint: dict[str, Any]):
-    """The network a checkpoint describes, with its weights loaded (shapes checked), in eval mode and in
-    the memory layout that is fastest for it."""
+    """The network a checkpoint describes, for inference: its weights loaded (shapes checked), in eval mode,
+    BatchNorm folded into the convolutions, in the memory layout that is fastest for it."""
     import torch
 
-    from mnistctl.models import get_architecture
+    from mnistctl.models import fold_batchnorm, get_architecture
 
     arch = get_architecture(checkpoint["arch"])
     model = arch.build(**checkpoint.get("arch_config", {}))
@@ -162,9 +162,10 @@ def build_model(checkpoint: dict[str, Any]):
             f"the weights do not fit architecture {checkpoint['arch']!r} ({_first_line(exc)})",
             "the checkpoint is damaged or was edited; train a new one",
         ) from exc
+    model = fold_batchnorm(model.eval())
     if arch.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model.eval()
+    return model
 
 
 def peek_arch(path: Path) -> str | None:

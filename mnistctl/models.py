@@ -59,6 +59,41 @@ class CompactNet(nn.Module):
         return self.classifier(self.dropout(torch.flatten(self.features(x), 1)))
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each BatchNorm's running statistics into the convolution before it, for inference (in place).
+
+    A BatchNorm right after a convolution always folds; one after a convolution and a max-pool folds when its
+    scale is positive in every channel (the max of an increasing map is the map of the max). Any other
+    BatchNorm stays. The outputs are the same up to float rounding; a BatchNorm costs a pass over its input.
+    """
+    if not isinstance(model, CompactNet):
+        return model
+    kept: list[nn.Module] = []
+    conv: nn.Conv2d | None = None
+    pooled = False
+    with torch.no_grad():
+        for layer in model.features:
+            if isinstance(layer, nn.Conv2d):
+                conv, pooled = layer, False
+            elif isinstance(layer, nn.MaxPool2d):
+                pooled = True
+            elif isinstance(layer, nn.BatchNorm2d) and conv is not None and layer.track_running_stats:
+                scale = layer.weight / torch.sqrt(layer.running_var + layer.eps)
+                if not pooled or bool((scale > 0).all()):
+                    shift = layer.bias - layer.running_mean * scale
+                    if conv.bias is not None:
+                        shift = shift + conv.bias * scale
+                    conv.weight.mul_(scale.view(-1, 1, 1, 1))
+                    conv.bias = nn.Parameter(shift)
+                    conv = None
+                    continue
+            else:
+                conv = None  # ReLU, or anything else, between a convolution and a BatchNorm: no folding
+            kept.append(layer)
+    model.features = nn.Sequential(*kept)
+    return model
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str

@@ -18,7 +18,7 @@ from mnistctl.cli import app
 from mnistctl.data import load_mnist
 from mnistctl.errors import MnistctlError
 from mnistctl.evaluate import summarise
-from mnistctl.models import DigitClassifier
+from mnistctl.models import CompactNet, DigitClassifier, fold_batchnorm, get_architecture
 from mnistctl.train import TrainConfig, TrainingInterrupted, fit
 
 runner = CliRunner()
@@ -254,3 +254,36 @@ def test_affine_augmentation_keeps_shape_and_black_background():
     x[:, 0, 12:16, 12:16] = 1.0
     y = augment_batch(x, torch.rand(8, 4), rotate=10.0, scale=0.1, shift=2.0)
     assert y.shape == x.shape and float(y[:, 0, 0, 0].abs().max()) == 0.0 and float(y.sum()) > 0
+
+
+def test_batchnorm_folding_keeps_the_outputs():
+    torch.manual_seed(0)
+    net = CompactNet(widths=(6, 8, 12))
+    batchnorms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in batchnorms:  # trained-looking statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 2)
+        bn.bias.data.uniform_(-1, 1)
+    batchnorms[2].weight.data[3] = -0.7  # after a max-pool: a negative scale does not commute with it
+    batchnorms[0].weight.data[1] = -0.7  # right after a convolution it still folds
+    net.eval()
+    x = torch.randn(16, 1, 28, 28)
+    with torch.no_grad():
+        expected = net(x)
+        folded = fold_batchnorm(net)
+        left = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert left == [batchnorms[2]]
+        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_build_model_folds_batchnorm_and_predicts_as_trained(tiny_data):
+    assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
+    ckpt = load_checkpoint(model_path())
+    trained = get_architecture(ckpt["arch"]).build()
+    trained.load_state_dict(ckpt["state_dict"])
+    built = build_model(ckpt)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in built.modules())
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(built(x), trained.eval()(x), rtol=1e-4, atol=1e-4)
