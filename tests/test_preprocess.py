@@ -274,6 +274,14 @@ def test_plain_png_reader_gives_pillows_pixels(tmp_path: Path, mode: str, option
     assert load_image(path).tobytes() == _open_with_pillow(path).tobytes()
 
 
+def test_plain_png_reader_reads_a_file_bigger_than_one_read(tmp_path: Path) -> None:
+    path = save(_busy("RGB", (300, 250)), tmp_path / "big.png", compress_level=0)
+    assert Path(path).stat().st_size > 3 * 65536
+    fast = _read_plain_png(path)
+    with Image.open(path) as reference:
+        assert fast is not None and fast.tobytes() == reference.tobytes()
+
+
 def test_plain_png_reader_takes_harmless_chunks(tmp_path: Path) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", "a paint program")
