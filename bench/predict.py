@@ -9,7 +9,7 @@ Writes the first N (default 10,000) MNIST test digits as 28×28 PNG files into a
 - prints images/s beyond start-up two ways: N / (a - b), from the best times and per round; and, per round,
   the lines after the first read of (a)'s output over the time from that read to the last one (it flushes
   every line) — the second does not subtract two noisy start-ups. Then the accuracy of the printed digits;
-- measures in-process what one file costs: Pillow's open + decode, mnistctl's reader, load_digit.
+- measures in-process what one file costs: Pillow's open + decode, mnistctl's reader, read + preprocess.
 With --in-process it times `predict_paths` directly instead of the CLI (model loaded once, outside the timing).
 Timings from a busy machine are not worth quoting: run it alone.
 """
@@ -100,26 +100,33 @@ def per_file_costs(paths: list[str], sample: int = 2000) -> dict[str, float]:
     """Microseconds per file, in this process and one thread, best of 3 passes over ``sample`` files."""
     from PIL import Image
 
-    from mnistctl.predict import load_digit, load_image
+    from mnistctl.predict import CHUNK, _load_chunk, load_image
 
     def pillow(path: str) -> None:
         with Image.open(path) as im:
             im.load()
 
+    def each(step):
+        return lambda files: [step(p) for p in files]
+
+    def as_the_pool_does(files: list[str]) -> None:
+        for start in range(0, len(files), CHUNK):
+            _load_chunk(start, files[start : start + CHUNK], True, "auto")
+
     costs = {}
     steps = {
-        "Pillow `Image.open` + `load`": pillow,
-        "mnistctl's reader (`load_image`: plain PNGs without `Image.open`)": load_image,
-        "`load_digit` (read + preprocess + tensor)": load_digit,
+        "Pillow `Image.open` + `load`": each(pillow),
+        "mnistctl's reader (`load_image`: plain PNGs without `Image.open`)": each(load_image),
+        "read + preprocess, as a decoding thread does it": as_the_pool_does,
     }
+    files = paths[:sample]
     for name, step in steps.items():
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            for p in paths[:sample]:
-                step(p)
+            step(files)
             best = min(best, time.perf_counter() - start)
-        costs[name] = best / len(paths[:sample]) * 1e6
+        costs[name] = best / len(files) * 1e6
     return costs
 
 
