@@ -32,7 +32,7 @@ def main() -> None:
 
     from mnistctl.evaluate import quick_eval
     from mnistctl.models import get_architecture
-    from mnistctl.train import TrainConfig, augment_batch, make_optimizer, schedule_factor
+    from mnistctl.train import TrainConfig, make_optimizer, prepare_batch, schedule_factor
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -55,11 +55,7 @@ def main() -> None:
         lo = (i % 8) * bs
         x, y = images[lo : lo + bs], labels[lo : lo + bs]
         t0 = time.perf_counter()
-        if cfg.augment:
-            x = augment_batch(x, torch.rand(bs, 4), cfg.rotate, cfg.scale, cfg.shift)
-        x = (x - mean) / std
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = prepare_batch(x, torch.rand(bs, 4) if cfg.augment else None, cfg, mean, std)
         t1 = time.perf_counter()
         loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
         t2 = time.perf_counter()

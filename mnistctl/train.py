@@ -214,6 +214,17 @@ def schedule_factor(name: str, total_steps: int) -> Callable[[int], float]:
     return {"onecycle": onecycle, "cosine": cosine, "step": step_decay, "constant": lambda step: 1.0}[name]
 
 
+def prepare_batch(x: torch.Tensor, u: torch.Tensor | None, cfg: TrainConfig, mean: float, std: float) -> torch.Tensor:
+    """A batch as the network trains on it: augmented by ``u`` (see :func:`augment_batch`; None: not at all),
+    normalised, in the memory layout ``cfg`` asks for."""
+    if u is not None:
+        x = augment_batch(x, u, cfg.rotate, cfg.scale, cfg.shift)
+    x = (x - mean) / std
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def augment_batch(x: torch.Tensor, u: torch.Tensor, rotate: float, scale: float, shift: float) -> torch.Tensor:
     """Rotate, scale and shift each image of N×1×28×28 pixels in [0, 1] (black fill).
 
@@ -366,12 +377,7 @@ def fit(
                     part = shard(global_len, dist.rank, dist.world_size)
                     idx = idx[part]
                     u = u[part] if u is not None else None
-                x = inputs[idx]
-                if u is not None:
-                    x = augment_batch(x, u, cfg.rotate, cfg.scale, cfg.shift)
-                x = (x - mean) / std
-                if cfg.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = prepare_batch(inputs[idx], u, cfg, mean, std)
                 y = targets[idx]
                 with autocast(device, cfg.amp):
                     logits = net(x)
