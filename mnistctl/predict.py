@@ -172,7 +172,7 @@ def _read_plain_png(path: str) -> Image.Image | None:
         fd = os.open(path, os.O_RDONLY)  # a third of the cost of open(): no buffered file object
         try:
             data = os.read(fd, _READ_SIZE)  # a small file in one call; a 64 KiB look at any other
-            if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+            if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[8:16] != b"\0\0\0\x0dIHDR":
                 return None
             w, h, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", data, 16)
             mode = _PNG_MODES.get(colour)

@@ -318,6 +318,8 @@ def test_plain_png_reader_leaves_everything_else_to_pillow(tmp_path: Path, monke
     (tmp_path / "broken.png").write_bytes(broken)
     assert _read_plain_png(tmp_path / "broken.png") is None  # zlib stream damaged
     assert _read_plain_png(tmp_path / "missing.png") is None
+    (tmp_path / "long-ihdr.png").write_bytes(data[:11] + b"\x0e" + data[12:])  # IHDR must be 13 bytes
+    assert _read_plain_png(tmp_path / "long-ihdr.png") is None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     assert _read_plain_png(plain) is None  # over the limit: Pillow's reader refuses it with its message
 
