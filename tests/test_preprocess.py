@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageFilter, PngImagePlugin
+from PIL import Image, ImageCms, ImageDraw, ImageFilter, PngImagePlugin
 
 from mnistctl.models import CompactNet
 from mnistctl.predict import (
@@ -285,7 +285,7 @@ def test_plain_png_reader_reads_a_file_bigger_than_one_read(tmp_path: Path) -> N
 def test_plain_png_reader_takes_harmless_chunks(tmp_path: Path) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Software", "a paint program")
-    info.add_itxt("Comment", "drawn on a tablet", zip=True)
+    info.add_itxt("Comment", "drawn on a tablet")
     path = save(_busy("L"), tmp_path / "text.png", pnginfo=info, dpi=(300, 300))
     fast = _read_plain_png(path)
     assert fast is not None and fast.tobytes() == _open_with_pillow(path).tobytes()
@@ -297,6 +297,9 @@ def test_plain_png_reader_leaves_everything_else_to_pillow(tmp_path: Path, monke
     exif[0x0112] = 6
     xmp = PngImagePlugin.PngInfo()
     xmp.add_itxt("XML:com.adobe.xmp", "<x:xmpmeta/>")
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    packed = PngImagePlugin.PngInfo()
+    packed.add_itxt("Comment", "compressed", zip=True)
     cases = {
         "palette.png": (img.convert("P"), {}),
         "deep.png": (Image.new("I;16", (40, 40), 300), {}),
@@ -304,6 +307,8 @@ def test_plain_png_reader_leaves_everything_else_to_pillow(tmp_path: Path, monke
         "trns.png": (img, {"transparency": 0}),
         "exif.png": (img, {"exif": exif}),
         "xmp.png": (img, {"pnginfo": xmp}),
+        "packed-text.png": (img, {"pnginfo": packed}),
+        "icc.png": (img.convert("RGB"), {"icc_profile": srgb}),
         "anim.png": (img, {"save_all": True, "append_images": [img.rotate(90)]}),
         "not-a-png.png": (img, {"format": "BMP"}),
     }
@@ -322,6 +327,60 @@ def test_plain_png_reader_leaves_everything_else_to_pillow(tmp_path: Path, monke
     assert _read_plain_png(tmp_path / "long-ihdr.png") is None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     assert _read_plain_png(plain) is None  # over the limit: Pillow's reader refuses it with its message
+
+
+def _chunk(kind: bytes, data: bytes, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _crafted_pngs() -> dict[str, bytes]:
+    """Hand-made PNGs, valid and not, that a reader of chunks could get wrong."""
+    w, h = 28, 28
+    pixels = zlib.compress(b"".join(b"\0" + bytes((x * 9 + y * 3) % 256 for x in range(w)) for y in range(h)))
+
+    def ihdr(width: int = w, height: int = h) -> bytes:
+        return struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+
+    def png(*chunks: bytes) -> bytes:
+        return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+    good_ihdr, idat, iend = _chunk(b"IHDR", ihdr()), _chunk(b"IDAT", pixels), _chunk(b"IEND", b"")
+    stale = zlib.crc32(b"IHDR" + ihdr())
+    idat_a, idat_b = _chunk(b"IDAT", pixels[:40]), _chunk(b"IDAT", pixels[40:])
+    return {
+        "plain": png(good_ihdr, idat, iend),
+        "split IDAT": png(good_ihdr, idat_a, idat_b, iend),
+        "empty IDAT first": png(good_ihdr, _chunk(b"IDAT", b""), idat, iend),
+        "junk after IEND": png(good_ihdr, idat, iend, b"junk" * 10),
+        "IHDR height changed, CRC stale": png(_chunk(b"IHDR", ihdr(height=20), crc=stale), idat, iend),
+        "tEXt with a bad CRC": png(good_ihdr, _chunk(b"tEXt", b"Comment\0hi", crc=0), idat, iend),
+        "IDATs apart": png(good_ihdr, idat_a, _chunk(b"tEXt", b"a\0b"), idat_b, iend),
+        "pHYs too short": png(good_ihdr, _chunk(b"pHYs", b""), idat, iend),
+        "gAMA too short, after IDAT": png(good_ihdr, idat, _chunk(b"gAMA", b""), iend),
+        "zTXt, unknown method": png(good_ihdr, _chunk(b"zTXt", b"Comment\0\x01xx"), idat, iend),
+        "iCCP, unknown method": png(good_ihdr, _chunk(b"iCCP", b"p\0\x01xx"), idat, iend),
+        "zTXt bomb": png(good_ihdr, _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"a" * 2_000_000)), idat, iend),
+        "IDAT cut short": png(good_ihdr, idat[:30]),
+        "chunk longer than the file": png(good_ihdr, struct.pack(">I", 1 << 30) + b"IDAT" + pixels),
+        "2 MB after IEND": png(good_ihdr, idat, iend, bytes(2_000_000)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_crafted_pngs()))
+def test_load_image_agrees_with_pillow_on_crafted_pngs(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "crafted.png"
+    path.write_bytes(_crafted_pngs()[name])
+
+    def outcome(read) -> tuple[str, object]:
+        try:
+            return "ok", read(path).tobytes()
+        except ImageError as exc:
+            return "error", str(exc)
+
+    assert outcome(load_image) == outcome(_open_with_pillow)
+    fast = {"plain", "split IDAT", "empty IDAT first", "junk after IEND"}  # the rest are Pillow's to judge
+    assert (_read_plain_png(path) is not None) == (name in fast)
 
 
 def test_png_exif_orientation_is_applied(tmp_path: Path) -> None:
