@@ -68,6 +68,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """
     if not isinstance(model, CompactNet):
         return model
+    if model.training:
+        raise ValueError("fold_batchnorm is for inference: put the model in eval mode first")
     kept: list[nn.Module] = []
     conv: nn.Conv2d | None = None
     pooled = False
@@ -87,10 +89,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                     conv.bias = nn.Parameter(shift)
                     conv = None
                     continue
+                conv = None  # kept: a BatchNorm after it cannot fold into the convolution before this one
             else:
                 conv = None  # ReLU, or anything else, between a convolution and a BatchNorm: no folding
             kept.append(layer)
-    model.features = nn.Sequential(*kept)
+    model.features = nn.Sequential(*kept).eval()
     return model
 
 

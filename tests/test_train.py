@@ -259,6 +259,8 @@ def test_affine_augmentation_keeps_shape_and_black_background():
 def test_batchnorm_folding_keeps_the_outputs():
     torch.manual_seed(0)
     net = CompactNet(widths=(6, 8, 12))
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(net)  # still training: its batch statistics are not the running ones
     batchnorms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for bn in batchnorms:  # trained-looking statistics
         bn.running_mean.uniform_(-1, 1)
