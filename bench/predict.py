@@ -65,16 +65,18 @@ def run_cli(cmd: list[str]) -> tuple[float, tuple[float, int] | None, str]:
     """
     chunks: list[bytes] = []
     first = last = None
-    start = time.perf_counter()
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        fd = proc.stdout.fileno()
-        while chunk := os.read(fd, 1 << 16):
-            last = time.perf_counter()
-            first = first or last
-            chunks.append(chunk)
-        stderr = proc.stderr.read().decode(errors="replace")
-        proc.wait()
-    seconds = time.perf_counter() - start
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a full stderr pipe would block the command
+        start = time.perf_counter()
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err) as proc:
+            fd = proc.stdout.fileno()
+            while chunk := os.read(fd, 1 << 16):
+                last = time.perf_counter()
+                first = first or last
+                chunks.append(chunk)
+            proc.wait()
+        seconds = time.perf_counter() - start
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
     if proc.returncode != 0:
         lines = stderr.strip().splitlines() or ["(no message)"]
         sys.exit(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {lines[-1]}\n(try --in-process)")
