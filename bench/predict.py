@@ -98,8 +98,9 @@ def accuracy_of_lines(stdout: str, labels) -> tuple[float, int]:
     return (right / total if total else float("nan")), total
 
 
-def per_file_costs(paths: list[str], sample: int = 2000) -> dict[str, float]:
-    """Microseconds per file, in this process and one thread, best of 3 passes over ``sample`` files."""
+def per_file_costs(paths: list[str], sample: int = 2000, rounds: int = 7) -> dict[str, float]:
+    """Microseconds per file, in this process and one thread: the median of ``rounds`` passes over ``sample``
+    files, the steps taking turns within each round so that a slow spell of the machine hits them alike."""
     from PIL import Image
 
     from mnistctl.predict import CHUNK, _load_chunk, load_image
@@ -115,21 +116,19 @@ def per_file_costs(paths: list[str], sample: int = 2000) -> dict[str, float]:
         for start in range(0, len(files), CHUNK):
             _load_chunk(start, files[start : start + CHUNK], True, "auto")
 
-    costs = {}
     steps = {
         "Pillow `Image.open` + `load`": each(pillow),
         "mnistctl's reader (`load_image`: plain PNGs without `Image.open`)": each(load_image),
         "read + preprocess, as a decoding thread does it": as_the_pool_does,
     }
     files = paths[:sample]
-    for name, step in steps.items():
-        best = float("inf")
-        for _ in range(3):
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
             start = time.perf_counter()
             step(files)
-            best = min(best, time.perf_counter() - start)
-        costs[name] = best / len(files) * 1e6
-    return costs
+            times[name].append((time.perf_counter() - start) / len(files) * 1e6)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def in_process(paths: list[str], labels, args: argparse.Namespace) -> None:
@@ -201,7 +200,7 @@ def main() -> None:
         paths = write_pngs(images, Path(tmp))
         print("| what | time | rate |\n|---|---|---|")
         for name, us in per_file_costs(paths).items():
-            print(f"| {name}, per file, one thread | {us:.0f} µs | |")
+            print(f"| {name}, per file, one thread (median) | {us:.0f} µs | |")
         if args.in_process:
             in_process(paths, labels, args)
             return
