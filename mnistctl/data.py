@@ -8,14 +8,10 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import http.client
 import os
-import socket
 import struct
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -138,7 +134,9 @@ class Source:
         if parsed.scheme in ("http", "https"):
             return cls(spec, url=spec if spec.endswith("/") else spec + "/")
         if parsed.scheme == "file":
-            return cls(spec, directory=Path(urllib.request.url2pathname(parsed.path)))
+            from urllib.request import url2pathname
+
+            return cls(spec, directory=Path(url2pathname(parsed.path)))
         if parsed.scheme and len(parsed.scheme) > 1:  # a one-letter scheme is a Windows drive
             raise MnistctlError(
                 f"unsupported mirror {spec!r}", "use an http(s):// URL, a file:// URL or a directory path"
@@ -209,6 +207,11 @@ class _Missing(Exception):
 
 def _fetch_http(url: str, part: Path, name: str, progress: DownloadProgress, source: str) -> None:
     """Download ``url`` into ``part``, resuming from the bytes already there when the server allows it."""
+    import http.client  # here, not at the top: they cost every command ~50 ms to import, and only this uses them
+    import socket
+    import urllib.error
+    import urllib.request
+
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "mnistctl"})
     if have:
