@@ -36,6 +36,10 @@ def _defer_rich_markdown() -> None:
 
     class _StandIn(types.ModuleType):
         def __getattr__(self, name: str) -> Any:
+            if name.startswith("__") and name.endswith("__"):
+                # inspect.getmodule() (torch calls it while importing) asks every module for __file__: that
+                # must not load the real module.
+                raise AttributeError(name)
             return getattr(real(), name)
 
     class Markdown:
