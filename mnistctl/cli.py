@@ -831,7 +831,8 @@ def predict(
     workers = share_cores(torch_device, workers, threads)
     net.to(torch_device)
 
-    single_panel = len(paths) == 1 and not problems and report.out.is_terminal and not json_out
+    # isatty() first: in a pipe, the answer is known without importing Rich
+    single_panel = len(paths) == 1 and not problems and not json_out and sys.stdout.isatty() and report.out.is_terminal
     failed = len(problems)
     results = predict_paths(
         paths,
@@ -845,7 +846,7 @@ def predict(
         keep_pixels=show or single_panel,
     )
     progress = (
-        report.CountProgress("predicting", len(paths)) if report.progress_enabled(quiet) and len(paths) > 1 else None
+        report.CountProgress("predicting", len(paths)) if len(paths) > 1 and report.progress_enabled(quiet) else None
     )
     try:
         for prediction in results:

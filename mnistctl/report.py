@@ -6,32 +6,58 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from mnistctl.data import DownloadProgress, FileResult
 
-# Results go to stdout; progress, logs, warnings and errors go to stderr.
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-if not out.is_terminal and "COLUMNS" not in os.environ:
-    out.width = 160  # a file or pipe has no width: don't squeeze tables into 80 columns
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
+
+# Results go to stdout (``out``); progress, logs, warnings and errors go to stderr (``err``). Both are made on
+# first use, so that a command printing only plain lines (``predict`` in a pipe) never imports Rich (~60 ms).
+_consoles: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    if not _consoles:
+        from rich.console import Console
+
+        out = Console(highlight=False)
+        if not out.is_terminal and "COLUMNS" not in os.environ:
+            out.width = 160  # a file or pipe has no width: don't squeeze tables into 80 columns
+        _consoles.update(out=out, err=Console(stderr=True, highlight=False))
+    return _consoles[name]
+
+
+def __getattr__(name: str) -> Any:  # report.out, report.err
+    if name in ("out", "err"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _table(*args: Any, **kwargs: Any) -> Table:
+    from rich.table import Table
+
+    return Table(*args, **kwargs)
+
+
+def _progress(*columns: str, transient: bool, transfer: bool = False) -> Progress:
+    """A Rich progress display on stderr: text columns (format strings) around a bar, then bytes and speed
+    (``transfer``), then the time remaining."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    head, *rest = columns
+    parts = [TextColumn(head), BarColumn(), *(TextColumn(c) for c in rest)]
+    if transfer:
+        parts += [DownloadColumn(), TransferSpeedColumn()]
+    return Progress(*parts, TimeRemainingColumn(), console=_console("err"), transient=transient)
 
 
 def progress_enabled(quiet: bool) -> bool:
     """Progress bars only when stderr is a terminal and the user did not ask for quiet."""
-    return not quiet and err.is_terminal
+    return not quiet and sys.stderr.isatty() and _console("err").is_terminal  # isatty first: no Rich import
 
 
 def print_json(obj: Any) -> None:
@@ -43,16 +69,16 @@ def print_json(obj: Any) -> None:
 def log(message: str, *, quiet: bool = False) -> None:
     """An informational line on stderr (silenced by --quiet)."""
     if not quiet:
-        err.print(message, markup=False, soft_wrap=True)
+        _console("err").print(message, markup=False, soft_wrap=True)
 
 
 def error_line(message: str) -> None:
     """The one line a failed command prints: ``Error: <what is wrong> — <what to do>``."""
-    err.print(f"[bold red]Error:[/] {_escape(message)}", soft_wrap=True)
+    _console("err").print(f"[bold red]Error:[/] {_escape(message)}", soft_wrap=True)
 
 
 def warning_line(message: str) -> None:
-    err.print(f"[yellow]Warning:[/] {_escape(message)}", soft_wrap=True)
+    _console("err").print(f"[yellow]Warning:[/] {_escape(message)}", soft_wrap=True)
 
 
 def _escape(text: str) -> str:
@@ -79,15 +105,7 @@ class RichDownloadProgress(DownloadProgress):
     """Per-file bars with bytes, speed and ETA on stderr."""
 
     def __init__(self) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-        )
+        self.progress = _progress("{task.description}", transient=False, transfer=True)
         self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichDownloadProgress:
@@ -113,7 +131,7 @@ class RichDownloadProgress(DownloadProgress):
 
 
 def download_table(results: Iterable[FileResult], data_dir: str) -> Table:
-    table = Table(title=f"MNIST files in {data_dir}", title_justify="left")
+    table = _table(title=f"MNIST files in {data_dir}", title_justify="left")
     table.add_column("file")
     table.add_column("status")
     table.add_column(".gz size", justify="right")
@@ -129,7 +147,7 @@ def download_table(results: Iterable[FileResult], data_dir: str) -> Table:
 
 
 def info_tables(info: Mapping[str, Any]) -> list[Table]:
-    general = Table(show_header=False, title="mnistctl info", title_justify="left")
+    general = _table(show_header=False, title="mnistctl info", title_justify="left")
     general.add_column("key", style="bold")
     general.add_column("value", overflow="fold")
     for key in ("mnistctl", "python", "platform", "torch", "torchvision", "threads", "auto_device"):
@@ -143,13 +161,13 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
         "this rank", f"{dist['rank']} of {dist['world_size']} → {dist['device']} ({dist['backend']}); {dist['rule']}"
     )
 
-    devices = Table(title="devices", title_justify="left")
+    devices = _table(title="devices", title_justify="left")
     devices.add_column("device")
     devices.add_column("name")
     for row in info["devices"]:
         devices.add_row(row["device"], row["name"])
 
-    files = Table(title="data files", title_justify="left")
+    files = _table(title="data files", title_justify="left")
     files.add_column("file")
     files.add_column("valid")
     for f in info["data_files"]:
@@ -165,14 +183,8 @@ class RichTrainProgress:
 
     def __init__(self, label: str = "training") -> None:
         self.label = label
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[stats]}"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
+        self.progress = _progress(
+            "{task.description}", "{task.completed}/{task.total}", "{task.fields[stats]}", transient=True
         )
         self.overall: TaskID | None = None
         self.epoch_task: TaskID | None = None
@@ -196,7 +208,7 @@ class RichTrainProgress:
 
     def on_epoch(self, result: Any) -> None:
         prefix = "" if self.label == "training" else f"{self.label}: "
-        err.print(
+        _console("err").print(
             f"{prefix}epoch {result.epoch:>3}  train loss {result.train_loss:.4f}  test loss {result.test_loss:.4f}  "
             f"test acc {result.test_accuracy:.2%}  {result.seconds:.1f}s",
             highlight=False,
@@ -264,7 +276,7 @@ class Callbacks:
 
 
 def epochs_table(history: Iterable[Any], title: str = "training") -> Table:
-    table = Table(title=title, title_justify="left")
+    table = _table(title=title, title_justify="left")
     for name in ("epoch", "train loss", "test loss", "test accuracy", "seconds", "img/s"):
         table.add_column(name, justify="right")
     rows = list(history)
@@ -287,7 +299,7 @@ def epochs_table(history: Iterable[Any], title: str = "training") -> Table:
 
 def confusion_table(confusion: list[list[int]]) -> Table:
     """True digits as rows, predicted as columns; the diagonal green, heavy off-diagonal cells red."""
-    table = Table(title="confusion matrix (rows: true digit, columns: predicted)", title_justify="left")
+    table = _table(title="confusion matrix (rows: true digit, columns: predicted)", title_justify="left")
     table.add_column("true", justify="right", style="bold")
     for d in range(len(confusion)):
         table.add_column(str(d), justify="right")
@@ -309,7 +321,7 @@ def confusion_table(confusion: list[list[int]]) -> Table:
 
 
 def per_class_table(per_class: Iterable[Any]) -> Table:
-    table = Table(title="per class", title_justify="left")
+    table = _table(title="per class", title_justify="left")
     for name in ("digit", "precision", "recall", "F1", "support"):
         table.add_column(name, justify="right")
     for c in per_class:
@@ -318,7 +330,7 @@ def per_class_table(per_class: Iterable[Any]) -> Table:
 
 
 def mistakes_table(mistakes: Iterable[Any]) -> Table:
-    table = Table(title="most confident mistakes", title_justify="left")
+    table = _table(title="most confident mistakes", title_justify="left")
     for name in ("index", "true", "predicted", "confidence"):
         table.add_column(name, justify="right")
     for m in mistakes:
@@ -342,7 +354,7 @@ def sparkline(values: list[float]) -> str:
 
 def comparison_table(comparison: Any) -> Table:
     cfg = comparison.base
-    table = Table(
+    table = _table(
         title=f"compare-optimizers: {cfg['arch']}, {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, "
         f"seed {cfg['seed']}",
         title_justify="left",
@@ -452,6 +464,7 @@ def prediction_panel(prediction: Any, show_preview: bool = True) -> Any:
     """One image's answer: the digit, a bar per class, and what the network saw."""
     from rich.columns import Columns
     from rich.panel import Panel
+    from rich.table import Table
 
     bars = Table.grid(padding=(0, 1))
     bars.add_column(justify="right")
@@ -462,7 +475,7 @@ def prediction_panel(prediction: Any, show_preview: bool = True) -> Any:
         bars.add_row(str(digit), f"[{style}]{'█' * round(p * 30)}[/]", f"{p:.4f}")
     body: Any = bars
     if show_preview and prediction.pixels is not None:
-        body = Columns([digit_preview(prediction.pixels, out.is_terminal), bars], padding=(0, 3))
+        body = Columns([digit_preview(prediction.pixels, _console("out").is_terminal), bars], padding=(0, 3))
     title = f"[bold]{prediction.digit}[/] ({prediction.confidence:.2%})"
     return Panel(body, title=title, subtitle=prediction.path, expand=False)
 
@@ -494,14 +507,7 @@ class CountProgress:
     """A plain counting bar on stderr (files predicted)."""
 
     def __init__(self, label: str, total: int) -> None:
-        self.progress = Progress(
-            TextColumn(label),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        )
+        self.progress = _progress(label, "{task.completed}/{task.total}", transient=True)
         self.task = self.progress.add_task(label, total=total)
         self.progress.start()
 
