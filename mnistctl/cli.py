@@ -831,8 +831,7 @@ def predict(
     workers = share_cores(torch_device, workers, threads)
     net.to(torch_device)
 
-    # isatty() first: in a pipe, the answer is known without importing Rich
-    single_panel = len(paths) == 1 and not problems and not json_out and sys.stdout.isatty() and report.out.is_terminal
+    single_panel = len(paths) == 1 and not problems and not json_out and report.is_terminal("out")
     failed = len(problems)
     results = predict_paths(
         paths,

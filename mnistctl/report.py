@@ -55,9 +55,16 @@ def _progress(*columns: str, transient: bool, transfer: bool = False) -> Progres
     return Progress(*parts, TimeRemainingColumn(), console=_console("err"), transient=transient)
 
 
+def is_terminal(name: str) -> bool:
+    """Whether ``out`` or ``err`` is a terminal. ``isatty()`` is asked first: in a pipe the answer is known
+    without importing Rich, whose console then has the last word (e.g. for Jupyter)."""
+    stream = sys.stdout if name == "out" else sys.stderr
+    return stream.isatty() and _console(name).is_terminal
+
+
 def progress_enabled(quiet: bool) -> bool:
     """Progress bars only when stderr is a terminal and the user did not ask for quiet."""
-    return not quiet and sys.stderr.isatty() and _console("err").is_terminal  # isatty first: no Rich import
+    return not quiet and is_terminal("err")
 
 
 def print_json(obj: Any) -> None:
