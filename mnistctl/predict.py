@@ -223,8 +223,9 @@ def _read_plain_png(path: str) -> Image.Image | None:
 def _harmless_png_chunk(kind: bytes, body: bytes) -> bool:
     if kind in _PNG_HARMLESS:
         return len(body) >= _PNG_HARMLESS[kind]
-    if kind == b"tEXt" or (kind == b"iTXt" and body.partition(b"\0")[2][:1] == b"\0"):  # iTXt: not compressed
-        return body.partition(b"\0")[0].decode("latin-1") not in _ORIENTATION_KEYS
+    keyword, _, rest = body.partition(b"\0")
+    if kind == b"tEXt" or (kind == b"iTXt" and rest[:1] == b"\0"):  # iTXt: only when not compressed
+        return keyword.decode("latin-1") not in _ORIENTATION_KEYS
     return False
 
 
