@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from mnistctl.data import default_data_dir, load_mnist
+from mnistctl.data.mnist import default_data_dir, load_mnist
 from mnistctl.train import TrainConfig, fit
 
 

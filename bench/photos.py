@@ -112,7 +112,8 @@ def write_photos(images, count: int, seed: int, directory: Path) -> tuple[list[s
 
 
 def load_test_digits(data_dir: Path, mirror: str, n: int):
-    from mnistctl.data import ensure_mnist, load_split
+    from mnistctl.data.download import ensure_mnist
+    from mnistctl.data.mnist import load_split
 
     ensure_mnist(data_dir, mirror=mirror)
     images, labels = load_split(data_dir, "test")
@@ -233,7 +234,7 @@ def main() -> None:
 
     import torch
 
-    from mnistctl.data import default_data_dir
+    from mnistctl.data.mnist import default_data_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)

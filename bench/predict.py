@@ -30,7 +30,8 @@ from pathlib import Path
 
 
 def load_test_digits(data_dir: Path, mirror: str, n: int):
-    from mnistctl.data import ensure_mnist, load_split
+    from mnistctl.data.download import ensure_mnist
+    from mnistctl.data.mnist import load_split
 
     ensure_mnist(data_dir, mirror=mirror)
     images, labels = load_split(data_dir, "test")
@@ -186,7 +187,7 @@ def main() -> None:
     parser.add_argument("--extra", default="", help='more arguments for `mnistctl predict`, e.g. "--threads 2"')
     args = parser.parse_args()
 
-    from mnistctl.data import default_data_dir
+    from mnistctl.data.mnist import default_data_dir
 
     if not Path(args.model).exists():
         sys.exit(f"no model at {args.model}: train one with `mnistctl train` or pass --model")

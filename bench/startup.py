@@ -58,7 +58,7 @@ def main() -> None:
         row("`mnistctl download` (first, from the local mirror)", [time.perf_counter() - start])
         row("`mnistctl download` (all present)", timed([exe, "download", "-q"], args.runs, env))
 
-        from mnistctl.data import load_split
+        from mnistctl.data.mnist import load_split
 
         load_split(tmp, "test")  # warm the page cache and torch's import
         loads = []

@@ -230,7 +230,7 @@ def _data_dir(value: Path | None, *, check: bool = True) -> Path:
 
     A directory the user named may be created, but not its parents: a typo should not grow a tree.
     """
-    from mnistctl.data import default_data_dir
+    from mnistctl.data.mnist import default_data_dir
     from mnistctl.errors import MnistctlError
 
     if not value:
@@ -268,7 +268,8 @@ def download(
 ) -> None:
     """Fetch the four MNIST files into the data directory and verify their checksums."""
     from mnistctl import report
-    from mnistctl.data import DownloadError, download_mnist, raw_dir
+    from mnistctl.data.download import DownloadError, download_mnist
+    from mnistctl.data.mnist import raw_dir
 
     directory = _data_dir(data_dir)
     try:
@@ -341,7 +342,8 @@ def _model_path(value: Path | None) -> Path:
 def _ensure_data(data_dir: Path, mirror: str | None, quiet: bool) -> None:
     """Download MNIST first (through `download`'s code) when a file is missing."""
     from mnistctl import report
-    from mnistctl.data import ensure_mnist, mnist_files_present
+    from mnistctl.data.download import ensure_mnist
+    from mnistctl.data.mnist import files_present as mnist_files_present
 
     if mnist_files_present(data_dir):
         return
@@ -476,7 +478,7 @@ def train(
     """
     from mnistctl import report
     from mnistctl.checkpoint import load_checkpoint, peek_arch
-    from mnistctl.data import load_mnist
+    from mnistctl.data.mnist import load_mnist
     from mnistctl.errors import MnistctlError
     from mnistctl.fsutil import check_writable
     from mnistctl.runtime import dist_info, shutdown_distributed
@@ -599,9 +601,10 @@ def eval_(
 
     from mnistctl import report
     from mnistctl.checkpoint import build_model, load_checkpoint
-    from mnistctl.data import load_split
+    from mnistctl.data.mnist import load_split
     from mnistctl.errors import UsageError
-    from mnistctl.evaluate import normalise, predict_logits, save_error_images, summarise
+    from mnistctl.data.mnist import normalise
+    from mnistctl.evaluate import predict_logits, save_error_images, summarise
 
     if split not in ("test", "train"):
         raise UsageError(f"unknown split {split!r}", "use --split test or --split train")
@@ -697,7 +700,7 @@ def compare_optimizers(
     from mnistctl import report
     from mnistctl.compare import compare_optimizers as run_comparison
     from mnistctl.compare import history_csv, parse_lrs, parse_optimizers
-    from mnistctl.data import load_mnist
+    from mnistctl.data.mnist import load_mnist
     from mnistctl.fsutil import check_writable, write_text_atomic
     from mnistctl.train import TrainConfig
 

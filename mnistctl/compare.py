@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from mnistctl.data import MnistData
+from mnistctl.data.mnist import MnistData
 from mnistctl.errors import MnistctlError, UsageError
 from mnistctl.fsutil import write_text_atomic
 from mnistctl.models import get_architecture

@@ -10,14 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
-    """uint8 N×28×28 (or N×1×28×28) → float N×1×28×28 in the network's input scale."""
-    x = images.float()
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    return (x / 255.0 - mean) / std
-
-
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module,

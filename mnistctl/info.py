@@ -10,7 +10,7 @@ from typing import Any
 
 from mnistctl import __version__
 from mnistctl.checkpoint import default_model_path
-from mnistctl.data import check_files
+from mnistctl.data.mnist import check_files
 from mnistctl.runtime import Accelerators, describe_devices, dist_info, rank_device_name, resolve_device_name, versions
 
 

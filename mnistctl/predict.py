@@ -31,7 +31,7 @@ import torch
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 from mnistctl.errors import MnistctlError
-from mnistctl.evaluate import normalise
+from mnistctl.data.mnist import normalise
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
 INVERT_CHOICES = ("auto", "yes", "no")

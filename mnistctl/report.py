@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from mnistctl.data import DownloadProgress, FileResult
+from mnistctl.data.download import DownloadProgress, FileResult
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistctl.data import MnistData
+from mnistctl.data.mnist import MnistData
 from mnistctl.errors import MnistctlError, UsageError
-from mnistctl.evaluate import normalise, quick_eval
+from mnistctl.data.mnist import normalise
+from mnistctl.evaluate import quick_eval
 from mnistctl.models import DEFAULT_ARCH, get_architecture
 from mnistctl.runtime import autocast
 

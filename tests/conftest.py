@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import mnistctl.data as data_mod
+import mnistctl.data.download as download_mod
+import mnistctl.data.mnist as data_mod
 
 REPO = Path(__file__).resolve().parents[1]
 # The real local mirror: $MNISTCTL_MIRROR as CI sets it (read before the isolation fixture clears it),
@@ -31,8 +32,8 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("MNISTCTL_MODEL", str(home / "digit_model.pt"))
     for name in ("MNISTCTL_MIRROR", "MNISTCTL_DEVICE", "MNISTCTL_DEBUG"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(data_mod, "PUBLIC_MIRRORS", ())
-    monkeypatch.setattr(data_mod, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(download_mod, "PUBLIC_MIRRORS", ())
+    monkeypatch.setattr(download_mod, "BACKOFF_S", 0.01)
     return home
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mnistctl.cli import app
 from mnistctl.compare import compare_optimizers, parse_lrs, weights_digest
-from mnistctl.data import load_mnist
+from mnistctl.data.mnist import load_mnist
 from mnistctl.errors import UsageError
 from mnistctl.models import get_architecture
 from mnistctl.runtime import seed_everything

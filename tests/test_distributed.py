@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from mnistctl.checkpoint import load_checkpoint
 from mnistctl.cli import app
-from mnistctl.data import load_mnist
+from mnistctl.data.mnist import load_mnist
 from mnistctl.errors import MnistctlError
 from mnistctl.runtime import Accelerators, DistInfo, check_nproc, rank_device_name
 from mnistctl.train import TrainConfig, fit, shard

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import mnistctl.data as data_mod
+import mnistctl.data.download as download_mod
+import mnistctl.data.mnist as data_mod
 from mnistctl.cli import app
-from mnistctl.data import DownloadError, Source, download_mnist, raw_dir
+from mnistctl.data.download import DownloadError, Source, download_mnist
+from mnistctl.data.mnist import raw_dir
 
 runner = CliRunner()
 
@@ -113,7 +115,7 @@ def test_all_mirrors_down_fails_fast_with_a_helpful_message(tmp_path, fake_mnist
 
 def test_public_mirrors_are_tried_after_the_users_one(monkeypatch, tmp_path, fake_mnist, mirror_server):
     mirror_server.serve("/public/", fake_mnist.gz)
-    monkeypatch.setattr(data_mod, "PUBLIC_MIRRORS", (mirror_server.url("/public/"),))
+    monkeypatch.setattr(download_mod, "PUBLIC_MIRRORS", (mirror_server.url("/public/"),))
     monkeypatch.setenv("MNISTCTL_MIRROR", mirror_server.url("/missing/"))
     results = download_mnist(tmp_path / "d")
     assert all(r.source.startswith(mirror_server.url("/public/")) for r in results)
@@ -205,10 +207,10 @@ def test_retries_transient_server_errors(tmp_path, fake_mnist, mirror_server):
         flaky.body = real
 
     download_mnist(tmp_path / "d", sources=[Source.parse(mirror_server.url("/m/"))], sleep=sleep)
-    assert calls == [data_mod.BACKOFF_S]
+    assert calls == [download_mod.BACKOFF_S]
     assert_installed(tmp_path / "d", fake_mnist)
 
 
 def test_unsupported_mirror_scheme_is_a_usage_problem():
-    with pytest.raises(data_mod.MnistctlError, match="unsupported mirror"):
+    with pytest.raises(download_mod.MnistctlError, match="unsupported mirror"):
         Source.parse("ftp://example.org/mnist/")

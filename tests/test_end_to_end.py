@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import SHARED_MNIST
 
-from mnistctl.data import MNIST_FILES, check_files, load_split
+from mnistctl.data.mnist import MNIST_FILES, check_files, load_split
 
 pytestmark = pytest.mark.skipif(
     not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists(),

@@ -16,10 +16,12 @@ import torch
 from conftest import Route, write_tiny_mnist
 from typer.testing import CliRunner
 
-import mnistctl.data as data_mod
+import mnistctl.data.download as download_mod
+import mnistctl.data.mnist as data_mod
 from mnistctl.checkpoint import load_checkpoint
 from mnistctl.cli import app
-from mnistctl.data import check_files, download_mnist, raw_dir
+from mnistctl.data.download import download_mnist
+from mnistctl.data.mnist import check_files, raw_dir
 
 runner = CliRunner()
 TRAIN = ["train", "--epochs", "3", "--batch-size", "32", "--seed", "2"]
@@ -157,7 +159,7 @@ def test_full_disk_while_downloading_keeps_the_old_files(tmp_path, fake_mnist, m
         f = real_open(path, mode, *args, **kwargs)
         return FullDisk(f) if "w" in mode and str(path).endswith(".tmp") else f
 
-    monkeypatch.setattr(data_mod, "open", opener, raising=False)
+    monkeypatch.setattr(download_mod, "open", opener, raising=False)
     result = runner.invoke(
         app, ["download", "--force", "--data-dir", str(tmp_path / "d"), "--mirror", str(fake_mnist.directory)]
     )
@@ -175,9 +177,9 @@ def test_sigkilled_download_never_leaves_a_partial_file_and_resumes(tmp_path, fa
     route.stall_after = half
     specs = json.dumps([[s.name, s.sha256, s.size] for s in fake_mnist.specs])
     patch = (
-        "import json, mnistctl.data as d\n"
+        "import json, mnistctl.data.mnist as d, mnistctl.data.download as dl\n"
         f"d.MNIST_FILES = tuple(d.MnistFile(*x) for x in json.loads({specs!r}))\n"
-        "d.PUBLIC_MIRRORS = ()\n"
+        "dl.PUBLIC_MIRRORS = ()\n"
     )
     data_dir = tmp_path / "d"
     proc = subprocess.Popen(
@@ -203,7 +205,7 @@ def test_sigkilled_download_never_leaves_a_partial_file_and_resumes(tmp_path, fa
     route.resume.set()
     assert not (raw_dir(data_dir) / "train-images-idx3-ubyte").exists()
     assert not (raw_dir(data_dir) / "train-images-idx3-ubyte.gz").exists()
-    assert not all(f.present for f in check_files(data_dir, fake_mnist.specs))
+    assert not all(f.present for f in check_files(data_dir))
 
     results = download_mnist(data_dir, mirror=mirror_server.url("/m/"))
     assert results[0].status == "downloaded"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import idx_bytes, make_fake_mnist
 
-from mnistctl.data import load_split, raw_dir, read_idx
+from mnistctl.data.mnist import load_split, raw_dir, read_idx
 from mnistctl.errors import MnistctlError
 
 

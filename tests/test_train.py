@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from mnistctl import report
 from mnistctl.checkpoint import FORMAT, build_model, load_checkpoint
 from mnistctl.cli import app
-from mnistctl.data import load_mnist
+from mnistctl.data.mnist import load_mnist
 from mnistctl.errors import MnistctlError
 from mnistctl.evaluate import summarise
 from mnistctl.models import CompactNet, DigitClassifier, fold_batchnorm, get_architecture

@@ -1,7 +1,5 @@
-"""MNIST files: where they live, where they come from, how they are verified, read and batched.
-
-Downloading never imports torch; reading the IDX files into tensors does (lazily).
-"""
+"""Fetching MNIST: sources tried in order, resumable HTTP, verification of the decompressed content, atomic
+install, and a lock so that two downloads into one directory take turns. Never imports torch."""
 
 from __future__ import annotations
 
@@ -9,56 +7,23 @@ import contextlib
 import gzip
 import hashlib
 import os
-import struct
 import time
 import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from mnistctl.data import mnist
+from mnistctl.data.mnist import MnistFile, files_present, is_valid, raw_dir
 from mnistctl.errors import MnistctlError
 from mnistctl.fsutil import atomic_path
-
-if TYPE_CHECKING:
-    import torch
-
-
-@dataclass(frozen=True)
-class MnistFile:
-    """One of the four files: its name without ``.gz`` and the sha256/size of its decompressed content."""
-
-    name: str
-    sha256: str
-    size: int
-
-    @property
-    def gz_name(self) -> str:
-        return self.name + ".gz"
-
-
-MNIST_FILES: tuple[MnistFile, ...] = (
-    MnistFile(
-        "train-images-idx3-ubyte",
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        47040016,
-    ),
-    MnistFile("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008),
-    MnistFile("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016),
-    MnistFile("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10008),
-)
 
 PUBLIC_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
-
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
 
 TIMEOUT_S = 10.0  # connect and per-read timeout of one HTTP request
 RETRIES = 3  # attempts per file and source for transient failures (timeouts, resets, 5xx)
@@ -68,52 +33,6 @@ OFFLINE_HINT = (
     "point --mirror or MNISTCTL_MIRROR at a directory, file:// URL or http(s) URL that holds the four "
     "MNIST .gz files (e.g. --mirror ~/Downloads/mnist)"
 )
-
-
-def default_data_dir() -> Path:
-    """``$MNISTCTL_DATA_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/mnistctl``."""
-    env = os.environ.get("MNISTCTL_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "mnistctl"
-
-
-def raw_dir(data_dir: str | os.PathLike[str]) -> Path:
-    """``<data-dir>/MNIST/raw``: torchvision's layout, so ``torchvision.datasets.MNIST(data_dir)`` reads it."""
-    return Path(data_dir).expanduser() / "MNIST" / "raw"
-
-
-# --------------------------------------------------------------------------------------------- checking
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def is_valid(path: Path, spec: MnistFile) -> bool:
-    """True when ``path`` holds exactly the decompressed content ``spec`` describes."""
-    try:
-        return path.stat().st_size == spec.size and sha256_file(path) == spec.sha256
-    except OSError:
-        return False
-
-
-@dataclass
-class FileStatus:
-    name: str
-    path: str
-    present: bool
-
-
-def check_files(data_dir: str | os.PathLike[str], files: Sequence[MnistFile] | None = None) -> list[FileStatus]:
-    files = MNIST_FILES if files is None else files
-    rd = raw_dir(data_dir)
-    return [FileStatus(f.name, str(rd / f.name), is_valid(rd / f.name, f)) for f in files]
 
 
 # --------------------------------------------------------------------------------------------- sources
@@ -416,7 +335,7 @@ def download_mnist(
 
     Raises :class:`DownloadError` (carrying the per-file results) when some file could not be had.
     """
-    files = MNIST_FILES if files is None else files
+    files = mnist.MNIST_FILES if files is None else files
     progress = progress or DownloadProgress()
     sources = mirror_sources(mirror) if sources is None else sources
     rd = raw_dir(data_dir)
@@ -449,107 +368,11 @@ def download_mnist(
     return results
 
 
-# --------------------------------------------------------------------------------------------- IDX reading
-
-_IDX_TYPES = {0x08: 1}  # unsigned byte; the only type MNIST uses
-
-
-def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an IDX file (optionally gzipped) into a uint8 tensor, validating magic, dimensions and length."""
-    import torch
-
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-            f.seek(0)
-            if head == b"\x1f\x8b":
-                try:
-                    data = bytearray(gzip.GzipFile(fileobj=f).read())
-                except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                    raise MnistctlError(
-                        f"{path} is a damaged gzip file ({exc})",
-                        "run `mnistctl download --force` to fetch it again",
-                    ) from exc
-            else:
-                data = bytearray(f.read())
-    except FileNotFoundError as exc:
-        raise MnistctlError(f"{path} does not exist", "run `mnistctl download` first") from exc
-    except IsADirectoryError as exc:
-        raise MnistctlError(f"{path} is a directory, not an IDX file", "check the path") from exc
-    except OSError as exc:
-        raise MnistctlError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from exc
-    fix = "run `mnistctl download --force` to fetch it again"
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or not 1 <= data[3] <= 4:
-        raise MnistctlError(f"{path} is not an IDX file (wrong magic number {bytes(data[:4]).hex()})", fix)
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise MnistctlError(f"{path} is truncated (its header is incomplete)", fix)
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    count = 1
-    for d in dims:
-        count *= d
-    if len(data) != header + count:
-        state = "truncated" if len(data) < header + count else "longer than its header says"
-        raise MnistctlError(
-            f"{path} is {state}: {len(data) - header} data bytes for dimensions {'x'.join(map(str, dims))}",
-            fix,
-        )
-    return torch.frombuffer(data, dtype=torch.uint8, count=count, offset=header).view(*dims)
-
-
-@dataclass
-class MnistData:
-    """The four MNIST arrays as read from disk: uint8 N×28×28 images, int64 labels."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-
-
-def mnist_files_present(data_dir: str | os.PathLike[str]) -> bool:
-    """Whether all four decompressed files exist (their content is checked by `download` and the reader)."""
-    rd = raw_dir(data_dir)
-    return all((rd / f.name).is_file() for f in MNIST_FILES)
-
-
 def ensure_mnist(
     data_dir: str | os.PathLike[str], *, mirror: str | None = None, progress: DownloadProgress | None = None
 ) -> bool:
-    """Download MNIST (verified) when one of the four files is missing; True if it downloaded.
-
-    Files that are present are not hashed again here (`download` verified them); the IDX reader still
-    checks their structure and names any damaged file.
-    """
-    if mnist_files_present(data_dir):
+    """Download MNIST (verified) when one of the four files is missing; True if it downloaded."""
+    if files_present(data_dir):
         return False
     download_mnist(data_dir, mirror=mirror, progress=progress)
     return True
-
-
-def load_mnist(data_dir: str | os.PathLike[str]) -> MnistData:
-    train_images, train_labels = load_split(data_dir, "train")
-    test_images, test_labels = load_split(data_dir, "test")
-    return MnistData(train_images, train_labels, test_images, test_labels)
-
-
-def load_split(data_dir: str | os.PathLike[str], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N×28×28 uint8) and labels (N int64) of ``split`` ("train" or "test"), checked for consistency."""
-    rd = raw_dir(data_dir)
-    image_name, label_name = SPLIT_FILES[split]
-    images = read_idx(rd / image_name)
-    labels = read_idx(rd / label_name)
-    fix = "run `mnistctl download --force` to fetch the files again"
-    if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
-        raise MnistctlError(f"{rd / image_name} does not hold 28x28 images (its shape is {tuple(images.shape)})", fix)
-    if labels.dim() != 1:
-        raise MnistctlError(f"{rd / label_name} does not hold labels (its shape is {tuple(labels.shape)})", fix)
-    if len(images) != len(labels):
-        raise MnistctlError(
-            f"{rd / image_name} has {len(images)} images but {rd / label_name} has {len(labels)} labels", fix
-        )
-    if len(labels) and int(labels.max()) > 9:
-        raise MnistctlError(f"{rd / label_name} holds labels above 9, so it is not an MNIST label file", fix)
-    return images, labels.long()

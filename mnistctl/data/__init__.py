@@ -1,0 +1,1 @@
+"""MNIST on disk: the four files, how they are read (:mod:`.mnist`) and fetched (:mod:`.download`)."""

@@ -1,0 +1,192 @@
+"""The four MNIST files: where they live, what they must hash to, and how they are read into tensors.
+
+Importing this module is free; reading the IDX files imports torch (lazily).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnistctl.errors import MnistctlError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class MnistFile:
+    """One of the four files: its name without ``.gz`` and the sha256/size of its decompressed content."""
+
+    name: str
+    sha256: str
+    size: int
+
+    @property
+    def gz_name(self) -> str:
+        return self.name + ".gz"
+
+
+MNIST_FILES: tuple[MnistFile, ...] = (
+    MnistFile("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db", 47040016),
+    MnistFile("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5", 60008),
+    MnistFile("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7", 7840016),
+    MnistFile("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2", 10008),
+)
+
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+REFETCH = "run `mnistctl download --force` to fetch it again"
+
+
+def default_data_dir() -> Path:
+    """``$MNISTCTL_DATA_DIR``, else ``${XDG_CACHE_HOME:-~/.cache}/mnistctl``."""
+    env = os.environ.get("MNISTCTL_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "mnistctl"
+
+
+def raw_dir(data_dir: str | os.PathLike[str]) -> Path:
+    """``<data-dir>/MNIST/raw``: torchvision's layout, so ``torchvision.datasets.MNIST(data_dir)`` reads it."""
+    return Path(data_dir).expanduser() / "MNIST" / "raw"
+
+
+def spec(name: str) -> MnistFile:
+    return next(f for f in MNIST_FILES if f.name == name)
+
+
+# --------------------------------------------------------------------------------------------- checking
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_valid(path: Path, file: MnistFile) -> bool:
+    """True when ``path`` holds exactly the decompressed content ``file`` describes."""
+    try:
+        return path.stat().st_size == file.size and sha256_file(path) == file.sha256
+    except OSError:
+        return False
+
+
+@dataclass
+class FileStatus:
+    name: str
+    path: str
+    present: bool
+
+
+def check_files(data_dir: str | os.PathLike[str]) -> list[FileStatus]:
+    rd = raw_dir(data_dir)
+    return [FileStatus(f.name, str(rd / f.name), is_valid(rd / f.name, f)) for f in MNIST_FILES]
+
+
+def files_present(data_dir: str | os.PathLike[str]) -> bool:
+    """Whether all four decompressed files exist (their content is checked when they are read)."""
+    rd = raw_dir(data_dir)
+    return all((rd / f.name).is_file() for f in MNIST_FILES)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+_IDX_UBYTE = 0x08  # the only element type MNIST uses
+
+
+def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read an IDX file (optionally gzipped) into a uint8 tensor, validating magic, dimensions and length."""
+    import torch
+
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _IDX_UBYTE or not 1 <= data[3] <= 4:
+        raise MnistctlError(f"{path} is not an IDX file (wrong magic number {bytes(data[:4]).hex()})", REFETCH)
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise MnistctlError(f"{path} is truncated (its header is incomplete)", REFETCH)
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    count = 1
+    for d in dims:
+        count *= d
+    if len(data) != header + count:
+        state = "truncated" if len(data) < header + count else "longer than its header says"
+        raise MnistctlError(
+            f"{path} is {state}: {len(data) - header} data bytes for dimensions {'x'.join(map(str, dims))}", REFETCH
+        )
+    return torch.frombuffer(data, dtype=torch.uint8, count=count, offset=header).view(*dims)
+
+
+def _read_bytes(path: Path) -> bytearray:
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                f.seek(0)
+                return bytearray(f.read())
+            f.seek(0)
+            try:
+                return bytearray(gzip.GzipFile(fileobj=f).read())
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise MnistctlError(f"{path} is a damaged gzip file ({exc})", REFETCH) from exc
+    except FileNotFoundError as exc:
+        raise MnistctlError(f"{path} does not exist", "run `mnistctl download` first") from exc
+    except IsADirectoryError as exc:
+        raise MnistctlError(f"{path} is a directory, not an IDX file", "check the path") from exc
+    except OSError as exc:
+        raise MnistctlError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from exc
+
+
+@dataclass
+class MnistData:
+    """The four MNIST arrays as read from disk: uint8 N×28×28 images, int64 labels."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def load_mnist(data_dir: str | os.PathLike[str]) -> MnistData:
+    return MnistData(*load_split(data_dir, "train"), *load_split(data_dir, "test"))
+
+
+def load_split(data_dir: str | os.PathLike[str], split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N×28×28 uint8) and labels (N int64) of ``split`` ("train" or "test"), checked for consistency."""
+    rd = raw_dir(data_dir)
+    image_name, label_name = SPLIT_FILES[split]
+    images = read_idx(rd / image_name)
+    labels = read_idx(rd / label_name)
+    fix = "run `mnistctl download --force` to fetch the files again"
+    if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise MnistctlError(f"{rd / image_name} does not hold 28x28 images (its shape is {tuple(images.shape)})", fix)
+    if labels.dim() != 1:
+        raise MnistctlError(f"{rd / label_name} does not hold labels (its shape is {tuple(labels.shape)})", fix)
+    if len(images) != len(labels):
+        raise MnistctlError(
+            f"{rd / image_name} has {len(images)} images but {rd / label_name} has {len(labels)} labels", fix
+        )
+    if len(labels) and int(labels.max()) > 9:
+        raise MnistctlError(f"{rd / label_name} holds labels above 9, so it is not an MNIST label file", fix)
+    return images, labels.long()
+
+
+def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """The one input transform: uint8 N×28×28 (or N×1×28×28) → float N×1×28×28 in the network's input scale."""
+    x = images.float()
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    return (x / 255.0 - mean) / std
