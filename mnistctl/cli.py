@@ -601,9 +601,8 @@ def eval_(
 
     from mnistctl import report
     from mnistctl.checkpoint import build_model, load_checkpoint
-    from mnistctl.data.mnist import load_split
+    from mnistctl.data.mnist import load_split, normalise
     from mnistctl.errors import UsageError
-    from mnistctl.data.mnist import normalise
     from mnistctl.evaluate import predict_logits, save_error_images, summarise
 
     if split not in ("test", "train"):

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from mnistctl.errors import MnistctlError
 from mnistctl.data.mnist import normalise
+from mnistctl.errors import MnistctlError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
 INVERT_CHOICES = ("auto", "yes", "no")

@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistctl.data.mnist import MnistData
+from mnistctl.data.mnist import MnistData, normalise
 from mnistctl.errors import MnistctlError, UsageError
-from mnistctl.data.mnist import normalise
 from mnistctl.evaluate import quick_eval
 from mnistctl.models import DEFAULT_ARCH, get_architecture
 from mnistctl.runtime import autocast

@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 import mnistctl.data.download as download_mod
-import mnistctl.data.mnist as data_mod
 from mnistctl.cli import app
 from mnistctl.data.download import DownloadError, Source, download_mnist
 from mnistctl.data.mnist import raw_dir

@@ -17,7 +17,6 @@ from conftest import Route, write_tiny_mnist
 from typer.testing import CliRunner
 
 import mnistctl.data.download as download_mod
-import mnistctl.data.mnist as data_mod
 from mnistctl.checkpoint import load_checkpoint
 from mnistctl.cli import app
 from mnistctl.data.download import download_mnist

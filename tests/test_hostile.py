@@ -19,7 +19,6 @@ import torch
 from conftest import idx_bytes, make_fake_mnist, write_tiny_mnist
 from typer.testing import CliRunner
 
-import mnistctl.data.download as download_mod
 import mnistctl.data.mnist as data_mod
 from mnistctl.cli import app
 from mnistctl.models import CompactNet
