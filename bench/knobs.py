@@ -61,7 +61,7 @@ def main() -> None:
         if base.channels_last
         else ("channels_last", {"channels_last": True})
     )
-    settings += [(layout[0], cores, layout[1]), ("bf16 autocast (--amp)", cores, {"amp": True})]
+    settings += [(layout[0], cores, layout[1]), ("bf16 autocast (--amp)", cores, {"precision": "bf16"})]
     if not args.skip_compile:
         settings.append(("torch.compile", cores, {"compile": True}))
 

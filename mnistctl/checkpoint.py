@@ -1,28 +1,58 @@
-"""Checkpoints: saved atomically with their metadata, loaded only through ``weights_only=True``.
+"""Checkpoints: what they hold, how they are written and read, and when a run may write or resume one.
 
-A checkpoint is a dict of tensors and plain values (see :func:`make_checkpoint`). A plain state_dict of the
-original project's ``DigitClassifier`` (its ``digit_model.pt``) loads too, as architecture ``seed``.
+A checkpoint is a dict of tensors and plain values (:func:`make_checkpoint`), saved atomically and loaded only
+through ``torch.load(..., weights_only=True)``. It carries a sha256 of its weights, checked on every load, so
+a damaged file is an error rather than slightly different answers. A plain state_dict of the original
+project's ``DigitClassifier`` (its ``digit_model.pt``) loads too, as architecture ``seed``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import pickle
 import sys
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mnistctl.errors import MnistctlError
+from mnistctl.config import DEFAULT_ARCH, TrainConfig
+from mnistctl.errors import MnistctlError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FORMAT = "mnistctl-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: weights_sha256
+RETRAIN = "train one with `mnistctl train`, or pass another with -m/--model"
 
 
 def default_model_path() -> Path:
     """``$MNISTCTL_MODEL``, else ``digit_model.pt`` in the working directory, as in the original project."""
     return Path(os.environ.get("MNISTCTL_MODEL") or "digit_model.pt").expanduser()
+
+
+def find_model(explicit: Path | None) -> tuple[Path, str]:
+    """The checkpoint to read and where the choice came from: ``-m`` ("option"), else the default."""
+    if explicit is not None:
+        return explicit.expanduser(), "option"
+    return default_model_path(), "the model"
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    import torch
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def make_checkpoint(
@@ -35,10 +65,10 @@ def make_checkpoint(
     config: dict[str, Any],
     history: list[dict[str, Any]],
     metrics: dict[str, Any],
-    optimizer: dict[str, Any] | None = None,
-    scheduler: dict[str, Any] | None = None,
-    rng: dict[str, Any] | None = None,
+    training_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A checkpoint dict. ``training_state`` (optimizer, scheduler, RNG) is what ``--resume`` needs; a
+    checkpoint without it holds weights only."""
     import torch
 
     from mnistctl import __version__
@@ -49,11 +79,10 @@ def make_checkpoint(
         "arch": arch,
         "arch_config": arch_config,
         "state_dict": state_dict,
+        "weights_sha256": weights_digest(state_dict),
         "normalization": {"mean": float(normalization[0]), "std": float(normalization[1])},
         "epoch": epoch,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "rng": rng,
+        **(training_state or {"optimizer": None, "scheduler": None, "rng": None}),
         "config": config,
         "history": history,
         "metrics": metrics,
@@ -77,19 +106,18 @@ SEED_KEYS = {f"model.{i}.{kind}" for i in (0, 2, 4, 7) for kind in ("weight", "b
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load and validate a checkpoint; a plain seed state_dict is wrapped into one.
 
-    Everything that can go wrong — missing, empty, truncated, not a torch file, a pickle that would run
+    Everything that can go wrong — missing, empty, truncated, damaged, not a torch file, a pickle that would run
     code, a state_dict of an unknown network — becomes a one-line :class:`MnistctlError`.
     """
     import torch
 
     path = Path(path)
-    retrain = "train one with `mnistctl train`, or pass another with -m/--model"
     if not path.exists():
-        raise MnistctlError(f"model file {path} does not exist", retrain)
+        raise MnistctlError(f"model file {path} does not exist", RETRAIN)
     if path.is_dir():
         raise MnistctlError(f"model path {path} is a directory", "pass the checkpoint file itself")
     if path.stat().st_size == 0:
-        raise MnistctlError(f"model file {path} is empty", retrain)
+        raise MnistctlError(f"model file {path} is empty", RETRAIN)
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": our error says it better
             warnings.simplefilter("ignore")
@@ -101,10 +129,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"refusing to load {path}: it contains Python objects that could run code when loaded",
                 "only load checkpoints you trust; mnistctl loads weights only",
             ) from exc
-        raise MnistctlError(f"{path} is not a PyTorch checkpoint", retrain) from exc
+        raise MnistctlError(f"{path} is not a PyTorch checkpoint", RETRAIN) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise MnistctlError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})", retrain) from exc
-    return _normalise(obj, path)
+        raise MnistctlError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})", RETRAIN) from exc
+    return _validate(obj, path)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -112,7 +140,7 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _normalise(obj: Any, path: Path) -> dict[str, Any]:
+def _validate(obj: Any, path: Path) -> dict[str, Any]:
     import torch
 
     from mnistctl.models import ARCHITECTURES
@@ -126,6 +154,10 @@ def _normalise(obj: Any, path: Path) -> dict[str, Any]:
             raise MnistctlError(
                 f"{path} uses an architecture this mnistctl does not know ({obj.get('arch')!r})", "upgrade mnistctl"
             )
+        expected = obj.get("weights_sha256")  # absent in version 1
+        if expected is not None and _digest_or_none(obj.get("state_dict")) != expected:
+            raise MnistctlError(f"{path} is corrupt: its weights do not match their checksum", RETRAIN)
+        obj.setdefault("config", {})
         return obj
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if set(obj) == SEED_KEYS:
@@ -146,15 +178,21 @@ def _normalise(obj: Any, path: Path) -> dict[str, Any]:
     raise MnistctlError(f"{path} is not an mnistctl checkpoint", "pass a file written by `mnistctl train`")
 
 
-def build_model(checkpoint: dict[str, Any]):
+def _digest_or_none(state_dict: Any) -> str | None:
+    try:
+        return weights_digest(state_dict)
+    except (AttributeError, TypeError, RuntimeError):
+        return None
+
+
+def build_model(checkpoint: dict[str, Any]) -> nn.Module:
     """The network a checkpoint describes, for inference: its weights loaded (shapes checked), in eval mode,
-    BatchNorm folded into the convolutions, in the memory layout that is fastest for it."""
+    in the memory layout it was trained in."""
     import torch
 
-    from mnistctl.models import fold_batchnorm, get_architecture
+    from mnistctl.models import get_architecture
 
-    arch = get_architecture(checkpoint["arch"])
-    model = arch.build(**checkpoint.get("arch_config", {}))
+    model = get_architecture(checkpoint["arch"]).build(**checkpoint.get("arch_config", {}))
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:
@@ -162,15 +200,85 @@ def build_model(checkpoint: dict[str, Any]):
             f"the weights do not fit architecture {checkpoint['arch']!r} ({_first_line(exc)})",
             "the checkpoint is damaged or was edited; train a new one",
         ) from exc
-    model = fold_batchnorm(model.eval())
-    if arch.channels_last:
+    if checkpoint["config"].get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    return model
+    return model.eval()
 
 
-def peek_arch(path: Path) -> str | None:
-    """The architecture of an existing checkpoint, or None when ``path`` holds no readable checkpoint."""
+@contextlib.contextmanager
+def training_run(
+    path: Path, requested: TrainConfig, *, resume: bool, force: bool, writer: bool = True
+) -> Iterator[tuple[TrainConfig, dict[str, Any] | None]]:
+    """Own ``path`` for a training run: yield the config to train and the checkpoint to resume (or None).
+
+    The writer (rank 0 under torchrun) checks that ``path`` can be written and holds an exclusive lock on it
+    for the whole run, so a second run with the same ``-o`` stops at once instead of overwriting this one's
+    checkpoints. A new run may replace ``path`` only if it is absent or holds the same architecture (or with
+    ``force``); ``resume`` continues it (:func:`resume_config`).
+    """
+    from mnistctl.fsutil import check_writable, exclusive_lock
+
+    if writer:
+        check_writable(path)
+    lock = exclusive_lock(path.with_name(f".{path.name}.lock"), wait=False, what=str(path))
+    with lock if writer else contextlib.nullcontext():
+        if resume:
+            checkpoint = load_checkpoint(path)
+            yield resume_config(checkpoint, path, requested), checkpoint
+            return
+        if writer and not force:
+            check_overwrite(path, requested.arch or DEFAULT_ARCH)
+        yield requested, None
+
+
+def check_overwrite(path: Path, arch: str) -> None:
+    """A new run may replace ``path`` only if it is absent or holds a checkpoint of the same architecture."""
+    if not path.exists():
+        return
     try:
-        return load_checkpoint(path)["arch"]
+        existing = load_checkpoint(path)["arch"]
     except MnistctlError:
-        return None
+        raise MnistctlError(
+            f"{path} exists and is not an mnistctl checkpoint", "pass --force to overwrite it"
+        ) from None
+    if existing != arch:
+        raise MnistctlError(
+            f"{path} holds a {existing!r} model, not {arch!r}", "pass --force to overwrite it, or -o another path"
+        )
+
+
+# Options that change only how fast a run goes, not what it computes: a resumed run may set them anew.
+SPEED_ONLY = ("compile", "channels_last")
+
+
+def resume_config(checkpoint: dict[str, Any], path: Path, requested: TrainConfig) -> TrainConfig:
+    """The configuration to continue ``checkpoint`` with: the one it was trained with, with a new ``epochs``
+    total if one was asked for. Any other option given (not ``None``) that differs from the run's is refused."""
+    if checkpoint.get("optimizer") is None:
+        raise MnistctlError(f"{path} holds weights only, no training state to resume", "train without --resume")
+    stored = TrainConfig.from_dict(checkpoint["config"])
+    conflicts = [
+        f"{_flag(name, value)} (the run has {getattr(stored, name)!r})"
+        for name, value in vars(requested).items()
+        if name not in ("epochs", *SPEED_ONLY) and value is not None and value != getattr(stored, name)
+    ]
+    if conflicts:
+        raise UsageError(
+            f"--resume continues {path} with the settings it was trained with; these options differ: "
+            + ", ".join(conflicts),
+            "leave them out, or start a new run (another -o, or --force)",
+        )
+    done = int(checkpoint["epoch"])
+    epochs = requested.epochs or stored.epochs
+    if epochs <= done:
+        state = f"already finished all {done} epochs" if done >= stored.epochs else f"has trained {done} epochs"
+        raise MnistctlError(f"{path} {state}", f"pass --epochs N, N above {done}, to train it further")
+    speed = {name: getattr(requested, name) for name in SPEED_ONLY if getattr(requested, name) is not None}
+    return TrainConfig.from_dict({**vars(stored), "epochs": epochs, **speed})
+
+
+def _flag(name: str, value: Any) -> str:
+    option = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return option if value else option.replace("--", "--no-", 1)
+    return f"{option} {value}"

@@ -8,7 +8,6 @@ interrupted comparison keeps what it finished and `--resume` skips it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -19,12 +18,14 @@ from typing import Any
 
 import torch
 
+from mnistctl.checkpoint import weights_digest
+from mnistctl.config import DEFAULT_LR, OPTIMIZERS, TrainConfig
 from mnistctl.data.mnist import MnistData
-from mnistctl.errors import MnistctlError, UsageError
+from mnistctl.errors import Interrupted, MnistctlError, UsageError
 from mnistctl.fsutil import write_text_atomic
 from mnistctl.models import get_architecture
-from mnistctl.runtime import seed_everything
-from mnistctl.train import DEFAULT_LR, OPTIMIZERS, EpochResult, TrainConfig, TrainingInterrupted, fit
+from mnistctl.runtime import default_precision, device_kind, seed_everything
+from mnistctl.train import EpochResult, fit
 
 RESULTS_FORMAT = "mnistctl-compare"
 # The original project's comparison: Adam 1e-3 against SGD with Nesterov momentum 0.9 at 1e-3.
@@ -132,19 +133,6 @@ class Comparison:
         }
 
 
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(state):
-        h.update(key.encode())
-        h.update(_tensor_bytes(state[key]))
-    return h.hexdigest()
-
-
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    flat = t.detach().cpu().contiguous().view(-1)
-    return bytes(flat.view(torch.uint8).tolist()) if flat.numel() else b""
-
-
 def _load_previous(path: Path, base: dict[str, Any]) -> dict[str, RunResult]:
     try:
         saved = json.loads(path.read_text())
@@ -176,6 +164,7 @@ def compare_optimizers(
     callbacks_for: Callable[[str, int, int], Any] | None = None,
 ) -> Comparison:
     """Run ``base`` once per optimizer (with its learning rate), from one set of initial weights."""
+    base = base.resolved(device_kind(device), default_precision(device))
     shared = {k: v for k, v in asdict(base).items() if k not in ("optimizer", "lr")}
     comparison = Comparison(base=shared)
     previous = _load_previous(results, shared) if (resume and results) else {}
@@ -195,10 +184,10 @@ def compare_optimizers(
         start = time.perf_counter()
         try:
             result = fit(config, data, device, callbacks=callbacks, initial_state=initial)
-        except TrainingInterrupted:
+        except Interrupted:
             finished = len(comparison.runs)
             where = f"; {finished} finished run(s) are in {results}" if (results and finished) else ""
-            raise TrainingInterrupted(
+            raise Interrupted(
                 f"interrupted during the {name} run{where}",
                 "rerun the same command with --resume to skip finished runs" if results else "nothing was kept",
             ) from None

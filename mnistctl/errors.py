@@ -1,9 +1,20 @@
-"""The one exception type the core raises for problems a user can fix.
+"""The errors a user can act on, and the one handler that turns any failure into one line and an exit code.
 
-The CLI turns it into a single line on stderr, ``Error: <what> — <fix>``, and exit code 1.
+Core modules raise :class:`MnistctlError` (``Error: <what is wrong> — <what to do>``, exit 1), its
+:class:`UsageError` (a bad option value, exit 2) or :class:`Interrupted` (Ctrl-C, exit 130). Commands are
+wrapped in :func:`handle_errors`, which prints them (or an unexpected exception) as one line on stderr;
+``--debug`` or ``MNISTCTL_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for `cat` stopped by a closed pipe
 
 
 class MnistctlError(Exception):
@@ -24,3 +35,62 @@ class UsageError(MnistctlError):
     """A bad option value found after parsing (exit 2, like Click's own usage errors)."""
 
     exit_code = 2
+
+
+class Interrupted(MnistctlError):
+    """Ctrl-C, with what was kept and how to go on."""
+
+    exit_code = 130
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Run a command so that every failure ends as one line on stderr and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BrokenPipeError:  # `mnistctl predict … | head`: the reader left; stop quietly, as cat does
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit cannot fail again
+            raise SystemExit(BROKEN_PIPE_EXIT) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            exc = Interrupted("interrupted", "no file was left half-written")
+            _print(str(exc))
+            raise SystemExit(exc.exit_code) from None
+        except MnistctlError as exc:
+            if debug_enabled():
+                raise
+            _print(str(exc))
+            raise SystemExit(exc.exit_code) from None
+        except Exception as exc:
+            if _is_framework_exception(exc) or debug_enabled():
+                raise
+            _print(
+                f"unexpected {type(exc).__name__}: {exc} — run again with --debug for the traceback, "
+                "and report it with the output of `mnistctl info`"
+            )
+            raise SystemExit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def debug_enabled() -> bool:
+    """``MNISTCTL_DEBUG=1``, which ``--debug`` sets for the process (and the processes it starts)."""
+    return os.environ.get("MNISTCTL_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def _is_framework_exception(exc: BaseException) -> bool:
+    """Typer/Click's own exceptions (exit, abort, usage errors) pass through to Click, which handles them."""
+    return type(exc).__module__.split(".")[0] in ("typer", "click")
+
+
+def _print(message: str) -> None:
+    from mnistctl import report
+
+    report.error_line(message)

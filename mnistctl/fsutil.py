@@ -1,84 +1,152 @@
-"""Writing files so that a crash, Ctrl-C or full disk never leaves a half-written one in place."""
+"""Files the tool writes: atomically (a crash, Ctrl-C or full disk never leaves a half-written one in place),
+checked for writability before long work starts, and guarded by a lock where two processes could collide."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 from mnistctl.errors import MnistctlError
 
-# mkstemp creates files readable by the owner alone; give ours the usual permissions instead.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def _not_a_directory(path: Path) -> Path | None:
+    """The nearest ancestor of ``path`` that exists but is not a directory (``FILE`` for ``FILE/sub/x.pt``)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
-def _describe_os_error(exc: OSError, path: Path) -> MnistctlError:
+def describe_os_error(exc: OSError, path: Path, option: str | None = None) -> MnistctlError:
+    """An OSError met while writing ``path`` as one line that says what to do."""
+    other = f"choose another {option} path" if option else "choose another path"
     if exc.errno == errno.ENOSPC:
         return MnistctlError(f"the disk is full while writing {path}", "free some space and run the command again")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return MnistctlError(f"cannot write {path}: permission denied", "choose a directory you can write to")
-    if exc.errno == errno.ENOENT:
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        blocker = _not_a_directory(path)
+        if blocker is not None:
+            return MnistctlError(f"cannot write {path}: {blocker} is a file, not a directory", other)
         return MnistctlError(
-            f"cannot write {path}: the directory {path.parent} does not exist",
-            "create it or choose another path",
+            f"cannot write {path}: the directory {path.parent} does not exist", f"create it or {other}"
         )
+    if exc.errno == errno.EISDIR:
+        return MnistctlError(f"cannot write {path}: it is a directory", other)
     return MnistctlError(f"cannot write {path}: {exc.strerror or exc}", "check the path and the disk")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, make_parents: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new temporary file beside ``path``; move it into place only if the block succeeds.
 
-    On any exception (including KeyboardInterrupt) the temporary file is removed and ``path`` keeps
-    whatever it held before. OSErrors while creating or moving the file become a :class:`MnistctlError`.
+    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` keeps whatever it
+    held before. The file is created with the usual permissions (0666 less the umask, applied by the kernel).
     """
     target = Path(path)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        if make_parents:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     except OSError as exc:
-        raise _describe_os_error(exc, target) from exc
-    tmp = Path(tmp_name)
+        raise describe_os_error(exc, target) from exc
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _describe_os_error(exc, target) from exc
+        raise describe_os_error(exc, target) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
 
 
-def check_writable(path: str | os.PathLike[str]) -> None:
-    """Fail now, not after an hour of work, if ``path`` could not be written (its directory is missing or
-    read-only, or the disk is full)."""
+def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
+    """Fail now, not after an hour of work, if ``path`` (given with ``option``) could not be written."""
     target = Path(path)
     if target.is_dir():
-        raise MnistctlError(f"{target} is a directory", "pass a file name, e.g. -o digit_model.pt")
+        raise MnistctlError(f"{target} is a directory", f"pass a file name to {option}, e.g. {option} {target / 'x'}")
+    blocker = _not_a_directory(target)
+    if blocker is not None:
+        raise MnistctlError(f"cannot write {target}: {blocker} is a file, not a directory", f"fix the {option} path")
     if not target.parent.is_dir():
         raise MnistctlError(
-            f"cannot write {target}: the directory {target.parent} does not exist", "create it or choose another path"
+            f"cannot write {target}: the directory {target.parent} does not exist",
+            f"create it or choose another {option} path",
         )
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=target.parent)
-        os.close(fd)
+    probe = target.with_name(f".{target.name}.{secrets.token_hex(4)}.probe")
+    try:  # create and remove a file beside the target: the real test (read-only mounts, full disks, ACLs)
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as exc:
-        raise _describe_os_error(exc, target) from exc
+        raise describe_os_error(exc, target, option) from exc
+
+
+def check_directory(path: str | os.PathLike[str], option: str) -> None:
+    """``path`` can be a directory we write into: it is one, or it can be created (its parent is a directory)."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise MnistctlError(f"{target} is a file, not a directory", f"pass a directory to {option}")
+    blocker = _not_a_directory(target)
+    if blocker is not None:
+        raise MnistctlError(f"cannot create {target}: {blocker} is a file, not a directory", f"fix the {option} path")
+
+
+# --------------------------------------------------------------------------------------------- locks
+
+
+class Busy(MnistctlError):
+    """Another process holds the lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, wait: bool, what: str) -> Iterator[None]:
+    """Hold an advisory lock named ``path`` (a file created for it, removed on release) for the block.
+
+    ``wait=False``: if another process holds it, raise :class:`Busy` at once, naming ``what`` and the holder's
+    pid. The lock dies with its process, so a killed run never leaves a stale one (only, at worst, the file).
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; temporary names are still unique per process
+        yield
+        return
+    fd = _acquire(path, wait, what, fcntl)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it: a process waiting on this file retries on a new one
+        os.close(fd)
+
+
+def _acquire(path: Path, wait: bool, what: str, fcntl) -> int:  # noqa: ANN001 - the fcntl module
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise describe_os_error(exc, path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            by = f"process {holder}" if holder.isdigit() else "another process"
+            raise Busy(f"{what} is in use by {by}", "wait for it to finish, or write elsewhere") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the previous holder removed the file between our open and our lock: try again
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)

@@ -40,8 +40,8 @@ def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, An
         "devices": describe_devices(acc),
         "auto_device": auto,
         "data_dir": str(data_dir),
-        "data_ok": all(f.present for f in files),
-        "data_files": [{"name": f.name, "path": f.path, "present": f.present} for f in files],
+        "data_ok": all(f.state == "present" for f in files),
+        "data_files": [{"name": f.name, "path": f.path, "state": f.state} for f in files],
         "model": {"path": str(model), "exists": model.is_file()},
         "distributed": {
             "rank": dist.rank,

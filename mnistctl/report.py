@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistctl.data.download import DownloadProgress, FileResult
+from mnistctl.fsutil import atomic_path
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,10 +34,14 @@ def _console(name: str) -> Console:
     return _consoles[name]
 
 
-def __getattr__(name: str) -> Any:  # report.out, report.err
-    if name in ("out", "err"):
-        return _console(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def show_result(renderable: Any) -> None:
+    """A result (table, panel, marked-up line) on stdout."""
+    _console("out").print(renderable)
+
+
+def show_err(renderable: Any) -> None:
+    """A picture or panel for the user on stderr (never a result)."""
+    _console("err").print(renderable)
 
 
 def _table(*args: Any, **kwargs: Any) -> Table:
@@ -81,16 +88,21 @@ def log(message: str, *, quiet: bool = False) -> None:
 
 def error_line(message: str) -> None:
     """The one line a failed command prints: ``Error: <what is wrong> — <what to do>``."""
-    _console("err").print(f"[bold red]Error:[/] {_escape(message)}", soft_wrap=True)
+    _console("err").print(f"[bold red]Error:[/] {_one_line(message)}", soft_wrap=True)
 
 
 def warning_line(message: str) -> None:
-    _console("err").print(f"[yellow]Warning:[/] {_escape(message)}", soft_wrap=True)
+    _console("err").print(f"[yellow]Warning:[/] {_one_line(message)}", soft_wrap=True)
 
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+def escape(text: str) -> str:
+    """``text`` shown literally by Rich (no markup)."""
+    from rich.markup import escape as rich_escape
 
+    return rich_escape(text)
+
+
+def _one_line(text: str) -> str:
     return escape(" ".join(text.split()))  # one line, whatever the message holds
 
 
@@ -137,6 +149,23 @@ class RichDownloadProgress(DownloadProgress):
             self.progress.update(self.tasks[name], description=f"{name}.gz [{status}]")
 
 
+@contextlib.contextmanager
+def download_progress(quiet: bool) -> Iterator[DownloadProgress]:
+    """Per-file bars on a terminal; otherwise a progress receiver that shows nothing."""
+    if not progress_enabled(quiet):
+        yield DownloadProgress()
+        return
+    with RichDownloadProgress() as progress:
+        yield progress
+
+
+def download_summary(results: list[FileResult]) -> str:
+    if all(r.status == "present" for r in results):
+        return f"All {len(results)} MNIST files are already present and verified."
+    fetched = sum(r.status == "downloaded" for r in results)
+    return f"Fetched and verified {fetched} file(s); all {len(results)} are in place."
+
+
 def download_table(results: Iterable[FileResult], data_dir: str) -> Table:
     table = _table(title=f"MNIST files in {data_dir}", title_justify="left")
     table.add_column("file")
@@ -176,9 +205,10 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
 
     files = _table(title="data files", title_justify="left")
     files.add_column("file")
-    files.add_column("valid")
+    files.add_column("state")
+    styles = {"present": "green", "corrupt": "bold red", "missing": "red"}
     for f in info["data_files"]:
-        files.add_row(f["name"], "[green]yes[/]" if f["present"] else "[red]no[/]")
+        files.add_row(f["name"], f"[{styles[f['state']]}]{f['state']}[/]")
     return [general, devices, files]
 
 
@@ -282,6 +312,23 @@ class Callbacks:
         return call
 
 
+def train_callbacks(label: str = "", *, quiet: bool, json_out: bool = False) -> Callbacks:
+    """What training shows: bars on a terminal, else a line per epoch (unless quiet); JSON epochs with --json."""
+    if progress_enabled(quiet):
+        shown: Any = RichTrainProgress(label or "training")
+    else:
+        shown = None if quiet or json_out else EpochLines(label)
+    return Callbacks(shown, JsonEpochs() if json_out else None)
+
+
+def train_summary(result: Any, path: Any) -> str:
+    final = result.final
+    return (
+        f"Saved {path} (test accuracy {final.test_accuracy:.2%} after epoch {final.epoch}, "
+        f"{result.seconds:.1f}s of training)."
+    )
+
+
 def epochs_table(history: Iterable[Any], title: str = "training") -> Table:
     table = _table(title=title, title_justify="left")
     for name in ("epoch", "train loss", "test loss", "test accuracy", "seconds", "img/s"):
@@ -302,6 +349,16 @@ def epochs_table(history: Iterable[Any], title: str = "training") -> Table:
 
 
 # --------------------------------------------------------------------------------------------- eval
+
+
+def eval_report(result: Any, model: str, arch: str) -> list[Any]:
+    """The headline, the confusion matrix, the per-class table and (if any) the confident mistakes."""
+    head = (
+        f"[bold]{escape(model)}[/] ({arch}) on the {result.split} set: accuracy [bold]{result.accuracy:.2%}[/] "
+        f"({result.errors} errors in {result.count:,}), loss {result.loss:.4f}"
+    )
+    parts = [head, confusion_table(result.confusion), per_class_table(result.per_class)]
+    return parts + ([mistakes_table(result.mistakes)] if result.mistakes else [])
 
 
 def confusion_table(confusion: list[list[int]]) -> Table:
@@ -343,6 +400,19 @@ def mistakes_table(mistakes: Iterable[Any]) -> Table:
     for m in mistakes:
         table.add_row(str(m.index), str(m.true), str(m.predicted), f"{m.confidence:.4f}")
     return table
+
+
+def save_mistakes(directory: Path, images: Any, labels: Any, logits: Any, indices: Any) -> int:
+    """Write each misclassified digit (``indices``) as ``<index>_true<T>_pred<P>.png``; return how many."""
+    from torchvision.utils import save_image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    predicted = logits.argmax(1)
+    for i in indices.tolist():
+        target = directory / f"{i:05d}_true{int(labels[i])}_pred{int(predicted[i])}.png"
+        with atomic_path(target) as tmp:
+            save_image(images[i].float().div(255), tmp, format="png")
+    return len(indices)
 
 
 # --------------------------------------------------------------------------------------------- compare
@@ -395,8 +465,6 @@ def comparison_table(comparison: Any) -> Table:
 
 def plot_comparison(comparison: Any, path: str) -> None:
     """Training loss and test accuracy per epoch for every optimizer, as a PNG (needs matplotlib)."""
-    from mnistctl.fsutil import atomic_path
-
     check_plotting()
     import matplotlib
 
@@ -523,3 +591,33 @@ class CountProgress:
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+def print_predictions(
+    predictions: Iterable[Any], total: int, *, json_out: bool, top_k: int, panel: bool, show: bool, quiet: bool
+) -> int:
+    """Print each prediction as it arrives — a line, a JSON line, or (one image on a terminal) a panel — and
+    each failed file as one error line on stderr; return how many failed."""
+    progress = CountProgress("predicting", total) if total > 1 and progress_enabled(quiet) else None
+    failed = 0
+    try:
+        for prediction in predictions:
+            if progress:
+                progress.advance()
+            if prediction.error is not None:
+                failed += 1
+                error_line(f"{prediction.path}: {prediction.error} — this file was skipped")
+            elif panel:
+                show_result(prediction_panel(prediction))
+            else:
+                if json_out:
+                    print_json(prediction_json(prediction, top_k))
+                else:
+                    sys.stdout.write(prediction_line(prediction, top_k) + "\n")
+                    sys.stdout.flush()  # each answer as soon as it is known, for pipelines
+                if show and prediction.pixels is not None:
+                    show_err(digit_preview(prediction.pixels, _console("err").is_terminal))
+    finally:
+        if progress:
+            progress.stop()
+    return failed

@@ -5,12 +5,11 @@ torch is imported inside the functions, never at module level, so importing this
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mnistctl.errors import MnistctlError, UsageError
 
@@ -133,6 +132,30 @@ def shutdown_distributed() -> None:
         tdist.destroy_process_group()
 
 
+def setup_device(spec: str | None, threads: int | None) -> torch.device:
+    """The device for this process (``--device``, checked) with torch's thread count set (``--threads``)."""
+    set_threads(threads)
+    return select_device(spec, dist_info())
+
+
+def launch_torchrun(nproc: int, spec: str | None, argv: Sequence[str]) -> int:
+    """Run ``mnistctl <argv>`` (without its ``--nproc``) under ``torchrun --standalone --nproc_per_node N``."""
+    import subprocess
+    import sys
+
+    check_nproc(nproc, spec, Accelerators.detect())
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return subprocess.run([*cmd, "-m", "mnistctl", *args]).returncode
+
+
 def set_threads(threads: int | None) -> int:
     """Use ``threads`` intra-op threads (default: torch's choice, one per physical core); return the count."""
     import torch
@@ -152,21 +175,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """The mixed-precision context for ``device``: bf16 on CPU and on GPUs that support it, else fp16."""
-    import torch
-
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype(device))
+def device_kind(device: torch.device) -> str:
+    """ "gpu" for CUDA and MPS, else "cpu": the two classes of device the training recipes are tuned for."""
+    return "gpu" if device.type in ("cuda", "mps") else "cpu"
 
 
-def amp_dtype(device: torch.device) -> torch.dtype:
+def amp_precision(device: torch.device) -> str:
+    """What ``--amp`` means on ``device``: bf16 where the device computes it, else fp16 (with loss scaling)."""
     import torch
 
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
+        return "fp16"
+    return "bf16"
+
+
+def precision_option(amp: bool | None, device: torch.device) -> str | None:
+    """``--amp`` → mixed precision for the device, ``--no-amp`` → fp32, neither → None (the default)."""
+    if amp is None:
+        return None
+    return amp_precision(device) if amp else "fp32"
+
+
+def default_precision(device: torch.device) -> str:
+    """The precision training uses unless told: fp32 (``--amp`` asks for mixed precision)."""
+    return "fp32"
 
 
 @dataclass(frozen=True)

@@ -150,21 +150,6 @@ def test_download_does_not_import_torch(fake_mnist, tmp_path):
     assert "checksum mismatch" in proc.stderr
 
 
-MARKDOWN_PROBE = """
-import inspect, sys
-import mnistctl.cli
-inspect.getmodule(sys._getframe(), "/nowhere/x.py")  # scans every module's __file__, as torch's import does
-print("markdown_it" in sys.modules)
-from rich.markdown import Markdown
-print(type(Markdown("# hi")).__module__, "markdown_it" in sys.modules)
-"""
-
-
-def test_rich_markdown_is_loaded_only_when_used():
-    proc = subprocess.run([sys.executable, "-c", MARKDOWN_PROBE], capture_output=True, text=True, timeout=60)
-    assert proc.stdout.split() == ["False", "rich.markdown", "True"], proc.stderr
-
-
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "mnistctl", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"mnistctl {__version__}"

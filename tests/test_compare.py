@@ -9,13 +9,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from mnistctl.checkpoint import weights_digest
 from mnistctl.cli import app
-from mnistctl.compare import compare_optimizers, parse_lrs, weights_digest
+from mnistctl.compare import compare_optimizers, parse_lrs
+from mnistctl.config import TrainConfig
 from mnistctl.data.mnist import load_mnist
 from mnistctl.errors import UsageError
 from mnistctl.models import get_architecture
 from mnistctl.runtime import seed_everything
-from mnistctl.train import TrainConfig
 
 runner = CliRunner()
 TINY = ["--epochs", "1", "--arch", "compact", "--batch-size", "64"]

@@ -20,14 +20,15 @@ pytestmark = pytest.mark.skipif(
 MNISTCTL = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
 
 
-def test_download_from_local_mirror_then_read_with_ours_and_torchvision(tmp_path):
+def test_download_from_local_mirror_then_read_with_ours_and_torchvision(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNISTCTL_VERIFY_DATA", "1")  # the real files: checked against MNIST's checksums
     data_dir = tmp_path / "data"
     cmd = [MNISTCTL, "download", "--mirror", str(SHARED_MNIST), "--data-dir", str(data_dir), "--json"]
     # Two at once into the same directory: neither may corrupt the other.
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert all(f.present for f in check_files(data_dir))
+    assert [f.state for f in check_files(data_dir)] == ["present"] * 4
     assert sorted(p.name for p in (data_dir / "MNIST" / "raw").iterdir() if not p.name.startswith(".")) == sorted(
         [f.name for f in MNIST_FILES] + [f.gz_name for f in MNIST_FILES]
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mnistctl.engine import Precision
 from mnistctl.errors import MnistctlError, UsageError
-from mnistctl.runtime import Accelerators, autocast, dist_info, resolve_device_name, seed_everything
+from mnistctl.runtime import Accelerators, dist_info, resolve_device_name, seed_everything
 
 CPU_ONLY = Accelerators()
 TWO_GPUS = Accelerators(cuda_names=("GPU A", "GPU B"))
@@ -74,9 +75,25 @@ def test_seeding_repeats_torch_random_numbers():
     assert torch.equal(a, torch.rand(5))
 
 
-def test_autocast_on_cpu_uses_bfloat16():
+@pytest.mark.parametrize(("name", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_precision_autocasts_to_its_dtype(name, dtype):
     layer = torch.nn.Linear(4, 4)
-    with autocast(torch.device("cpu"), True):
-        assert layer(torch.ones(1, 4)).dtype == torch.bfloat16
-    with autocast(torch.device("cpu"), False):
-        assert layer(torch.ones(1, 4)).dtype == torch.float32
+    with Precision(name, torch.device("cpu")).autocast():
+        assert layer(torch.ones(1, 4)).dtype == dtype
+
+
+def test_only_fp16_scales_the_loss():
+    cpu = torch.device("cpu")
+    assert Precision("fp16", cpu).scaler.is_enabled()
+    assert not Precision("bf16", cpu).scaler.is_enabled() and not Precision("fp32", cpu).scaler.is_enabled()
+    layer = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    before = layer.weight.detach().clone()
+    precision = Precision("fp16", cpu)
+    for _ in range(40):  # steps whose scaled gradients overflow are skipped and the scale backs off
+        with precision.autocast():
+            loss = layer(torch.ones(2, 4)).float().sum()
+        precision.backward_and_step(loss, optimizer)
+        if not torch.equal(before, layer.weight):
+            break
+    assert not torch.equal(before, layer.weight) and precision.scaler.get_scale() > 1

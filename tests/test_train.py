@@ -13,13 +13,14 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from mnistctl import report
-from mnistctl.checkpoint import FORMAT, build_model, load_checkpoint
+from mnistctl.checkpoint import FORMAT, build_model, load_checkpoint, weights_digest
 from mnistctl.cli import app
+from mnistctl.config import TrainConfig
 from mnistctl.data.mnist import load_mnist
-from mnistctl.errors import MnistctlError
-from mnistctl.evaluate import summarise
-from mnistctl.models import CompactNet, DigitClassifier, fold_batchnorm, get_architecture
-from mnistctl.train import TrainConfig, TrainingInterrupted, fit
+from mnistctl.errors import Interrupted, MnistctlError
+from mnistctl.metrics import summarise
+from mnistctl.models import DigitClassifier, get_architecture
+from mnistctl.train import fit
 
 runner = CliRunner()
 FAST = ["--batch-size", "64"]
@@ -69,7 +70,7 @@ def _fit(data, epochs: int, out: Path, stop_after: int | None = None, resume=Non
 def test_resume_after_interruption_is_bit_identical(tiny_data, tmp_path):
     data = load_mnist(tiny_data)
     _fit(data, 3, tmp_path / "straight.pt")
-    with pytest.raises(TrainingInterrupted) as info:
+    with pytest.raises(Interrupted) as info:
         _fit(data, 3, tmp_path / "stopped.pt", stop_after=1)
     assert info.value.exit_code == 130 and "--resume" in str(info.value)
     assert load_checkpoint(tmp_path / "stopped.pt")["epoch"] == 1
@@ -218,6 +219,7 @@ def test_truncated_and_wrong_shape_checkpoints(tiny_data, tmp_path):
         load_checkpoint(tmp_path / "cut.pt")
     ckpt = load_checkpoint(model_path())
     ckpt["state_dict"]["classifier.weight"] = torch.zeros(10, 3)
+    ckpt["weights_sha256"] = weights_digest(ckpt["state_dict"])  # a consistent file, just not this network's
     torch.save(ckpt, tmp_path / "shape.pt")
     result = runner.invoke(app, ["eval", "-m", str(tmp_path / "shape.pt")])
     assert result.exit_code == 1 and "do not fit architecture 'compact'" in result.stderr
@@ -230,7 +232,7 @@ def test_missing_model_says_how_to_train_one(tiny_data):
 
 
 def test_whole_pixel_shift_moves_images_without_changing_them():
-    from mnistctl.train import augment_batch
+    from mnistctl.batches import augment_batch
 
     x = torch.zeros(64, 1, 28, 28)
     x[:, 0, 10:18, 10:18] = torch.rand(64, 8, 8)  # a patch well inside the border: no pixel may fall off
@@ -248,7 +250,7 @@ def test_whole_pixel_shift_moves_images_without_changing_them():
 
 
 def test_affine_augmentation_keeps_shape_and_black_background():
-    from mnistctl.train import augment_batch
+    from mnistctl.batches import augment_batch
 
     x = torch.zeros(8, 1, 28, 28)
     x[:, 0, 12:16, 12:16] = 1.0
@@ -256,36 +258,13 @@ def test_affine_augmentation_keeps_shape_and_black_background():
     assert y.shape == x.shape and float(y[:, 0, 0, 0].abs().max()) == 0.0 and float(y.sum()) > 0
 
 
-def test_batchnorm_folding_keeps_the_outputs():
-    torch.manual_seed(0)
-    net = CompactNet(widths=(6, 8, 12))
-    with pytest.raises(ValueError, match="eval mode"):
-        fold_batchnorm(net)  # still training: its batch statistics are not the running ones
-    batchnorms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in batchnorms:  # trained-looking statistics
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-        bn.weight.data.uniform_(0.5, 2)
-        bn.bias.data.uniform_(-1, 1)
-    batchnorms[2].weight.data[3] = -0.7  # after a max-pool: a negative scale does not commute with it
-    batchnorms[0].weight.data[1] = -0.7  # right after a convolution it still folds
-    net.eval()
-    x = torch.randn(16, 1, 28, 28)
-    with torch.no_grad():
-        expected = net(x)
-        folded = fold_batchnorm(net)
-        left = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        assert left == [batchnorms[2]]
-        torch.testing.assert_close(folded(x), expected, rtol=1e-4, atol=1e-4)
-
-
-def test_build_model_folds_batchnorm_and_predicts_as_trained(tiny_data):
+def test_build_model_predicts_as_trained(tiny_data):
     assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
     ckpt = load_checkpoint(model_path())
     trained = get_architecture(ckpt["arch"]).build()
     trained.load_state_dict(ckpt["state_dict"])
     built = build_model(ckpt)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in built.modules())
+    assert not built.training
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(built(x), trained.eval()(x), rtol=1e-4, atol=1e-4)

@@ -3,21 +3,20 @@ install, and a lock so that two downloads into one directory take turns. Never i
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import os
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mnistctl.data import mnist
 from mnistctl.data.mnist import MnistFile, files_present, is_valid, raw_dir
-from mnistctl.errors import MnistctlError
-from mnistctl.fsutil import atomic_path
+from mnistctl.errors import Interrupted, MnistctlError
+from mnistctl.fsutil import atomic_path, exclusive_lock
 
 PUBLIC_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -233,22 +232,6 @@ class _Rejected(Exception):
     pass
 
 
-@contextlib.contextmanager
-def _dir_lock(rd: Path) -> Iterator[None]:
-    """Serialise concurrent downloads into one directory (a second process waits for the first)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; temp names are still unique per process
-        yield
-        return
-    with open(rd / ".mnistctl-download.lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _download_one(
     spec: MnistFile,
     rd: Path,
@@ -295,12 +278,15 @@ def _fetch_from(
 ) -> str | None:
     """Fetch one file from one source into ``part``; return None on success, else the reason it failed."""
     where = source.location(spec)
-    if source.directory is not None:
+    if source.directory is not None:  # a local copy: nothing to resume, so never leave a partial one
         part.unlink(missing_ok=True)
         try:
             _fetch_file(Path(where), part, spec.name, progress, source.spec)
         except _Missing as exc:
             return str(exc)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
         return None
     delay = BACKOFF_S
     for attempt in range(1, RETRIES + 1):
@@ -347,15 +333,19 @@ def download_mnist(
             "choose another one with --data-dir or MNISTCTL_DATA_DIR",
         ) from exc
     results: list[FileResult] = []
-    with _dir_lock(rd):
-        for spec in files:
-            target = rd / spec.name
-            if not force and is_valid(target, spec) and (rd / spec.gz_name).exists():
-                gz_size = (rd / spec.gz_name).stat().st_size
-                results.append(FileResult(spec.name, "present", None, gz_size, spec.sha256, str(target)))
-                progress.finish(spec.name, "present")
-                continue
-            results.append(_download_one(spec, rd, sources, progress, sleep, force))
+    try:
+        # Two downloads into one directory take turns instead of corrupting each other.
+        with exclusive_lock(rd / ".mnistctl-download.lock", wait=True, what=str(rd)):
+            for spec in files:
+                target = rd / spec.name
+                if not force and is_valid(target, spec) and (rd / spec.gz_name).exists():
+                    gz_size = (rd / spec.gz_name).stat().st_size
+                    results.append(FileResult(spec.name, "present", None, gz_size, spec.sha256, str(target)))
+                    progress.finish(spec.name, "present")
+                    continue
+                results.append(_download_one(spec, rd, sources, progress, sleep, force))
+    except KeyboardInterrupt:
+        raise _interrupted(rd) from None
     failed = [r for r in results if r.status == "failed"]
     if failed:
         names = ", ".join(f"{r.file}.gz" for r in failed)
@@ -366,6 +356,17 @@ def download_mnist(
             results,
         )
     return results
+
+
+def _interrupted(rd: Path) -> Interrupted:
+    """Ctrl-C: installed files are complete; say what partial download is kept for resuming, if any."""
+    parts = sorted(p.name for p in rd.glob("*.part"))
+    if parts:
+        return Interrupted(
+            f"interrupted; the partial download {', '.join(parts)} in {rd} is kept",
+            "run the same command again to resume it",
+        )
+    return Interrupted("interrupted; no file was left half-written", "run the same command again to finish")
 
 
 def ensure_mnist(

@@ -56,6 +56,23 @@ def default_data_dir() -> Path:
     return Path(cache) / "mnistctl"
 
 
+def resolve_data_dir(value: Path | None, *, create: bool = True) -> Path:
+    """The data directory: ``--data-dir`` (or ``MNISTCTL_DATA_DIR``), else the default cache directory.
+
+    A directory the user named may be created (``create``), but not its parents: a typo should not grow a tree.
+    """
+    if not value:
+        return default_data_dir()
+    path = value.expanduser()
+    if create and not path.exists() and not path.parent.is_dir():
+        state = "is not a directory" if path.parent.exists() else "does not exist"
+        raise MnistctlError(
+            f"cannot create the data directory {path}: its parent {path.parent} {state}",
+            "create the parent first, or choose another --data-dir",
+        )
+    return path
+
+
 def raw_dir(data_dir: str | os.PathLike[str]) -> Path:
     """``<data-dir>/MNIST/raw``: torchvision's layout, so ``torchvision.datasets.MNIST(data_dir)`` reads it."""
     return Path(data_dir).expanduser() / "MNIST" / "raw"
@@ -78,22 +95,29 @@ def sha256_file(path: Path) -> str:
 
 def is_valid(path: Path, file: MnistFile) -> bool:
     """True when ``path`` holds exactly the decompressed content ``file`` describes."""
+    return file_state(path, file) == "present"
+
+
+def file_state(path: Path, file: MnistFile) -> str:
+    """ "present" (exactly MNIST's content), "corrupt" (something else) or "missing"."""
     try:
-        return path.stat().st_size == file.size and sha256_file(path) == file.sha256
+        if not path.is_file():
+            return "missing"
+        return "present" if path.stat().st_size == file.size and sha256_file(path) == file.sha256 else "corrupt"
     except OSError:
-        return False
+        return "corrupt"
 
 
 @dataclass
 class FileStatus:
     name: str
     path: str
-    present: bool
+    state: str  # present, corrupt or missing
 
 
 def check_files(data_dir: str | os.PathLike[str]) -> list[FileStatus]:
     rd = raw_dir(data_dir)
-    return [FileStatus(f.name, str(rd / f.name), is_valid(rd / f.name, f)) for f in MNIST_FILES]
+    return [FileStatus(f.name, str(rd / f.name), file_state(rd / f.name, f)) for f in MNIST_FILES]
 
 
 def files_present(data_dir: str | os.PathLike[str]) -> bool:
@@ -102,17 +126,26 @@ def files_present(data_dir: str | os.PathLike[str]) -> bool:
     return all((rd / f.name).is_file() for f in MNIST_FILES)
 
 
+def verification_enabled() -> bool:
+    """``MNISTCTL_VERIFY_DATA=0`` reads IDX files that are not MNIST's own (your digits in its format)
+    without comparing them with MNIST's checksums; their structure is still checked."""
+    return os.environ.get("MNISTCTL_VERIFY_DATA", "1").strip().lower() not in ("0", "no", "false", "off")
+
+
 # --------------------------------------------------------------------------------------------- reading
 
 _IDX_UBYTE = 0x08  # the only element type MNIST uses
 
 
-def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read an IDX file (optionally gzipped) into a uint8 tensor, validating magic, dimensions and length."""
+def read_idx(path: str | os.PathLike[str], sha256: str | None = None) -> torch.Tensor:
+    """Read an IDX file (optionally gzipped) into a uint8 tensor, validating magic, dimensions and length, and
+    (given ``sha256``) that its decompressed content is exactly the expected one."""
     import torch
 
     path = Path(path)
     data = _read_bytes(path)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise MnistctlError(f"{path} is corrupt (its content is not MNIST's)", REFETCH)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _IDX_UBYTE or not 1 <= data[3] <= 4:
         raise MnistctlError(f"{path} is not an IDX file (wrong magic number {bytes(data[:4]).hex()})", REFETCH)
     ndim = data[3]
@@ -168,8 +201,9 @@ def load_split(data_dir: str | os.PathLike[str], split: str) -> tuple[torch.Tens
     """Images (N×28×28 uint8) and labels (N int64) of ``split`` ("train" or "test"), checked for consistency."""
     rd = raw_dir(data_dir)
     image_name, label_name = SPLIT_FILES[split]
-    images = read_idx(rd / image_name)
-    labels = read_idx(rd / label_name)
+    verify = verification_enabled()
+    images = read_idx(rd / image_name, spec(image_name).sha256 if verify else None)
+    labels = read_idx(rd / label_name, spec(label_name).sha256 if verify else None)
     fix = "run `mnistctl download --force` to fetch the files again"
     if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
         raise MnistctlError(f"{rd / image_name} does not hold 28x28 images (its shape is {tuple(images.shape)})", fix)

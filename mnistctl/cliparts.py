@@ -1,0 +1,171 @@
+"""The parts of the command line that are not commands: Typer's classes as mnistctl needs them (one-line usage
+errors, commands in workflow order, flags shown without a type) and the options, declared once.
+
+Each option is an ``Annotated`` type, so a command's signature reads one option a line.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+
+class _FlagsWithoutTypes:
+    """Typer shows ``<bool>`` after plain flags (``--force``, ``--help``), which take no value: hide it."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsWithoutTypes, TyperCommand):
+    pass
+
+
+class Group(_FlagsWithoutTypes, TyperGroup):
+    """Usage errors as one line, `Error: <what> — <what to do>`, not a box; commands in workflow order."""
+
+    ORDER = ("download", "train", "eval", "predict", "compare-optimizers", "info")
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted(super().list_commands(ctx), key=lambda n: self.ORDER.index(n) if n in self.ORDER else 99)
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, **extra: Any) -> Any:
+        if not extra.pop("standalone_mode", True):
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exception as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `mnistctl` alone: show the help
+                exc.show()
+                sys.exit(exc.exit_code)
+            from mnistctl import report
+
+            ctx = getattr(exc, "ctx", None)
+            report.error_line(f"{exc.format_message()} — see `{ctx.command_path if ctx else 'mnistctl'} --help`")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            from mnistctl import report
+
+            report.error_line("aborted — no file was left half-written")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _opt(*decls: str, help: str | None = None, panel: str | None = None, **kwargs: Any) -> Any:  # noqa: A002
+    return typer.Option(*decls, help=help, rich_help_panel=panel, **kwargs)
+
+
+RECIPE = "Recipe (default: the device's, see the README)"
+AUGMENT = "Augmentation (part of the recipe)"
+SPEED = "Speed"
+
+# --------------------------------------------------------------------------------------------- shared
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mnistctl import __version__
+
+        typer.echo(f"mnistctl {__version__}")
+        raise typer.Exit()
+
+
+Version = Annotated[bool, _opt("--version", "-V", help="Print the version and exit.", callback=_print_version)]
+Debug = Annotated[bool, _opt("--debug", envvar="MNISTCTL_DEBUG", help="Full tracebacks instead of one-line errors.")]
+
+Json = Annotated[bool, _opt("--json", help="Machine-readable JSON on stdout instead of tables.")]
+Quiet = Annotated[bool, _opt("--quiet", "-q", help="No progress or log lines on stderr (errors only).")]
+DataDir = Annotated[
+    Path | None,
+    _opt(
+        "--data-dir",
+        envvar="MNISTCTL_DATA_DIR",
+        help="Where MNIST lives (<dir>/MNIST/raw). \\[default: ${XDG_CACHE_HOME:-~/.cache}/mnistctl]",
+    ),
+]
+Mirror = Annotated[
+    str | None,
+    _opt("--mirror", envvar="MNISTCTL_MIRROR", help="Source tried first: http(s) URL, file:// URL or a directory."),
+]
+Device = Annotated[str | None, _opt("--device", envvar="MNISTCTL_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")]
+Threads = Annotated[int | None, _opt("--threads", min=1, help="CPU threads for torch. \\[default: one a core]")]
+Model = Annotated[
+    Path | None,
+    _opt("--model", "-m", help="Checkpoint. \\[default: $MNISTCTL_MODEL, else ./digit_model.pt, else the bundled one]"),
+]
+BatchSize = Annotated[int, _opt("--batch-size", "-b", min=1, help="Images per forward pass.")]
+Force = Annotated[bool, _opt("--force", help="Fetch again even when valid files are present.")]
+
+# --------------------------------------------------------------------------------------------- train
+
+Epochs = Annotated[int | None, _opt("--epochs", "-e", min=1, help="Passes over the training set. \\[default: 10]")]
+Arch = Annotated[str | None, _opt("--arch", help="compact or seed. \\[default: the device's]", panel=RECIPE)]
+Optimizer = Annotated[
+    str | None, _opt("--optimizer", help="adam, adamw, sgd, sgd-nesterov, rmsprop or adadelta.", panel=RECIPE)
+]
+Lr = Annotated[float | None, _opt("--lr", help="Peak learning rate.", panel=RECIPE)]
+TrainBatch = Annotated[int | None, _opt("--batch-size", "-b", min=1, help="Images per step.", panel=RECIPE)]
+Schedule = Annotated[str | None, _opt("--schedule", help="onecycle, cosine, step or constant.", panel=RECIPE)]
+WeightDecay = Annotated[float | None, _opt("--weight-decay", help="Decoupled weight decay.", panel=RECIPE)]
+LabelSmoothing = Annotated[float | None, _opt("--label-smoothing", min=0.0, max=0.5, panel=RECIPE)]
+Augment = Annotated[bool | None, _opt("--augment/--no-augment", help="Augment the training images.", panel=AUGMENT)]
+Rotate = Annotated[float | None, _opt("--rotate", min=0.0, max=45.0, help="Random rotation, ± degrees.", panel=AUGMENT)]
+Scale = Annotated[float | None, _opt("--scale", min=0.0, max=0.5, help="Random scale, ± fraction.", panel=AUGMENT)]
+Shift = Annotated[float | None, _opt("--shift", min=0.0, max=8.0, help="Random shift, ± pixels.", panel=AUGMENT)]
+Seed = Annotated[int | None, _opt("--seed", help="Fixes order, initial weights, augmentation. \\[default: 0]")]
+TrainLimit = Annotated[int | None, _opt("--train-limit", min=1, help="Use only the first N training images.")]
+Out = Annotated[
+    Path | None, _opt("--out", "-o", help="Checkpoint to write. \\[default: $MNISTCTL_MODEL, else digit_model.pt]")
+]
+Resume = Annotated[bool, _opt("--resume", help="Continue the run in --out (with --epochs: to a new total).")]
+Overwrite = Annotated[bool, _opt("--force", help="Overwrite --out even if it holds another model or file.")]
+Amp = Annotated[bool | None, _opt("--amp/--no-amp", help="Mixed precision. \\[default: the device's]", panel=SPEED)]
+ChannelsLast = Annotated[bool | None, _opt("--channels-last/--no-channels-last", help="NHWC layout.", panel=SPEED)]
+Compile = Annotated[bool, _opt("--compile", help="torch.compile the model.", panel=SPEED)]
+Nproc = Annotated[int | None, _opt("--nproc", min=1, help="Data-parallel in N processes (torchrun).", panel=SPEED)]
+
+# --------------------------------------------------------------------------------------------- eval
+
+Split = Annotated[str, _opt("--split", help="test (10,000 images) or train (60,000).")]
+Top = Annotated[int, _opt("--top", min=0, help="How many of the most confident mistakes to list.")]
+SaveErrors = Annotated[Path | None, _opt("--save-errors", help="Directory to write a PNG of each mistake into.")]
+
+# --------------------------------------------------------------------------------------------- predict
+
+Inputs = Annotated[
+    list[str] | None,
+    typer.Argument(help="Image files, directories, or - to read paths from stdin.", show_default=False),
+]
+Multi = Annotated[bool, _opt("--multi", help="Read every digit in each image, left to right, as one number.")]
+TopK = Annotated[int, _opt("--top-k", "-k", min=0, max=9, help="Also print the next K digits.")]
+Recursive = Annotated[bool, _opt("--recursive", "-r", help="Descend into subdirectories.")]
+Null = Annotated[bool, _opt("--null", "-0", help="Paths on stdin end with NUL, not newline (find -print0).")]
+Invert = Annotated[str, _opt("--invert", help="auto (from the border), yes (dark ink on light) or no.")]
+NoPreprocess = Annotated[bool, _opt("--no-preprocess", help="Only resize to 28×28: no cropping or centring.")]
+Show = Annotated[bool, _opt("--show", help="Draw the 28×28 input the network saw (on stderr).")]
+Workers = Annotated[int | None, _opt("--workers", min=0, help="Decoding threads. \\[default: half the cores]")]
+JsonLines = Annotated[bool, _opt("--json", help="JSON Lines: one object per image, with all probabilities.")]
+
+# --------------------------------------------------------------------------------------------- compare
+
+Optimizers = Annotated[str, _opt("--optimizers", help="Comma-separated optimizer names.")]
+Lrs = Annotated[str | None, _opt("--lr", help="One rate, or NAME=RATE pairs. \\[default: 1e-3 for adam, sgd-nesterov]")]
+CompareEpochs = Annotated[int, _opt("--epochs", "-e", min=1, help="Epochs per optimizer.")]
+CompareArch = Annotated[str, _opt("--arch", help="seed (the original network) or compact.")]
+CompareBatch = Annotated[int, _opt("--batch-size", "-b", min=1, help="Images per step.")]
+CompareSchedule = Annotated[str, _opt("--schedule", help="onecycle, cosine, step or constant.")]
+CompareAugment = Annotated[bool, _opt("--augment/--no-augment", help="Augment the training images.")]
+CompareSeed = Annotated[int, _opt("--seed", help="Initial weights, batch order and augmentation.")]
+Results = Annotated[Path, _opt("--results", help="JSON file each finished run is saved to.")]
+SkipDone = Annotated[bool, _opt("--resume", help="Skip runs already in --results.")]
+Csv = Annotated[Path | None, _opt("--csv", help="Write the per-epoch history as CSV.")]
+Plot = Annotated[Path | None, _opt("--plot", help="Write loss and accuracy curves as a PNG (needs matplotlib).")]

@@ -1,0 +1,132 @@
+"""What a training run is: :class:`TrainConfig`, and the one table of defaults it is filled from.
+
+Every option of ``mnistctl train`` that the user leaves out is ``None`` here and comes from the recipe of the
+chosen architecture (:data:`RECIPES`). Nothing in this module imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from mnistctl.errors import UsageError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "rmsprop", "adadelta")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+
+# A learning rate that works for each optimizer when one is chosen without --lr.
+DEFAULT_LR = {"adam": 1e-3, "adamw": 3e-3, "sgd": 0.05, "sgd-nesterov": 0.05, "rmsprop": 1e-3, "adadelta": 1.0}
+
+DEFAULT_ARCH = "compact"
+DEFAULT_EPOCHS = 10
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+# Each architecture's recipe: what `mnistctl train --arch NAME` uses for the options left unset.
+RECIPES: dict[str, dict[str, Any]] = {
+    "compact": {
+        "optimizer": "adamw",
+        "lr": 3e-3,
+        "batch_size": 128,
+        "schedule": "onecycle",
+        "weight_decay": 1e-2,
+        "label_smoothing": 0.0,
+        "augment": True,
+        "rotate": 10.0,
+        "scale": 0.1,
+        "shift": 2.0,
+        "channels_last": True,
+    },
+    # The original project: Adam 1e-3, batch 32, constant rate, no augmentation (but we shuffle).
+    "seed": {
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "batch_size": 32,
+        "schedule": "constant",
+        "weight_decay": 0.0,
+        "label_smoothing": 0.0,
+        "augment": False,
+        "rotate": 10.0,
+        "scale": 0.1,
+        "shift": 2.0,
+        "channels_last": False,
+    },
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run. ``None`` means "the default" (see :meth:`resolved`)."""
+
+    arch: str | None = None
+    epochs: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    schedule: str | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    augment: bool | None = None
+    rotate: float | None = None  # degrees, ±
+    scale: float | None = None  # ±fraction
+    shift: float | None = None  # pixels, ±; whole pixels (cheaper) when there is no rotation or scaling
+    seed: int | None = None
+    train_limit: int | None = None
+    precision: str | None = None  # fp32, bf16 or fp16 (autocast)
+    channels_last: bool | None = None
+    compile: bool = False
+    momentum: float = 0.9
+
+    def resolved(self, device_kind: str = "cpu", precision: str = "fp32") -> TrainConfig:
+        """A copy with every ``None`` filled in, validated: the architecture from the device kind ("cpu" or
+        "gpu"), the rest from that architecture's recipe; ``precision`` is the device's default."""
+        self.validate()
+        arch = self.arch or DEFAULT_ARCH
+        recipe = recipe_for(arch)
+        base = {"arch": arch, "epochs": DEFAULT_EPOCHS, "seed": 0, "precision": precision, **recipe}
+        filled = {key: value for key, value in base.items() if getattr(self, key) is None}
+        if self.optimizer is not None and self.lr is None and self.optimizer != recipe["optimizer"]:
+            filled["lr"] = DEFAULT_LR[self.optimizer]
+        cfg = replace(self, **filled)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Refuse values no run could use, with the option's name and what to pass instead."""
+        if self.arch is not None:
+            recipe_for(self.arch)
+        _at_least_one("--epochs", self.epochs)
+        _at_least_one("--batch-size", self.batch_size)
+        _at_least_one("--train-limit", self.train_limit)
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr must be a positive number, not {self.lr}", "pass e.g. --lr 1e-3")
+        if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UsageError(f"--weight-decay must be 0 or more, not {self.weight_decay}", "pass e.g. 5e-4")
+        _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("schedule", self.schedule, SCHEDULES)
+        _one_of("precision", self.precision, PRECISIONS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def recipe_for(arch: str) -> dict[str, Any]:
+    try:
+        return RECIPES[arch]
+    except KeyError:
+        raise UsageError(f"unknown architecture {arch!r}", f"use one of: {', '.join(RECIPES)}") from None
+
+
+def _at_least_one(option: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UsageError(f"{option} must be at least 1, not {value}", "pass a positive number")
+
+
+def _one_of(what: str, value: str | None, choices: tuple[str, ...]) -> None:
+    if value is not None and value not in choices:
+        raise UsageError(f"unknown {what} {value!r}", f"use one of: {', '.join(choices)}")

@@ -1,0 +1,173 @@
+"""One epoch of training and one pass of evaluation, written once for one process and for torchrun.
+
+:class:`Dist` is torchrun's process group, and does nothing in a single process; :class:`Precision` is the
+autocast context with the gradient scaler that fp16 needs (bf16 and fp32 need none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistctl.batches import EpochBatches
+from mnistctl.data.mnist import normalise
+from mnistctl.metrics import EvalResult, summarise
+from mnistctl.runtime import DistInfo, dist_info, init_distributed, shutdown_distributed
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Dist:
+    """torchrun's view of this process and the collective operations training needs; no-ops alone."""
+
+    def __init__(self, info: DistInfo) -> None:
+        self.rank, self.world_size = info.rank, info.world_size
+        self.enabled, self.is_main = info.enabled, info.is_main
+
+    @classmethod
+    def start(cls, device: torch.device) -> Dist:
+        """Join torchrun's process group when there is one (NCCL between GPUs, gloo between CPU processes)."""
+        info = dist_info()
+        init_distributed(device, info)
+        return cls(info)
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """The module to train: ``model`` itself, or DistributedDataParallel around it."""
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":  # SyncBatchNorm works on GPUs only; on CPU each rank normalises its own part
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(tensor)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as tdist
+
+            tdist.barrier()
+
+    def close(self) -> None:
+        if self.enabled:
+            shutdown_distributed()
+
+
+class Precision:
+    """``fp32``, ``bf16`` or ``fp16`` autocast on ``device``; fp16 scales the loss so small gradients survive."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.name, self.device = name, device
+        self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = DTYPES[self.name]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+@dataclass
+class EpochStats:
+    loss: float  # mean training loss over the epoch's images
+    accuracy: float  # on the (augmented) training images, as seen during the epoch
+    seconds: float
+    images: int
+
+
+ProgressFn = Callable[[int, float, float, float], None]  # (step, loss so far, accuracy so far, images/s)
+
+
+def train_one_epoch(
+    net: nn.Module,
+    batches: EpochBatches,
+    epoch: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    precision: Precision,
+    dist: Dist,
+    label_smoothing: float = 0.0,
+    on_progress: ProgressFn | None = None,
+    progress_every: int = 20,
+) -> EpochStats:
+    """Train ``net`` for one epoch. Loss and accuracy are summed on the device and read back only every
+    ``progress_every`` steps, so the device never waits for the host in between."""
+    start = time.perf_counter()
+    net.train()
+    loss_sum = torch.zeros((), device=batches.device)
+    correct = torch.zeros((), device=batches.device, dtype=torch.long)
+    seen = 0
+    for step, (x, y, size) in enumerate(batches.epoch(epoch), 1):
+        with precision.autocast():
+            logits = net(x)
+        # Summed over this rank's images and scaled so that DDP's average of gradients is the global mean.
+        summed = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum")
+        precision.backward_and_step(summed * dist.world_size / size, optimizer)
+        scheduler.step()
+        loss_sum += summed.detach()
+        correct += (logits.argmax(1) == y).sum()
+        seen += size
+        if on_progress is not None and (step % progress_every == 0 or step == batches.steps):
+            local = max(1, seen // dist.world_size)
+            elapsed = max(1e-9, time.perf_counter() - start)
+            on_progress(step, float(loss_sum) / local, float(correct) / local, seen / elapsed)
+    totals = dist.sum(torch.stack([loss_sum.double(), correct.double()]))
+    n = len(batches)
+    return EpochStats(float(totals[0]) / n, float(totals[1]) / n, time.perf_counter() - start, n)
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 2000
+) -> torch.Tensor:
+    """Logits (float32, on the CPU) for already-normalised ``inputs``, in large batches."""
+    model.eval()
+    outs = [model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0, 10)
+
+
+def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, device: torch.device) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` on normalised ``inputs``: what training reports after every epoch."""
+    logits = predict_logits(model, inputs, device)
+    labels = labels.cpu()
+    return float(F.cross_entropy(logits, labels)), int((logits.argmax(1) == labels).sum()) / max(1, len(labels))
+
+
+def evaluate_split(
+    model: nn.Module,
+    normalization: dict[str, float],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    *,
+    batch_size: int = 2000,
+    top_mistakes: int = 10,
+) -> tuple[EvalResult, torch.Tensor]:
+    """``mnistctl eval``: the report on ``images`` (uint8) and the logits it came from. ``seconds`` times the
+    forward passes alone."""
+    start = time.perf_counter()
+    inputs = normalise(images, normalization["mean"], normalization["std"])
+    logits = predict_logits(model.to(device), inputs, device, batch_size)
+    seconds = time.perf_counter() - start
+    result = summarise("", logits, labels, top_mistakes=top_mistakes)
+    result.seconds = seconds
+    return result, logits
