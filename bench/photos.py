@@ -95,12 +95,11 @@ def render(pixels: bytes, rng: random.Random) -> Rendered:
 
 def write_photos(images, count: int, seed: int, directory: Path) -> tuple[list[str], list[str]]:
     """Render and save ``count`` digits; return their paths and a style for each ("thick stroke, JPEG" ...)."""
-    raw = bytes(images[:count].contiguous().view(-1).tolist())
     directory.mkdir(parents=True, exist_ok=True)
     paths, styles = [], []
-    for i in range(count):
+    for i, pixels in enumerate(images[:count].numpy()):
         rng = random.Random(seed * 1_000_003 + i)  # image i is the same whatever --count is
-        r = render(raw[i * 784 : (i + 1) * 784], rng)
+        r = render(pixels.tobytes(), rng)
         path = directory / f"{i:05d}{r.suffix}"
         r.image.save(path, **r.save_args)
         paths.append(str(path))
@@ -137,7 +136,8 @@ def evaluate(
     import torch
 
     from mnistctl.checkpoint import build_model, load_checkpoint
-    from mnistctl.evaluate import normalise, predict_logits
+    from mnistctl.data.mnist import normalise
+    from mnistctl.evaluate import predict_logits
     from mnistctl.predict import predict_paths
 
     checkpoint = load_checkpoint(model_path)
@@ -150,18 +150,18 @@ def evaluate(
     logits = predict_logits(model, normalise(images[:n], norm["mean"], norm["std"]), device)
     clean = int((logits.argmax(1) == labels[:n]).sum()) / n
     rows.append(Row(model_path, checkpoint["arch"], "— (clean 28x28 MNIST)", clean, n, time.perf_counter() - start))
-    import mnistctl.predict as predict_module
+    import mnistctl.imaging as imaging
 
     modes = (("on", True, True), ("on, stroke width left as drawn", True, False), ("off", False, True))
     for label, on, strokes in modes:
-        predict_module.NORMALISE_STROKES = strokes
+        imaging.NORMALISE_STROKES = strokes
         start = time.perf_counter()
         try:
             preds = list(
                 predict_paths(paths, model, norm, device, workers=args.workers, preprocess_image=on, invert="auto")
             )
         finally:
-            predict_module.NORMALISE_STROKES = True
+            imaging.NORMALISE_STROKES = True
         seconds = time.perf_counter() - start
         failed = [p for p in preds if p.error]
         for p in failed[:3]:
@@ -203,7 +203,7 @@ def contact_sheet(paths: list[str], labels, model_path: str, out: Path, per_row:
         shown.thumbnail((cell, cell), Image.Resampling.LANCZOS)
         sheet.paste(shown, (x + (cell - shown.width) // 2, y + (cell - shown.height) // 2))
         if pred.pixels is not None:
-            seen = Image.frombytes("L", (28, 28), bytes(pred.pixels.flatten().tolist()))
+            seen = Image.fromarray(pred.pixels)
             sheet.paste(seen.resize((cell, cell), Image.Resampling.NEAREST).convert("RGB"), (x + cell + pad, y))
         label = int(labels[pred.index])
         text = f"true {label}  read {pred.digit} ({pred.confidence:.0%})" if pred.error is None else pred.error

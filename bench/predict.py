@@ -9,7 +9,8 @@ Writes the first N (default 10,000) MNIST test digits as 28×28 PNG files into a
 - prints images/s beyond start-up two ways: N / (a - b), from the best times and per round; and, per round,
   the lines after the first read of (a)'s output over the time from that read to the last one (it flushes
   every line) — the second does not subtract two noisy start-ups. Then the accuracy of the printed digits;
-- measures in-process what one file costs: Pillow's open + decode, mnistctl's reader, read + preprocess.
+- measures in-process what one file costs: Pillow's open + decode, `load_image` (Pillow's decoding into an 8-bit
+  gray array), and read + preprocess as a decoding thread does it.
 With --in-process it times `predict_paths` directly instead of the CLI (model loaded once, outside the timing).
 Timings from a busy machine are not worth quoting: run it alone.
 """
@@ -41,11 +42,10 @@ def load_test_digits(data_dir: Path, mirror: str, n: int):
 def write_pngs(images, directory: Path) -> list[str]:
     from PIL import Image
 
-    raw = bytes(images.contiguous().view(-1).tolist())  # no numpy: one conversion for all the digits
     paths = []
-    for i in range(len(images)):
+    for i, pixels in enumerate(images.numpy()):
         path = directory / f"{i:05d}.png"
-        Image.frombytes("L", (28, 28), raw[i * 784 : (i + 1) * 784]).save(path)
+        Image.fromarray(pixels).save(path)
         paths.append(str(path))
     return paths
 
@@ -104,7 +104,8 @@ def per_file_costs(paths: list[str], sample: int = 2000, rounds: int = 7) -> dic
     files, the steps taking turns within each round so that a slow spell of the machine hits them alike."""
     from PIL import Image
 
-    from mnistctl.predict import CHUNK, _load_chunk, load_image
+    from mnistctl.imaging import load_image
+    from mnistctl.predict import CHUNK, _load_chunk
 
     def pillow(path: str) -> None:
         with Image.open(path) as im:
@@ -119,7 +120,7 @@ def per_file_costs(paths: list[str], sample: int = 2000, rounds: int = 7) -> dic
 
     steps = {
         "Pillow `Image.open` + `load`": each(pillow),
-        "mnistctl's reader (`load_image`: plain PNGs without `Image.open`)": each(load_image),
+        "`load_image` (Pillow, then an 8-bit gray array)": each(load_image),
         "read + preprocess, as a decoding thread does it": as_the_pool_does,
     }
     files = paths[:sample]

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from mnistctl.cli import app
+from mnistctl.imaging import load_digit
+from mnistctl.report import SHADES
 
 runner = CliRunner()
 MNISTCTL = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
@@ -49,9 +52,11 @@ def test_one_line_per_image_in_input_order(model, images):
 
 def test_top_k_and_json_lines(model, images):
     result = runner.invoke(app, ["predict", "-m", str(model), "--top-k", "2", str(images[0])])
+    assert result.exit_code == 0, result.output
     fields = result.stdout.strip().split("\t")
     assert len(fields) == 7 and fields[1] not in (fields[3], fields[5])
     result = runner.invoke(app, ["predict", "-m", str(model), "--json", "-k", "1", *map(str, images)])
+    assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 3 and all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
     assert all(r["digit"] == max(range(10), key=lambda d: r["probabilities"][d]) for r in rows)
@@ -105,9 +110,18 @@ def test_missing_model_and_no_inputs(images, tmp_path):
 
 def test_no_preprocess_and_show(model, images):
     result = runner.invoke(app, ["predict", "-m", str(model), "--no-preprocess", "--show", str(images[1])])
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 1  # the preview goes to stderr when stdout is not a terminal
-    assert "@" in result.stderr or "#" in result.stderr
+    # Without colour each pixel is two shading characters, darkest to brightest: read the picture back.
+    *rows, last = result.stderr.splitlines()  # 28 rows, each ending in a newline, then print()'s own
+    assert last == "" and len(rows) == 28 and all(len(row) <= 56 and set(row) <= set(SHADES) for row in rows)
+    seen = np.array([[SHADES.index(row[x]) if x < len(row) else 0 for x in range(0, 56, 2)] for row in rows])
+    # What the network saw: the 120x90 drawing squeezed to 28x28, inverted (light paper), not cropped.
+    expected = load_digit(images[1], preprocess_image=False).astype(int) * len(SHADES) // 256
+    assert np.array_equal(seen, expected)
+    # The stroke runs from (30%, 20%) to (60%, 80%) of the picture: ink there, none in the corners.
+    assert seen[14, 12] >= 5 and seen[6, 9] >= 5 and seen[22, 16] >= 5
+    assert seen[:4, :4].max() == 0 and seen[-4:, -4:].max() == 0 and seen[:4, -4:].max() == 0
 
 
 def test_shell_pipeline_from_stdin(model, images):

@@ -1,0 +1,180 @@
+"""Streaming predictions over many files (`predict_paths`) and finding the files (`expand_inputs`).
+
+The network is a tiny one with random weights: the digits are arbitrary, the plumbing is what is tested.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_imaging import black_on_white, mnist_like, save
+
+from mnistctl.imaging import load_digit
+from mnistctl.models import CompactNet
+from mnistctl.predict import Prediction, expand_inputs, predict_paths, share_cores
+
+NORM = {"mean": 0.0, "std": 1.0}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def tiny_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return CompactNet(widths=(4, 8))
+
+
+def _mixed_files(tmp_path: Path, n: int = 40) -> list[str]:
+    paths = []
+    for i in range(n):
+        box = (10 + i % 7, 10 + i % 5, 40 + i % 11, 50 + i % 3)
+        paths.append(save(black_on_white((64, 64), box=box), tmp_path / f"{i:03d}.png"))
+    (tmp_path / "bad.png").write_bytes(b"<html></html>")
+    paths.insert(n // 2, str(tmp_path / "bad.png"))
+    paths.append(str(tmp_path / "missing.png"))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------- predicting
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predict_paths_keeps_order_and_reports_bad_files(
+    tmp_path: Path, tiny_net: torch.nn.Module, workers: int
+) -> None:
+    paths = _mixed_files(tmp_path)
+    preds = list(predict_paths(paths, tiny_net, NORM, CPU, batch_size=8, workers=workers, keep_pixels=True))
+    assert [p.index for p in preds] == list(range(len(paths)))
+    assert [p.path for p in preds] == paths
+    bad = [p for p in preds if p.error]
+    assert [p.path for p in bad] == [str(tmp_path / "bad.png"), str(tmp_path / "missing.png")]
+    assert bad[0].error.startswith("not an image file") and bad[1].error == "no such file"
+    assert all(p.digit is None and p.probabilities is None for p in bad)
+    for p in preds:
+        if p.error:
+            continue
+        assert isinstance(p, Prediction) and 0 <= p.digit <= 9
+        assert len(p.probabilities) == 10 and abs(sum(p.probabilities) - 1) < 1e-5
+        assert p.confidence == pytest.approx(max(p.probabilities))
+        assert p.probabilities.index(max(p.probabilities)) == p.digit
+        assert p.pixels.shape == (28, 28) and p.pixels.dtype == np.uint8
+        assert np.array_equal(p.pixels, load_digit(p.path))
+
+
+def test_predict_paths_matches_a_plain_forward_pass(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+    paths = [save(black_on_white((50, 50), box=(5 + i, 8, 30 + i, 45)), tmp_path / f"{i}.png") for i in range(5)]
+    norm = {"mean": 0.1307, "std": 0.3081}
+    preds = list(predict_paths(paths, tiny_net, norm, CPU, workers=1))
+    x = torch.from_numpy(np.stack([load_digit(p) for p in paths])).float().unsqueeze(1)
+    with torch.no_grad():
+        expected = tiny_net.eval()((x / 255 - 0.1307) / 0.3081).softmax(1)
+    got = torch.tensor([p.probabilities for p in preds])
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert all(p.pixels is None for p in preds)  # only with keep_pixels
+
+
+def test_predict_paths_streams_and_can_stop_early(
+    tmp_path: Path, tiny_net: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mnistctl.predict as predict_mod
+
+    loaded: list[str] = []
+    lock = threading.Lock()
+    digit = mnist_like()
+
+    def counting_load(path: str, **options: object) -> np.ndarray:
+        with lock:
+            loaded.append(path)
+        return digit
+
+    monkeypatch.setattr(predict_mod, "load_digit", counting_load)
+    paths = [f"img{i}.png" for i in range(5000)]
+    stream = predict_paths(paths, tiny_net, NORM, CPU, batch_size=512, workers=2)
+    first = next(stream)
+    assert first.index == 0 and first.error is None
+    assert len(loaded) < 1000  # the first result came long before the last file was read
+    stream.close()  # stopping early neither hangs nor goes on reading everything
+    assert len(loaded) < 1000
+    assert list(predict_paths([], tiny_net, NORM, CPU)) == []
+
+
+def test_predict_paths_leaves_the_warning_filters_as_they_were(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+    import warnings
+
+    before = list(warnings.filters)
+    list(predict_paths(_mixed_files(tmp_path, 100), tiny_net, NORM, CPU, batch_size=16, workers=4))
+    assert list(warnings.filters) == before
+
+
+def test_predict_paths_without_preprocessing(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+    path = save(black_on_white((90, 60)), tmp_path / "d.png")
+    (pred,) = predict_paths([path], tiny_net, NORM, CPU, preprocess_image=False, keep_pixels=True)
+    assert np.array_equal(pred.pixels, load_digit(path, preprocess_image=False))
+
+
+def test_predict_paths_rejects_an_unknown_invert(tiny_net: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="invert"):
+        list(predict_paths(["a.png"], tiny_net, NORM, CPU, invert="maybe"))
+
+
+def test_decoding_threads_and_torch_threads_share_the_cores() -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert share_cores(CPU, None, None) == 2 and torch.get_num_threads() == 2
+        torch.set_num_threads(4)
+        assert share_cores(CPU, 3, 4) == 3 and torch.get_num_threads() == 4  # --threads wins
+        assert share_cores(torch.device("meta"), 1, None) == 1 and torch.get_num_threads() == 4  # not on the CPU
+        torch.set_num_threads(1)
+        assert share_cores(CPU, None, None) == 1 and torch.get_num_threads() == 1
+        assert share_cores(CPU, 0, None) == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------------------------- inputs
+
+
+def test_expand_inputs(tmp_path: Path) -> None:
+    d = tmp_path / "scans"
+    (d / "sub").mkdir(parents=True)
+    for name in ("b.PNG", "a.jpg", "c.txt", ".hidden.png", "sub/z.gif", "sub/y.tiff"):
+        (d / name).write_bytes(b"x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "only-dirs" / "inner").mkdir(parents=True)
+    (tmp_path / "only-dirs" / "inner" / "x.png").write_bytes(b"x")
+    (tmp_path / "odd.name").write_bytes(b"x")
+
+    paths, problems = expand_inputs([str(d)], recursive=False)
+    assert paths == [str(d / "a.jpg"), str(d / "b.PNG")] and problems == []
+    paths, _ = expand_inputs([str(d)], recursive=True)
+    assert paths == [str(d / "a.jpg"), str(d / "b.PNG"), str(d / "sub" / "y.tiff"), str(d / "sub" / "z.gif")]
+
+    inputs = [str(tmp_path / "odd.name"), str(tmp_path / "nope.png"), str(tmp_path / "empty"), str(d / "c.txt")]
+    paths, problems = expand_inputs(inputs, recursive=False)
+    assert paths == [str(tmp_path / "odd.name"), str(d / "c.txt")]  # files are taken whatever their suffix
+    assert problems == [
+        f"no such file or directory: {tmp_path / 'nope.png'}",
+        f"no images in directory {tmp_path / 'empty'}",
+    ]
+
+    paths, problems = expand_inputs([str(tmp_path / "only-dirs")], recursive=False)
+    assert paths == [] and "--recursive" in problems[0]
+    assert expand_inputs([str(tmp_path / "only-dirs")], recursive=True)[0] == [
+        str(tmp_path / "only-dirs" / "inner" / "x.png")
+    ]
+
+
+def test_a_directory_scan_takes_image_files_by_suffix_in_any_case(tmp_path: Path) -> None:
+    """What a scan of a folder of phone photos and scans picks up: every usual image suffix, upper or lower
+    case; not notes, not files without a suffix, not hidden files (macOS ``._x.png`` resource forks)."""
+    images = ["a.PNG", "b.jpeg", "c.JPG", "d.Tiff", "e.webp", "f.bmp", "g.gif", "h.pgm", "i.ppm", "j.pnm", "k.tif"]
+    others = ["notes.txt", "README", "photo.png.bak", ".hidden.png", "._a.PNG", "archive.zip"]
+    for name in images + others:
+        Image.new("L", (8, 8), 255).save(tmp_path / name, format="PNG")
+    paths, problems = expand_inputs([str(tmp_path)], recursive=False)
+    assert paths == [str(tmp_path / name) for name in images] and problems == []
