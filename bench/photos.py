@@ -134,10 +134,10 @@ def evaluate(
     paths: list[str], styles: list[str], labels, model_path: str, args: argparse.Namespace, images
 ) -> list[Row]:
     import torch
+    from mnistctl.evaluate import predict_logits
 
     from mnistctl.checkpoint import build_model, load_checkpoint
     from mnistctl.data.mnist import normalise
-    from mnistctl.evaluate import predict_logits
     from mnistctl.predict import predict_paths
 
     checkpoint = load_checkpoint(model_path)

@@ -36,11 +36,29 @@ def default_model_path() -> Path:
     return Path(os.environ.get("MNISTCTL_MODEL") or "digit_model.pt").expanduser()
 
 
+def bundled_model_path() -> Path:
+    """The model that ships inside the package (trained by `bench/bundle.py` with the CPU default recipe)."""
+    from importlib.resources import files
+
+    return Path(str(files("mnistctl") / "weights" / "digit_model.pt"))
+
+
 def find_model(explicit: Path | None) -> tuple[Path, str]:
-    """The checkpoint to read and where the choice came from: ``-m`` ("option"), else the default."""
+    """The checkpoint ``eval`` and ``predict`` read, and where the choice came from: ``-m`` ("option"), else
+    ``$MNISTCTL_MODEL`` or ``./digit_model.pt`` if it exists, else the model bundled with mnistctl."""
     if explicit is not None:
         return explicit.expanduser(), "option"
-    return default_model_path(), "the model"
+    env = os.environ.get("MNISTCTL_MODEL")
+    for path, origin in ((env, "$MNISTCTL_MODEL"), ("digit_model.pt", "./digit_model.pt")):
+        if path and Path(path).expanduser().is_file():
+            return Path(path).expanduser(), origin
+    bundled = bundled_model_path()
+    if not bundled.is_file():
+        raise MnistctlError(
+            "no model found: no -m, $MNISTCTL_MODEL or ./digit_model.pt, and this installation has no bundled model",
+            "train one with `mnistctl train`, or pass one with -m",
+        )
+    return bundled, "the bundled model"
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -207,7 +225,7 @@ def build_model(checkpoint: dict[str, Any]) -> nn.Module:
 
 @contextlib.contextmanager
 def training_run(
-    path: Path, requested: TrainConfig, *, resume: bool, force: bool, writer: bool = True
+    path: Path, requested: TrainConfig, *, resume: bool, force: bool, device_kind: str = "cpu", writer: bool = True
 ) -> Iterator[tuple[TrainConfig, dict[str, Any] | None]]:
     """Own ``path`` for a training run: yield the config to train and the checkpoint to resume (or None).
 
@@ -227,7 +245,7 @@ def training_run(
             yield resume_config(checkpoint, path, requested), checkpoint
             return
         if writer and not force:
-            check_overwrite(path, requested.arch or DEFAULT_ARCH)
+            check_overwrite(path, requested.arch or DEFAULT_ARCH[device_kind])
         yield requested, None
 
 

@@ -132,6 +132,7 @@ def train(
     schedule: opt.Schedule = None,
     weight_decay: opt.WeightDecay = None,
     label_smoothing: opt.LabelSmoothing = None,
+    ema: opt.Ema = None,
     augment: opt.Augment = None,
     rotate: opt.Rotate = None,
     scale: opt.Scale = None,
@@ -156,7 +157,7 @@ def train(
     from mnistctl.checkpoint import default_model_path, training_run
     from mnistctl.config import TrainConfig
     from mnistctl.data.mnist import load_mnist
-    from mnistctl.runtime import dist_info, launch_torchrun, precision_option, setup_device
+    from mnistctl.runtime import device_kind, dist_info, launch_torchrun, precision_option, setup_device
     from mnistctl.train import fit
 
     main_rank = dist_info().is_main
@@ -164,14 +165,17 @@ def train(
         raise typer.Exit(launch_torchrun(nproc, device, sys.argv[1:]))
     quiet, json_out = (quiet, json_out) if main_rank else (True, False)
     requested = TrainConfig(
-        arch, epochs, optimizer, lr, batch_size, schedule, weight_decay, label_smoothing, augment, rotate, scale,
-        shift, seed, train_limit, None, channels_last, compile_model,
+        arch=arch, epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, schedule=schedule,
+        weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, rotate=rotate, scale=scale,
+        shift=shift, ema=ema, seed=seed, train_limit=train_limit, channels_last=channels_last, compile=compile_model,
     )  # fmt: skip
     requested.validate()  # before any slow work
     torch_device = setup_device(device, threads)
     requested.precision = precision_option(amp, torch_device)
     path = out.expanduser() if out else default_model_path()
-    with training_run(path, requested, resume=resume, force=force, writer=main_rank) as (config, checkpoint):
+    kind = device_kind(torch_device)
+    with training_run(path, requested, resume=resume, force=force, device_kind=kind, writer=main_rank) as run:
+        config, checkpoint = run
         data = load_mnist(_mnist(data_dir, mirror, quiet))
         callbacks = report.train_callbacks(quiet=quiet, json_out=json_out)
         result = fit(config, data, torch_device, out=path, resume=checkpoint, callbacks=callbacks)
@@ -349,8 +353,9 @@ def compare_optimizers(
     names = parse_optimizers(optimizers)
     rates = parse_lrs(lr, names)
     base = TrainConfig(
-        arch, epochs, None, None, batch_size, schedule, 0.0, 0.0, augment, seed=seed, train_limit=train_limit
-    )
+        arch=arch, epochs=epochs, batch_size=batch_size, schedule=schedule, weight_decay=0.0, label_smoothing=0.0,
+        augment=augment, ema=0.0, seed=seed, train_limit=train_limit,
+    )  # fmt: skip
     base.validate()
     for path, option in ((results, "--results"), (csv, "--csv"), (plot, "--plot")):
         if path is not None:

@@ -108,7 +108,9 @@ Force = Annotated[bool, _opt("--force", help="Fetch again even when valid files 
 # --------------------------------------------------------------------------------------------- train
 
 Epochs = Annotated[int | None, _opt("--epochs", "-e", min=1, help="Passes over the training set. \\[default: 10]")]
-Arch = Annotated[str | None, _opt("--arch", help="compact or seed. \\[default: the device's]", panel=RECIPE)]
+Arch = Annotated[
+    str | None, _opt("--arch", help="compact, wide or seed. \\[default: compact on a CPU, wide on a GPU]", panel=RECIPE)
+]
 Optimizer = Annotated[
     str | None, _opt("--optimizer", help="adam, adamw, sgd, sgd-nesterov, rmsprop or adadelta.", panel=RECIPE)
 ]
@@ -117,6 +119,9 @@ TrainBatch = Annotated[int | None, _opt("--batch-size", "-b", min=1, help="Image
 Schedule = Annotated[str | None, _opt("--schedule", help="onecycle, cosine, step or constant.", panel=RECIPE)]
 WeightDecay = Annotated[float | None, _opt("--weight-decay", help="Decoupled weight decay.", panel=RECIPE)]
 LabelSmoothing = Annotated[float | None, _opt("--label-smoothing", min=0.0, max=0.5, panel=RECIPE)]
+Ema = Annotated[
+    float | None, _opt("--ema", min=0.0, max=0.9999, help="Evaluate and save a moving average (0: off).", panel=RECIPE)
+]
 Augment = Annotated[bool | None, _opt("--augment/--no-augment", help="Augment the training images.", panel=AUGMENT)]
 Rotate = Annotated[float | None, _opt("--rotate", min=0.0, max=45.0, help="Random rotation, ± degrees.", panel=AUGMENT)]
 Scale = Annotated[float | None, _opt("--scale", min=0.0, max=0.5, help="Random scale, ± fraction.", panel=AUGMENT)]

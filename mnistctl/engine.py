@@ -7,6 +7,7 @@ autocast context with the gradient scaler that fp16 needs (bf16 and fp32 need no
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,28 @@ class Precision:
         self.scaler.update()
 
 
+class EMA:
+    """An exponential moving average of a model's weights and BatchNorm statistics: a copy, updated after each
+    optimizer step, that evaluates better than the weights of any one step. Its decay ramps up from 0.1 towards
+    ``decay`` over the first steps, so the average follows the fast early changes instead of remembering the
+    random initialisation. The step count lives on the host: updating never waits for the device."""
+
+    def __init__(self, model: nn.Module, decay: float, steps: int = 0) -> None:
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay, self.steps = decay, steps
+        self._pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for average, current in self._pairs:
+            if average.is_floating_point():
+                average.lerp_(current, 1 - d)
+            else:
+                average.copy_(current)  # BatchNorm's batch counter
+
+
 @dataclass
 class EpochStats:
     loss: float  # mean training loss over the epoch's images
@@ -106,6 +129,7 @@ def train_one_epoch(
     precision: Precision,
     dist: Dist,
     label_smoothing: float = 0.0,
+    ema: EMA | None = None,
     on_progress: ProgressFn | None = None,
     progress_every: int = 20,
 ) -> EpochStats:
@@ -123,6 +147,8 @@ def train_one_epoch(
         summed = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing, reduction="sum")
         precision.backward_and_step(summed * dist.world_size / size, optimizer)
         scheduler.step()
+        if ema is not None:
+            ema.update()
         loss_sum += summed.detach()
         correct += (logits.argmax(1) == y).sum()
         seen += size

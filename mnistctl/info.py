@@ -9,9 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from mnistctl import __version__
-from mnistctl.checkpoint import default_model_path
+from mnistctl.checkpoint import find_model
 from mnistctl.data.mnist import check_files
-from mnistctl.runtime import Accelerators, describe_devices, dist_info, rank_device_name, resolve_device_name, versions
+from mnistctl.errors import MnistctlError
+from mnistctl.runtime import (
+    NATIVE_BF16,
+    Accelerators,
+    default_precision,
+    describe_devices,
+    dist_info,
+    rank_device_name,
+    read_cpu_flags,
+    resolve_device_name,
+    versions,
+)
 
 
 def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, Any]:
@@ -19,7 +30,7 @@ def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, An
 
     acc = Accelerators.detect()
     files = check_files(data_dir)
-    model = model_path or default_model_path()
+    model = _model(model_path)
     try:
         auto = resolve_device_name(os.environ.get("MNISTCTL_DEVICE") or "auto", acc)
     except Exception as exc:  # a bad MNISTCTL_DEVICE is worth reporting, not failing on
@@ -42,7 +53,9 @@ def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, An
         "data_dir": str(data_dir),
         "data_ok": all(f.state == "present" for f in files),
         "data_files": [{"name": f.name, "path": f.path, "state": f.state} for f in files],
-        "model": {"path": str(model), "exists": model.is_file()},
+        "model": model,
+        "precision": _precision(auto),
+        "cpu_native_bf16": bool(NATIVE_BF16 & read_cpu_flags()),
         "distributed": {
             "rank": dist.rank,
             "world_size": dist.world_size,
@@ -52,3 +65,22 @@ def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, An
             "rule": "under torchrun, local rank i uses cuda:i on GPU machines, else the CPU (gloo)",
         },
     }
+
+
+def _model(explicit: Path | None) -> dict[str, Any]:
+    """Which checkpoint `eval` and `predict` would use (and why), or why there is none."""
+    try:
+        path, origin = find_model(explicit)
+    except MnistctlError as exc:
+        return {"path": None, "source": None, "exists": False, "problem": exc.message}
+    return {"path": str(path), "source": origin, "exists": path.is_file()}
+
+
+def _precision(device: str) -> str:
+    """What `train` would use on the automatic device."""
+    import torch
+
+    try:
+        return default_precision(torch.device(device))
+    except RuntimeError:
+        return "unknown"

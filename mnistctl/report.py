@@ -186,12 +186,12 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
     general = _table(show_header=False, title="mnistctl info", title_justify="left")
     general.add_column("key", style="bold")
     general.add_column("value", overflow="fold")
-    for key in ("mnistctl", "python", "platform", "torch", "torchvision", "threads", "auto_device"):
+    for key in ("mnistctl", "python", "platform", "torch", "torchvision", "threads", "auto_device", "precision"):
         value = info.get(key)
         general.add_row(key.replace("_", " "), "not installed" if value is None else str(value))
     general.add_row("data dir", f"{info['data_dir']} ({'all files valid' if info['data_ok'] else 'incomplete'})")
     model = info["model"]
-    general.add_row("default model", f"{model['path']} ({'exists' if model['exists'] else 'not found'})")
+    general.add_row("model", f"{model['path']} ({model['source']})" if model["path"] else model["problem"])
     dist = info["distributed"]
     general.add_row(
         "this rank", f"{dist['rank']} of {dist['world_size']} → {dist['device']} ({dist['backend']}); {dist['rule']}"

@@ -196,9 +196,33 @@ def precision_option(amp: bool | None, device: torch.device) -> str | None:
     return amp_precision(device) if amp else "fp32"
 
 
-def default_precision(device: torch.device) -> str:
-    """The precision training uses unless told: fp32 (``--amp`` asks for mixed precision)."""
+def default_precision(device: torch.device, cpu_flags: set[str] | None = None) -> str:
+    """The precision training uses unless ``--amp``/``--no-amp`` says otherwise, by what the device computes
+    natively (each choice measured: docs/benchmarks.md): bf16 autocast on CUDA GPUs that support it and on
+    CPUs with native bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere (bf16 emulated on an AVX2 CPU
+    trains 7–10× slower; fp16 is never a default)."""
+    import torch
+
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if NATIVE_BF16 & (read_cpu_flags() if cpu_flags is None else cpu_flags) else "fp32"
     return "fp32"
+
+
+NATIVE_BF16 = {"avx512_bf16", "amx_bf16"}
+
+
+def read_cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is absent, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from mnistctl.batches import EpochBatches
 from mnistctl.checkpoint import make_checkpoint, save_checkpoint
 from mnistctl.config import TrainConfig
 from mnistctl.data.mnist import MnistData, normalise
-from mnistctl.engine import Dist, EpochStats, Precision, evaluate, train_one_epoch
+from mnistctl.engine import EMA, Dist, EpochStats, Precision, evaluate, train_one_epoch
 from mnistctl.errors import Interrupted, MnistctlError
 from mnistctl.models import Architecture, get_architecture
 from mnistctl.runtime import default_precision, device_kind, seed_everything
@@ -147,6 +147,9 @@ def fit(
         if not dist.is_main:
             callbacks = None
         model = _build(cfg, arch, device, initial_state, resume)
+        ema = EMA(model, cfg.ema, int(resume.get("ema_steps", 0)) if resume else 0) if cfg.ema else None
+        if ema is not None and resume is not None:
+            ema.module.load_state_dict(resume["state_dict"])  # the averaged weights are the checkpoint's own
         net = dist.wrap(model, device)
         if cfg.compile:
             net = torch.compile(net)
@@ -156,7 +159,8 @@ def fit(
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(cfg.schedule, steps))
         history = _restore(resume, optimizer, scheduler)
         test = (normalise(data.test_images, *arch.normalization).to(device), data.test_labels.to(device))
-        loop = _Loop(cfg, arch, model, net, batches, optimizer, scheduler, Precision(cfg.precision, device), dist)
+        precision = Precision(cfg.precision, device)
+        loop = _Loop(cfg, arch, model, ema, net, batches, optimizer, scheduler, precision, dist)
         return loop.run(history, test, out, callbacks or TrainCallbacks())
     finally:
         dist.close()
@@ -171,7 +175,9 @@ def _build(
 ) -> nn.Module:
     seed_everything(cfg.seed)
     model = arch.build()
-    for state in (initial_state, resume and resume["state_dict"]):
+    # With an EMA the checkpoint's weights are the average; the ones being trained are kept beside them.
+    trained = resume and (resume.get("model_state") or resume["state_dict"])
+    for state in (initial_state, trained):
         if state:
             model.load_state_dict(state)
     model = model.to(device)
@@ -194,6 +200,7 @@ class _Loop:
     cfg: TrainConfig
     arch: Architecture
     model: nn.Module
+    ema: EMA | None
     net: nn.Module
     batches: EpochBatches
     optimizer: torch.optim.Optimizer
@@ -223,11 +230,12 @@ class _Loop:
                     self.precision,
                     self.dist,
                     self.cfg.label_smoothing,
+                    self.ema,
                     on_progress=functools.partial(callbacks.on_batch, epoch),
                 )
                 if self.dist.is_main:
                     t0 = time.perf_counter()
-                    loss, accuracy = evaluate(self.model, *test, self.batches.device)
+                    loss, accuracy = evaluate(self.evaluated, *test, self.batches.device)
                     elapsed = elapsed_before + time.perf_counter() - run_start
                     history.append(self._result(epoch, stats, loss, accuracy, time.perf_counter() - t0, elapsed))
                     if out is not None:
@@ -252,12 +260,18 @@ class _Loop:
         speed = stats.images / stats.seconds
         return EpochResult(epoch, *train, loss, accuracy, stats.seconds + eval_s, speed, lr, elapsed)
 
+    @property
+    def evaluated(self) -> nn.Module:
+        """The network that is tested and saved: the weights' moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
     def checkpoint(self, history: list[EpochResult]) -> dict[str, Any]:
         last = history[-1]
+        extra = {"model_state": _to_cpu(self.model.state_dict()), "ema_steps": self.ema.steps} if self.ema else {}
         return make_checkpoint(
             arch=self.cfg.arch,
             arch_config=dict(self.arch.defaults),
-            state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            state_dict=_to_cpu(self.evaluated.state_dict()),
             normalization=self.arch.normalization,
             epoch=last.epoch,
             config=asdict(self.cfg),
@@ -267,6 +281,7 @@ class _Loop:
                 "optimizer": _to_cpu(self.optimizer.state_dict()),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
+                **extra,
             },
         )
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import json
 import os
 import random
+import shutil
 import struct
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 # else ../shared/mnist beside the checkout.
 _env_mirror = os.environ.get("MNISTCTL_MIRROR")
 SHARED_MNIST = Path(_env_mirror).resolve() if _env_mirror else REPO.parent / "shared" / "mnist"
+# The installed `mnistctl` script, for tests of the real process (signals, pipes, exit codes).
+MNISTCTL_SCRIPT = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
 
 
 @pytest.fixture(autouse=True)
@@ -79,6 +84,20 @@ def make_fake_mnist(directory: Path, n_train: int = 40, n_test: int = 20, seed: 
         )
     )
     return FakeMnist(raw, gz, specs, directory)
+
+
+def launch_with_fake_mnist(fake: FakeMnist) -> str:
+    """``python -c`` code that runs the CLI in a new process expecting ``fake``'s files, with no public mirror."""
+    specs = json.dumps([[s.name, s.sha256, s.size] for s in fake.specs])
+    return (
+        "import json, sys\n"
+        "import mnistctl.data.mnist as d, mnistctl.data.download as dl\n"
+        f"d.MNIST_FILES = tuple(d.MnistFile(*x) for x in json.loads({specs!r}))\n"
+        "dl.PUBLIC_MIRRORS = ()\n"
+        "from mnistctl.cli import app\n"
+        'sys.argv = ["mnistctl", *sys.argv[1:]]\n'
+        "app()\n"
+    )
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Route, write_tiny_mnist
+from conftest import Route, launch_with_fake_mnist, write_tiny_mnist
 from typer.testing import CliRunner
 
 import mnistctl.data.download as download_mod
@@ -174,18 +173,12 @@ def test_sigkilled_download_never_leaves_a_partial_file_and_resumes(tmp_path, fa
     route: Route = mirror_server.routes[big]
     half = len(route.body) // 2
     route.stall_after = half
-    specs = json.dumps([[s.name, s.sha256, s.size] for s in fake_mnist.specs])
-    patch = (
-        "import json, mnistctl.data.mnist as d, mnistctl.data.download as dl\n"
-        f"d.MNIST_FILES = tuple(d.MnistFile(*x) for x in json.loads({specs!r}))\n"
-        "dl.PUBLIC_MIRRORS = ()\n"
-    )
     data_dir = tmp_path / "d"
     proc = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            LAUNCH.format(patch=patch),
+            launch_with_fake_mnist(fake_mnist),
             "download",
             "--data-dir",
             str(data_dir),

@@ -1,13 +1,21 @@
-"""Device selection (with mocked availability), threads, torchrun's environment, autocast."""
+"""Device selection and device-aware defaults (with mocked capabilities), torchrun's environment, precision."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from mnistctl.config import DEFAULT_ARCH, DEFAULT_LR, RECIPES, TrainConfig
 from mnistctl.engine import Precision
 from mnistctl.errors import MnistctlError, UsageError
-from mnistctl.runtime import Accelerators, dist_info, resolve_device_name, seed_everything
+from mnistctl.runtime import (
+    Accelerators,
+    default_precision,
+    dist_info,
+    precision_option,
+    resolve_device_name,
+    seed_everything,
+)
 
 CPU_ONLY = Accelerators()
 TWO_GPUS = Accelerators(cuda_names=("GPU A", "GPU B"))
@@ -97,3 +105,41 @@ def test_only_fp16_scales_the_loss():
         if not torch.equal(before, layer.weight):
             break
     assert not torch.equal(before, layer.weight) and precision.scaler.get_scale() > 1
+
+
+# --------------------------------------------------------------------------------------------- device-aware defaults
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2", "fma"}, "fp32"),  # bf16 would be emulated: several times slower
+        ({"avx2", "avx512f", "avx512bw"}, "fp32"),
+        ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+        ({"amx_tile", "amx_bf16"}, "bf16"),
+        (set(), "fp32"),  # no /proc/cpuinfo (macOS): the safe choice
+    ],
+)
+def test_cpu_precision_follows_native_bf16(flags, expected):
+    assert default_precision(CPU, cpu_flags=flags) == expected
+
+
+@pytest.mark.parametrize(("bf16", "default", "amp"), [(True, "bf16", "bf16"), (False, "fp32", "fp16")])
+def test_cuda_precision_follows_the_gpu(monkeypatch, bf16, default, amp):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    gpu = torch.device("cuda:0")
+    assert default_precision(gpu) == default
+    assert precision_option(True, gpu) == amp  # --amp: fp16 (with its GradScaler) only where bf16 is missing
+    assert precision_option(False, gpu) == "fp32" and precision_option(None, gpu) is None
+
+
+def test_recipe_by_device_kind_and_explicit_options_win():
+    cpu, gpu = TrainConfig().resolved("cpu", "fp32"), TrainConfig().resolved("gpu", "bf16")
+    assert (cpu.arch, gpu.arch) == (DEFAULT_ARCH["cpu"], DEFAULT_ARCH["gpu"])
+    assert cpu.batch_size == RECIPES[cpu.arch]["batch_size"] and gpu.batch_size == RECIPES[gpu.arch]["batch_size"]
+    assert (cpu.precision, gpu.precision, cpu.epochs, cpu.seed) == ("fp32", "bf16", 10, 0)
+    mine = TrainConfig(arch="compact", batch_size=32, lr=0.01, precision="fp32").resolved("gpu", "bf16")
+    assert (mine.arch, mine.batch_size, mine.lr, mine.precision) == ("compact", 32, 0.01, "fp32")
+    assert TrainConfig(optimizer="sgd").resolved().lr == DEFAULT_LR["sgd"]  # another optimizer: its own rate
