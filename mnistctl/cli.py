@@ -54,7 +54,7 @@ def _model(model: Path | None, quiet: bool) -> tuple[Path, dict[str, Any]]:
 
     path, origin = find_model(model)
     if origin != "option":
-        report.log(f"Using {origin} {path}.", quiet=quiet)
+        report.log(f"Using {origin}: {path}.", quiet=quiet)
     return path, load_checkpoint(path)
 
 
@@ -354,7 +354,7 @@ def compare_optimizers(
     rates = parse_lrs(lr, names)
     base = TrainConfig(
         arch=arch, epochs=epochs, batch_size=batch_size, schedule=schedule, weight_decay=0.0, label_smoothing=0.0,
-        augment=augment, ema=0.0, seed=seed, train_limit=train_limit,
+        augment=augment, ema=0.0, seed=seed, train_limit=train_limit, precision="fp32",
     )  # fmt: skip
     base.validate()
     for path, option in ((results, "--results"), (csv, "--csv"), (plot, "--plot")):

@@ -215,14 +215,25 @@ NATIVE_BF16 = {"avx512_bf16", "amx_bf16"}
 
 def read_cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is absent, e.g. macOS)."""
+    return set(_cpuinfo_field(("flags", "Features")).split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name as Linux gives it, else what Python's platform module knows."""
+    import platform
+
+    return _cpuinfo_field(("model name",)) or platform.processor() or platform.machine()
+
+
+def _cpuinfo_field(names: tuple[str, ...]) -> str:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.partition(":")[2].split())
+                if line.startswith(names):
+                    return line.partition(":")[2].strip()
     except OSError:
         pass
-    return set()
+    return ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""Train the model that ships with mnistctl, and write it into the package (weights and metadata only).
+
+    python bench/bundle.py                 # mnistctl train --epochs 10 --seed 0 --device cpu, then bundle it
+    python bench/bundle.py --from run.pt   # bundle a checkpoint trained earlier with that same command
+
+The bundled model must be what `mnistctl train` makes with the CPU default recipe (a test checks that its
+recorded recipe is the current one, so changing the default forces a retrained bundle). The file holds the
+averaged weights, normalisation, configuration and history, plus how it was made: the exact command, the
+mnistctl version, the seed, the machine and the test accuracy. No optimizer state: it cannot be resumed.
+MNIST must be in the data directory (`mnistctl download --mirror ../shared/mnist`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mnistctl import __version__
+from mnistctl.checkpoint import bundled_model_path, load_checkpoint, make_checkpoint, save_checkpoint
+from mnistctl.runtime import cpu_model, read_cpu_flags
+
+LIMIT_BYTES = 1 << 20
+
+
+def command(seed: int) -> list[str]:
+    """The command the bundled model comes from: the CPU default recipe, 10 epochs."""
+    return ["mnistctl", "train", "--epochs", "10", "--seed", str(seed), "--device", "cpu"]
+
+
+def train(seed: int, out: Path) -> list[str]:
+    """Run the real command (writing to ``out``) and return it as a user would type it."""
+    exe = shutil.which("mnistctl") or str(Path(sys.executable).parent / "mnistctl")
+    subprocess.run([exe, *command(seed)[1:], "--force", "-o", str(out), "-q"], check=True, stdout=subprocess.DEVNULL)
+    return command(seed)
+
+
+def bundle(source: Path, command: list[str], target: Path) -> dict:
+    trained = load_checkpoint(source)
+    flags = sorted(read_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    made = {
+        "command": shlex.join(command),
+        "mnistctl": __version__,
+        "seed": trained["config"]["seed"],
+        "test_accuracy": trained["metrics"]["test_accuracy"],
+        "machine": f"{cpu_model()} ({' '.join(flags)})",
+        "date": datetime.date.today().isoformat(),
+    }
+    checkpoint = make_checkpoint(
+        arch=trained["arch"],
+        arch_config=trained["arch_config"],
+        state_dict=trained["state_dict"],
+        normalization=(trained["normalization"]["mean"], trained["normalization"]["std"]),
+        epoch=trained["epoch"],
+        config=trained["config"],
+        history=trained["history"],
+        metrics=trained["metrics"],
+    )
+    checkpoint["bundle"] = made
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(target, checkpoint)
+    size = target.stat().st_size
+    if size > LIMIT_BYTES:
+        raise SystemExit(f"{target} is {size:,} bytes, over the 1 MiB the package allows")
+    return {**made, "bytes": size, "path": str(target)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from", dest="source", type=Path, help="a checkpoint made by the same command")
+    parser.add_argument("--command", help="with --from: the command that made it (default: the usual one)")
+    args = parser.parse_args()
+    target = bundled_model_path()
+    if args.source:
+        made_by = shlex.split(args.command) if args.command else command(args.seed)
+        print(json.dumps(bundle(args.source, made_by, target), indent=1))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.pt"
+        print(json.dumps(bundle(out, train(args.seed, out), target), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The model that ships inside the package: safe to load, made by today's CPU default recipe, accurate, and
+used when no other model is there."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import MNISTCTL_SCRIPT, SHARED_MNIST
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnistctl.checkpoint import bundled_model_path, find_model, load_checkpoint
+from mnistctl.cli import app
+from mnistctl.config import DEFAULT_ARCH, DEFAULT_EPOCHS, RECIPES
+
+runner = CliRunner()
+BUNDLED = bundled_model_path()
+
+
+def test_it_is_in_the_package_small_and_loads_with_weights_only():
+    assert BUNDLED.is_file() and BUNDLED.stat().st_size <= 1 << 20
+    checkpoint = load_checkpoint(BUNDLED)  # torch.load(weights_only=True), checksum of the weights checked
+    assert checkpoint["optimizer"] is None  # weights and metadata only
+    made = checkpoint["bundle"]
+    assert made["command"].startswith("mnistctl train ") and f"--seed {made['seed']}" in made["command"]
+    assert made["mnistctl"] and made["machine"] and made["test_accuracy"] == checkpoint["metrics"]["test_accuracy"]
+
+
+def test_it_was_trained_with_the_current_cpu_default_recipe():
+    """Changing the default recipe must come with a retrained bundle: `python bench/bundle.py`."""
+    config = load_checkpoint(BUNDLED)["config"]
+    arch = DEFAULT_ARCH["cpu"]
+    expected = {"arch": arch, "epochs": DEFAULT_EPOCHS, "train_limit": None, **RECIPES[arch]}
+    assert {key: config[key] for key in expected} == expected
+
+
+@pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="no local MNIST mirror")
+def test_it_scores_at_least_99_4_percent_on_the_test_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("MNISTCTL_VERIFY_DATA", "1")
+    result = runner.invoke(app, ["eval", "--json", "--data-dir", str(tmp_path), "--mirror", str(SHARED_MNIST)])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["model"] == str(BUNDLED) and out["count"] == 10_000
+    assert out["accuracy"] >= 0.994
+    assert f"Using the bundled model: {BUNDLED}" in result.stderr
+
+
+def test_the_model_used_when_none_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MNISTCTL_MODEL")
+    assert find_model(None) == (BUNDLED, "the bundled model")
+    (tmp_path / "digit_model.pt").write_bytes(b"x")
+    assert find_model(None) == (Path("digit_model.pt"), "./digit_model.pt")
+    monkeypatch.setenv("MNISTCTL_MODEL", str(tmp_path / "mine.pt"))  # set, but not there: the next one
+    assert find_model(None) == (Path("digit_model.pt"), "./digit_model.pt")
+    (tmp_path / "mine.pt").write_bytes(b"x")
+    assert find_model(None) == (tmp_path / "mine.pt", "$MNISTCTL_MODEL")
+    assert find_model(tmp_path / "none.pt") == (tmp_path / "none.pt", "option")  # -m is never second-guessed
+    result = runner.invoke(app, ["predict", "-m", str(tmp_path / "none.pt"), "x.png"])
+    assert result.exit_code == 1 and "model file" in result.stderr and "does not exist" in result.stderr
+
+
+def test_a_fresh_directory_predicts_with_the_bundled_model_and_says_so(tmp_path, monkeypatch):
+    digit = Image.new("L", (120, 160), 255)
+    digit.paste(0, (50, 20, 66, 140))  # a thick vertical stroke: a "1"
+    digit.save(tmp_path / "digit.png")
+    env = {k: v for k, v in os.environ.items() if k != "MNISTCTL_MODEL"}
+    proc = subprocess.run(
+        [MNISTCTL_SCRIPT, "predict", "digit.png"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\t")[:2] == ["digit.png", "1"]
+    assert proc.stderr.strip() == f"Using the bundled model: {BUNDLED}."
+    quiet = subprocess.run(
+        [MNISTCTL_SCRIPT, "predict", "-q", "digit.png"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    monkeypatch.chdir(tmp_path)
+    info = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
+    assert info["model"] == {"path": str(BUNDLED), "source": "the bundled model", "exists": True}
