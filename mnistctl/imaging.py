@@ -10,6 +10,8 @@ Decoding is Pillow's; everything after it works on numpy arrays, with Pillow onl
 
 from __future__ import annotations
 
+import codecs
+import errno
 import io
 import math
 import os
@@ -48,6 +50,8 @@ STROKE_REF = 80  # strokes are measured and changed on a copy with this longer s
 IN_MEMORY_BYTES = 1 << 20  # smaller files are read in one call and decoded from memory (a fifth cheaper)
 
 BLANK = "blank image: no ink found"
+NOT_REGULAR = "not a regular file"
+NOT_AN_IMAGE = "not an image file (or a format Pillow cannot read)"
 
 
 class ImageError(MnistctlError):
@@ -114,11 +118,20 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     return gray
 
 
+# Opening never blocks (a FIFO with no writer would hang a decoding thread for good; a terminal must not become
+# ours); O_NONBLOCK changes nothing for a regular file, the only kind that is then read.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def _open_file(path: str) -> BinaryIO:
-    """The file at ``path``, opened for reading; a small file is read into memory at once (a fifth cheaper
-    for Pillow than a file object, and os calls cost a third of ``open``'s)."""
+    """The regular file at ``path``, opened for reading; a small one is read into memory at once (a fifth
+    cheaper for Pillow than a file object, and os calls cost a third of ``open``'s).
+
+    What is opened is what is checked (fstat on the open descriptor): no window for the path to change between
+    the check and the read. Directories, FIFOs, sockets and devices (/dev/zero) are refused.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise ImageError(_os_reason(exc)) from None
     handed_over = False
@@ -126,26 +139,21 @@ def _open_file(path: str) -> BinaryIO:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise ImageError("is a directory")
-        if info.st_size > IN_MEMORY_BYTES:
-            handed_over = True
-            return os.fdopen(fd, "rb")
-        return io.BytesIO(_read_all(fd, info.st_size))
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(NOT_REGULAR)
+        if info.st_size <= IN_MEMORY_BYTES:
+            data = os.read(fd, info.st_size + 1)  # +1: to see whether the file has grown (a /proc file says 0)
+            if len(data) <= info.st_size:
+                return io.BytesIO(data)
+            os.lseek(fd, 0, os.SEEK_SET)
+        fp = os.fdopen(fd, "rb")
+        handed_over = True
+        return fp
     except OSError as exc:
         raise ImageError(_os_reason(exc)) from None
     finally:
         if not handed_over:
             os.close(fd)
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """The file's ``size`` bytes in one call, or everything up to its end if it has grown (a /proc file says 0)."""
-    data = os.read(fd, size + 1)
-    if len(data) <= size:
-        return data
-    parts = [data]
-    while part := os.read(fd, 1 << 16):
-        parts.append(part)
-    return b"".join(parts)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -155,6 +163,8 @@ def _os_reason(exc: OSError) -> str:
         return "is a directory"
     if isinstance(exc, PermissionError):
         return "permission denied"
+    if exc.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
+        return NOT_REGULAR
     return f"cannot read the file ({exc.strerror or _first_line(exc)})"
 
 
@@ -274,7 +284,7 @@ def _unidentified_reason(fp: BinaryIO) -> str:
         fp.seek(0)
         head = fp.read(512)
     except OSError:
-        return "not an image file"
+        return NOT_AN_IMAGE
     if not head:
         return "empty file (0 bytes)"
     for magic, name in _MAGIC.items():
@@ -283,11 +293,18 @@ def _unidentified_reason(fp: BinaryIO) -> str:
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in text:
         return "not an image file (it is an HTML page)"
+    if _is_text(head):
+        return "not an image file (it is text)"
+    return NOT_AN_IMAGE  # HEIC, AVIF, PDF, a zip ...: binary that Pillow (as installed) does not read
+
+
+def _is_text(head: bytes) -> bool:
+    """UTF-8 (the last character may be cut off) without control characters other than layout ones."""
     try:
-        head.decode("utf-8")
+        decoded = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:
-        return "not an image file"
-    return "not an image file (it is text)"
+        return False
+    return all(ch.isprintable() or ch in "\t\n\r\f\v" for ch in decoded)
 
 
 # --------------------------------------------------------------------------------------------- preprocessing

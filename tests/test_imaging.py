@@ -324,6 +324,50 @@ def test_unusable_files_give_one_line_reasons(tmp_path: Path) -> None:
     assert _reason(tmp_path / "folder.png") == "is a directory"
 
 
+@pytest.mark.parametrize(
+    "head",
+    [b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", b"\x00\x00\x00\x1cftypavif", bytes(range(256)), bytes(600)],
+    ids=["HEIC", "AVIF", "binary", "zeros"],
+)
+def test_binary_files_pillow_cannot_read_are_not_called_text(tmp_path: Path, head: bytes) -> None:
+    path = tmp_path / "photo.heic"
+    path.write_bytes(head + bytes(64))
+    assert _reason(path) == "not an image file (or a format Pillow cannot read)"
+
+
+def test_text_is_called_text_even_cut_in_the_middle_of_a_character(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_bytes(("é" * 400).encode())  # 800 bytes: the first 512 end inside nothing, 511 inside "é"
+    assert _reason(path) == "not an image file (it is text)"
+    path.write_bytes(b"x" + ("é" * 400).encode())
+    assert _reason(path) == "not an image file (it is text)"
+
+
+def test_files_that_are_not_regular_files_are_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO (opening one waits for a writer), a device, a socket: "not a regular file", at once."""
+    import os
+    import socket
+    import threading
+
+    os.mkfifo(tmp_path / "fifo.png")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.png"))
+    reasons: dict[str, str] = {}
+
+    def read_all() -> None:
+        for path in (tmp_path / "fifo.png", "/dev/zero", tmp_path / "sock.png"):
+            with pytest.raises(ImageError) as info:
+                load_image(path)
+            reasons[str(path)] = str(info.value)
+
+    reader = threading.Thread(target=read_all, daemon=True)  # a hang must fail the test, not stop the run
+    reader.start()
+    reader.join(timeout=60)
+    server.close()
+    assert not reader.is_alive(), "load_image hung"
+    assert set(reasons.values()) == {"not a regular file"}, reasons
+
+
 def test_decompression_bombs_are_refused(tmp_path: Path) -> None:
     (tmp_path / "bomb.png").write_bytes(png_header_only(20000, 20000))  # past Pillow's hard limit
     assert _reason(tmp_path / "bomb.png").startswith("image too large (20000x20000 pixels; limit")
