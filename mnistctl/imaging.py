@@ -319,10 +319,12 @@ def preprocess(gray: np.ndarray, invert: str = "auto") -> np.ndarray:
     white on black is returned unchanged.
     """
     gray = _reduce(_check_gray(gray))
-    inverted = _decide_invert(gray, invert)
+    border = _border(gray)
+    inverted = _decide_invert(border, invert)
+    levels = _ink_levels(gray, border, inverted)  # raises for a blank image, whatever its size
     if not inverted and gray.shape == (SIZE, SIZE):
         return gray  # already MNIST-shaped: any change would only hurt
-    ink = _ink(gray, inverted)
+    ink = _ink(gray, inverted, *levels)
     box = _bbox(ink)
     if box is None:
         raise ImageError(BLANK)
@@ -345,9 +347,11 @@ def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, i
         return preprocess(gray, invert)
     if gray.shape != (SIZE, SIZE):
         gray = _resize(gray, (SIZE, SIZE), Image.Resampling.LANCZOS, 3.0)
-    if _decide_invert(gray, invert):  # the border of the 28x28 is enough
-        gray = 255 - gray
-    return gray
+    border = _border(gray)  # of the 28x28: enough to tell the background
+    background = _median(border)
+    if max(int(gray.max()) - background, background - int(gray.min())) < MIN_CONTRAST:
+        raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
+    return 255 - gray if _decide_invert(border, invert) else gray
 
 
 def _check_gray(gray: np.ndarray) -> np.ndarray:
@@ -376,14 +380,13 @@ def _frame_mask(shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _decide_invert(gray: np.ndarray, invert: str) -> bool:
+def _decide_invert(border: np.ndarray, invert: str) -> bool:
     if invert == "yes":
         return True
     if invert == "no":
         return False
     if invert != "auto":
         raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
-    border = _border(gray)
     return 2 * int(np.count_nonzero(border >= 128)) > border.size  # mostly light border: dark ink on light paper
 
 
@@ -393,16 +396,23 @@ def _median(values: np.ndarray) -> int:
     return int(np.partition(values, k)[k])
 
 
-def _ink(gray: np.ndarray, inverted: bool) -> np.ndarray:
-    """How far each pixel is from the background towards the ink side, stretched so the strongest ink is 255;
-    zero where it is paper or noise (below a fraction of the strongest ink). One lookup table."""
-    background = _median(_border(gray))
+def _ink_levels(gray: np.ndarray, border: np.ndarray, inverted: bool) -> tuple[int, int]:
+    """The background's gray level (the border's median) and the strongest ink's, both counted towards the ink
+    (as 255 - v when the ink is dark). Raises ImageError when nothing stands out from the background."""
+    background = _median(border)
     hi = int(gray.max())
-    if inverted:  # think in 255 - v, then mirror the table
+    if inverted:
         hi, background = 255 - int(gray.min()), 255 - background
-    peak = hi - background
-    if peak < MIN_CONTRAST:
+    if hi - background < MIN_CONTRAST:
         raise ImageError(BLANK)
+    return background, hi
+
+
+def _ink(gray: np.ndarray, inverted: bool, background: int, hi: int) -> np.ndarray:
+    """How far each pixel is from the background towards the ink side, stretched so the strongest ink is 255;
+    zero where it is paper or noise (below a fraction of the strongest ink). One lookup table, worked out
+    in the ink's direction (255 - v when the ink is dark) and mirrored."""
+    peak = hi - background
     floor = max(int(INK_FRACTION * peak), INK_FLOOR)
     above = np.arange(256) - background
     lut = np.clip((above * 255 + peak // 2) // peak, 0, 255)

@@ -177,9 +177,11 @@ def test_a_speck_far_from_the_digit_does_not_shrink_it() -> None:
 
 def test_blank_image_is_an_error(tmp_path: Path) -> None:
     for colour in (0, 255, 180):
-        path = save(Image.new("L", (50, 50), colour), tmp_path / f"blank{colour}.png")
-        with pytest.raises(ImageError, match="blank image: no ink found"):
-            load_digit(path)
+        for side in (28, 50, 100):  # 28x28 too: an all-black MNIST-sized image is not a "1"
+            path = save(Image.new("L", (side, side), colour), tmp_path / f"blank{colour}-{side}.png")
+            for options in ({}, {"preprocess_image": False}, {"invert": "no"}, {"invert": "yes"}):
+                with pytest.raises(ImageError, match="^blank image: no ink found$"):
+                    load_digit(path, **options)
     dusty = Image.new("L", (400, 300), 235)
     ImageDraw.Draw(dusty).rectangle((200, 100, 201, 101), fill=30)  # a speck is not a digit
     with pytest.raises(ImageError, match="blank image"):

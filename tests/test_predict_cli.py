@@ -91,6 +91,20 @@ def test_bad_file_among_good_ones(model, images, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("options", [[], ["--no-preprocess"]])
+def test_an_all_black_image_is_blank_whatever_its_size(model, images, tmp_path, options):
+    blacks = []
+    for side in (28, 100):
+        blacks.append(tmp_path / f"black{side}.png")
+        Image.new("L", (side, side), 0).save(blacks[-1])
+    result = runner.invoke(app, ["predict", "-m", str(model), *options, str(blacks[0]), str(images[1]), str(blacks[1])])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {path}: blank image: no ink found — this file was skipped" for path in blacks
+    ]
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [str(images[1])]
+
+
 def test_directories_and_recursion(model, images, tmp_path):
     sub = tmp_path / "nested" / "deeper"
     sub.mkdir(parents=True)
