@@ -17,11 +17,13 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from mnistctl.data.mnist import normalise
+from mnistctl.errors import UsageError
 from mnistctl.imaging import IMAGE_SUFFIXES, INVERT_CHOICES, ImageError, load_digit, pillow_warnings
 
 # --------------------------------------------------------------------------------------------- predicting
@@ -229,3 +231,24 @@ def _images_in(directory: str, recursive: bool) -> tuple[list[str], bool, str | 
     if not found and errors and os.path.normpath(errors[0].filename or "") == os.path.normpath(directory):
         return [], False, errors[0].strerror or str(errors[0])
     return [path for _, path in sorted(found)], has_subdirs, None
+
+
+def read_path_list(stream: BinaryIO, *, null: bool) -> list[str]:
+    """The paths in ``stream`` (stdin for ``predict -``): one a line, or NUL-separated with ``null`` (as
+    ``find -print0`` and ``xargs -0`` write them: the only separator no path can contain).
+
+    Lines lose their ``\\n`` or ``\\r\\n``; empty lines and empty NUL-separated entries are skipped. Names are
+    decoded as the filesystem does (``os.fsdecode``), so any name that exists can be read back. A NUL byte in a
+    newline-separated list means a NUL-separated one was meant: that is a :class:`UsageError`.
+    """
+    data = stream.read()
+    if null:
+        return [os.fsdecode(name) for name in data.split(b"\0") if name]
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise UsageError(
+            f"the list of paths holds a NUL byte (line {line}): it looks NUL-separated",
+            "pass --null (-0) to read NUL-separated paths, as `find -print0` writes them",
+        )
+    lines = (line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n"))
+    return [os.fsdecode(line) for line in lines if line]
