@@ -10,6 +10,8 @@ Decoding is Pillow's; everything after it works on numpy arrays, with Pillow onl
 
 from __future__ import annotations
 
+import codecs
+import errno
 import io
 import math
 import os
@@ -48,6 +50,8 @@ STROKE_REF = 80  # strokes are measured and changed on a copy with this longer s
 IN_MEMORY_BYTES = 1 << 20  # smaller files are read in one call and decoded from memory (a fifth cheaper)
 
 BLANK = "blank image: no ink found"
+NOT_REGULAR = "not a regular file"
+NOT_AN_IMAGE = "not an image file (or a format Pillow cannot read)"
 
 
 class ImageError(MnistctlError):
@@ -114,11 +118,20 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     return gray
 
 
+# Opening never blocks (a FIFO with no writer would hang a decoding thread for good; a terminal must not become
+# ours); O_NONBLOCK changes nothing for a regular file, the only kind that is then read.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def _open_file(path: str) -> BinaryIO:
-    """The file at ``path``, opened for reading; a small file is read into memory at once (a fifth cheaper
-    for Pillow than a file object, and os calls cost a third of ``open``'s)."""
+    """The regular file at ``path``, opened for reading; a small one is read into memory at once (a fifth
+    cheaper for Pillow than a file object, and os calls cost a third of ``open``'s).
+
+    What is opened is what is checked (fstat on the open descriptor): no window for the path to change between
+    the check and the read. Directories, FIFOs, sockets and devices (/dev/zero) are refused.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise ImageError(_os_reason(exc)) from None
     handed_over = False
@@ -126,26 +139,21 @@ def _open_file(path: str) -> BinaryIO:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
             raise ImageError("is a directory")
-        if info.st_size > IN_MEMORY_BYTES:
-            handed_over = True
-            return os.fdopen(fd, "rb")
-        return io.BytesIO(_read_all(fd, info.st_size))
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(NOT_REGULAR)
+        if info.st_size <= IN_MEMORY_BYTES:
+            data = os.read(fd, info.st_size + 1)  # +1: to see whether the file has grown (a /proc file says 0)
+            if len(data) <= info.st_size:
+                return io.BytesIO(data)
+            os.lseek(fd, 0, os.SEEK_SET)
+        fp = os.fdopen(fd, "rb")
+        handed_over = True
+        return fp
     except OSError as exc:
         raise ImageError(_os_reason(exc)) from None
     finally:
         if not handed_over:
             os.close(fd)
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """The file's ``size`` bytes in one call, or everything up to its end if it has grown (a /proc file says 0)."""
-    data = os.read(fd, size + 1)
-    if len(data) <= size:
-        return data
-    parts = [data]
-    while part := os.read(fd, 1 << 16):
-        parts.append(part)
-    return b"".join(parts)
 
 
 def _os_reason(exc: OSError) -> str:
@@ -155,6 +163,8 @@ def _os_reason(exc: OSError) -> str:
         return "is a directory"
     if isinstance(exc, PermissionError):
         return "permission denied"
+    if exc.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
+        return NOT_REGULAR
     return f"cannot read the file ({exc.strerror or _first_line(exc)})"
 
 
@@ -274,7 +284,7 @@ def _unidentified_reason(fp: BinaryIO) -> str:
         fp.seek(0)
         head = fp.read(512)
     except OSError:
-        return "not an image file"
+        return NOT_AN_IMAGE
     if not head:
         return "empty file (0 bytes)"
     for magic, name in _MAGIC.items():
@@ -283,11 +293,18 @@ def _unidentified_reason(fp: BinaryIO) -> str:
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml")) or b"<html" in text:
         return "not an image file (it is an HTML page)"
+    if _is_text(head):
+        return "not an image file (it is text)"
+    return NOT_AN_IMAGE  # HEIC, AVIF, PDF, a zip ...: binary that Pillow (as installed) does not read
+
+
+def _is_text(head: bytes) -> bool:
+    """UTF-8 (the last character may be cut off) without control characters other than layout ones."""
     try:
-        head.decode("utf-8")
+        decoded = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:
-        return "not an image file"
-    return "not an image file (it is text)"
+        return False
+    return all(ch.isprintable() or ch in "\t\n\r\f\v" for ch in decoded)
 
 
 # --------------------------------------------------------------------------------------------- preprocessing
@@ -302,10 +319,12 @@ def preprocess(gray: np.ndarray, invert: str = "auto") -> np.ndarray:
     white on black is returned unchanged.
     """
     gray = _reduce(_check_gray(gray))
-    inverted = _decide_invert(gray, invert)
+    border = _border(gray)
+    inverted = _decide_invert(border, invert)
+    levels = _ink_levels(gray, border, inverted)  # raises for a blank image, whatever its size
     if not inverted and gray.shape == (SIZE, SIZE):
         return gray  # already MNIST-shaped: any change would only hurt
-    ink = _ink(gray, inverted)
+    ink = _ink(gray, inverted, *levels)
     box = _bbox(ink)
     if box is None:
         raise ImageError(BLANK)
@@ -328,9 +347,11 @@ def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, i
         return preprocess(gray, invert)
     if gray.shape != (SIZE, SIZE):
         gray = _resize(gray, (SIZE, SIZE), Image.Resampling.LANCZOS, 3.0)
-    if _decide_invert(gray, invert):  # the border of the 28x28 is enough
-        gray = 255 - gray
-    return gray
+    border = _border(gray)  # of the 28x28: enough to tell the background
+    background = _median(border)
+    if max(int(gray.max()) - background, background - int(gray.min())) < MIN_CONTRAST:
+        raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
+    return 255 - gray if _decide_invert(border, invert) else gray
 
 
 def _check_gray(gray: np.ndarray) -> np.ndarray:
@@ -359,14 +380,13 @@ def _frame_mask(shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _decide_invert(gray: np.ndarray, invert: str) -> bool:
+def _decide_invert(border: np.ndarray, invert: str) -> bool:
     if invert == "yes":
         return True
     if invert == "no":
         return False
     if invert != "auto":
         raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
-    border = _border(gray)
     return 2 * int(np.count_nonzero(border >= 128)) > border.size  # mostly light border: dark ink on light paper
 
 
@@ -376,16 +396,23 @@ def _median(values: np.ndarray) -> int:
     return int(np.partition(values, k)[k])
 
 
-def _ink(gray: np.ndarray, inverted: bool) -> np.ndarray:
-    """How far each pixel is from the background towards the ink side, stretched so the strongest ink is 255;
-    zero where it is paper or noise (below a fraction of the strongest ink). One lookup table."""
-    background = _median(_border(gray))
+def _ink_levels(gray: np.ndarray, border: np.ndarray, inverted: bool) -> tuple[int, int]:
+    """The background's gray level (the border's median) and the strongest ink's, both counted towards the ink
+    (as 255 - v when the ink is dark). Raises ImageError when nothing stands out from the background."""
+    background = _median(border)
     hi = int(gray.max())
-    if inverted:  # think in 255 - v, then mirror the table
+    if inverted:
         hi, background = 255 - int(gray.min()), 255 - background
-    peak = hi - background
-    if peak < MIN_CONTRAST:
+    if hi - background < MIN_CONTRAST:
         raise ImageError(BLANK)
+    return background, hi
+
+
+def _ink(gray: np.ndarray, inverted: bool, background: int, hi: int) -> np.ndarray:
+    """How far each pixel is from the background towards the ink side, stretched so the strongest ink is 255;
+    zero where it is paper or noise (below a fraction of the strongest ink). One lookup table, worked out
+    in the ink's direction (255 - v when the ink is dark) and mirrored."""
+    peak = hi - background
     floor = max(int(INK_FRACTION * peak), INK_FLOOR)
     above = np.arange(256) - background
     lut = np.clip((above * 255 + peak // 2) // peak, 0, 255)

@@ -8,17 +8,22 @@ command line's files and directories into the list of files.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from mnistctl.data.mnist import normalise
+from mnistctl.errors import UsageError
 from mnistctl.imaging import IMAGE_SUFFIXES, INVERT_CHOICES, ImageError, load_digit, pillow_warnings
 
 # --------------------------------------------------------------------------------------------- predicting
@@ -46,10 +51,15 @@ def _one_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:160]
 
 
-def _load_chunk(start: int, paths: Sequence[str], preprocess_image: bool, invert: str) -> list[_Loaded]:
+def _load_chunk(
+    start: int, paths: Sequence[str], preprocess_image: bool, invert: str, stop: threading.Event
+) -> list[_Loaded]:
+    """Decode ``paths`` (numbered from ``start``); stop early, after the file in hand, once ``stop`` is set."""
     out: list[_Loaded] = []
     with pillow_warnings:  # once per chunk rather than per file
         for i, path in enumerate(paths, start):
+            if stop.is_set():
+                break
             try:
                 out.append((i, path, load_digit(path, preprocess_image=preprocess_image, invert=invert), None))
             except ImageError as exc:
@@ -72,62 +82,66 @@ def predict_paths(
     preprocess_image: bool = True,
     invert: str = "auto",
     keep_pixels: bool = False,
-) -> Iterator[Prediction]:
+) -> Generator[Prediction, None, None]:
     """One :class:`Prediction` per path, in input order, streamed as soon as each is known.
 
-    Files are decoded and preprocessed by ``workers`` threads (Pillow releases the GIL while decoding), a
-    bounded number of chunks ahead, while this thread runs the network on what is ready; ``workers=0``
-    decodes in this thread. A file that fails yields a Prediction with ``error`` set.
+    Files are decoded and preprocessed by ``workers`` threads, a bounded number of chunks ahead, while this
+    thread runs the network on what is ready; ``workers=0`` decodes in this thread. A file that fails yields a
+    Prediction with ``error`` set. Closing the generator (or an exception in it, such as Ctrl-C's
+    KeyboardInterrupt) stops the threads after the file each has in hand, without waiting for them.
     """
     if invert not in INVERT_CHOICES:
         raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
     mean, std = float(normalization["mean"]), float(normalization["std"])
     model.eval()
     batch_size = max(1, batch_size)
-    chunk = max(1, min(CHUNK, batch_size))
-    tasks = ((start, paths[start : start + chunk]) for start in range(0, len(paths), chunk))
+    load = functools.partial(_load_chunk, preprocess_image=preprocess_image, invert=invert)
 
     def run(ready: list[_Loaded]) -> Iterator[Prediction]:
         for start in range(0, len(ready), batch_size):
             yield from _infer(ready[start : start + batch_size], model, mean, std, device, keep_pixels)
 
-    if workers <= 0:  # everything in this thread: the first chunk at once, then full batches
-        ready: list[_Loaded] = []
-        for start, part in tasks:
-            ready.extend(_load_chunk(start, part, preprocess_image, invert))
-            if start == 0 or len(ready) >= batch_size:
+    ready: list[_Loaded] = []
+    min_batch = 1  # the first results go out as soon as the first chunk is decoded ...
+    with contextlib.closing(_decoded_chunks(paths, min(CHUNK, batch_size), workers, load)) as chunks:
+        for chunk, next_ready in chunks:
+            ready.extend(chunk)
+            # Run the network on a full batch, or when the next chunk is not ready yet — then only on a batch
+            # worth it (tiny batches cost the network a third more per image).
+            if len(ready) >= batch_size or (not next_ready and len(ready) >= min_batch):
                 yield from run(ready)
                 ready = []
-        yield from run(ready)
-        return
+                min_batch = min(batch_size, MIN_BATCH)  # ... the rest in batches worth running
+    yield from run(ready)
 
+
+def _decoded_chunks(
+    paths: Sequence[str], chunk: int, workers: int, load: Callable[..., list[_Loaded]]
+) -> Generator[tuple[list[_Loaded], bool], None, None]:
+    """``load(start, paths[start : start + chunk], stop=event)`` for each chunk, in order, each with whether the
+    next one is decoded already. In ``workers`` threads, a bounded number of chunks ahead; or in this one."""
+    tasks = ((start, paths[start : start + chunk]) for start in range(0, len(paths), chunk))
+    stop = threading.Event()
+    if workers <= 0:  # the first chunk at once; after it, as if the next were always ready: full batches
+        for k, task in enumerate(tasks):
+            yield load(*task, stop=stop), k > 0
+        return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mnistctl-decode")
     in_flight: deque[Future[list[_Loaded]]] = deque()
     max_in_flight = 4 * workers  # enough to keep every thread busy; bounds memory for a million paths
     try:
-
-        def refill() -> None:
-            while len(in_flight) < max_in_flight:
-                task = next(tasks, None)
-                if task is None:
-                    return
-                in_flight.append(pool.submit(_load_chunk, *task, preprocess_image, invert))
-
-        refill()
-        ready = []
-        min_batch = 1  # the first results go out as soon as the first chunk is decoded ...
-        while in_flight:
-            ready.extend(in_flight.popleft().result())
-            refill()
-            # Run the network on a full batch, at the end, or when the next chunk is not ready yet — then only
-            # on a batch worth it (tiny batches cost the network a third more per image).
-            waiting = bool(in_flight) and not in_flight[0].done()
-            if len(ready) >= batch_size or not in_flight or (waiting and len(ready) >= min_batch):
-                yield from run(ready)
-                ready = []
-                min_batch = min(batch_size, MIN_BATCH)  # ... the rest in batches worth running
+        while True:
+            while len(in_flight) < max_in_flight and (task := next(tasks, None)) is not None:
+                in_flight.append(pool.submit(load, *task, stop=stop))
+            if not in_flight:
+                return
+            done = in_flight.popleft().result()
+            yield done, not in_flight or in_flight[0].done()
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # also when the caller stops early
+        # Also when the caller stops early or Ctrl-C interrupts: the threads leave their chunks after the file in
+        # hand, and nobody waits for them (interpreter exit joins them, so none may run on for long).
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def share_cores(device: torch.device, workers: int | None, threads: int | None) -> int:
@@ -217,3 +231,24 @@ def _images_in(directory: str, recursive: bool) -> tuple[list[str], bool, str | 
     if not found and errors and os.path.normpath(errors[0].filename or "") == os.path.normpath(directory):
         return [], False, errors[0].strerror or str(errors[0])
     return [path for _, path in sorted(found)], has_subdirs, None
+
+
+def read_path_list(stream: BinaryIO, *, null: bool) -> list[str]:
+    """The paths in ``stream`` (stdin for ``predict -``): one a line, or NUL-separated with ``null`` (as
+    ``find -print0`` and ``xargs -0`` write them: the only separator no path can contain).
+
+    Lines lose their ``\\n`` or ``\\r\\n``; empty lines and empty NUL-separated entries are skipped. Names are
+    decoded as the filesystem does (``os.fsdecode``), so any name that exists can be read back. A NUL byte in a
+    newline-separated list means a NUL-separated one was meant: that is a :class:`UsageError`.
+    """
+    data = stream.read()
+    if null:
+        return [os.fsdecode(name) for name in data.split(b"\0") if name]
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise UsageError(
+            f"the list of paths holds a NUL byte (line {line}): it looks NUL-separated",
+            "pass --null (-0) to read NUL-separated paths, as `find -print0` writes them",
+        )
+    lines = (line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n"))
+    return [os.fsdecode(line) for line in lines if line]

@@ -177,9 +177,11 @@ def test_a_speck_far_from_the_digit_does_not_shrink_it() -> None:
 
 def test_blank_image_is_an_error(tmp_path: Path) -> None:
     for colour in (0, 255, 180):
-        path = save(Image.new("L", (50, 50), colour), tmp_path / f"blank{colour}.png")
-        with pytest.raises(ImageError, match="blank image: no ink found"):
-            load_digit(path)
+        for side in (28, 50, 100):  # 28x28 too: an all-black MNIST-sized image is not a "1"
+            path = save(Image.new("L", (side, side), colour), tmp_path / f"blank{colour}-{side}.png")
+            for options in ({}, {"preprocess_image": False}, {"invert": "no"}, {"invert": "yes"}):
+                with pytest.raises(ImageError, match="^blank image: no ink found$"):
+                    load_digit(path, **options)
     dusty = Image.new("L", (400, 300), 235)
     ImageDraw.Draw(dusty).rectangle((200, 100, 201, 101), fill=30)  # a speck is not a digit
     with pytest.raises(ImageError, match="blank image"):
@@ -322,6 +324,50 @@ def test_unusable_files_give_one_line_reasons(tmp_path: Path) -> None:
     assert _reason(tmp_path / "missing.png") == "no such file"
     (tmp_path / "folder.png").mkdir()
     assert _reason(tmp_path / "folder.png") == "is a directory"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", b"\x00\x00\x00\x1cftypavif", bytes(range(256)), bytes(600)],
+    ids=["HEIC", "AVIF", "binary", "zeros"],
+)
+def test_binary_files_pillow_cannot_read_are_not_called_text(tmp_path: Path, head: bytes) -> None:
+    path = tmp_path / "photo.heic"
+    path.write_bytes(head + bytes(64))
+    assert _reason(path) == "not an image file (or a format Pillow cannot read)"
+
+
+def test_text_is_called_text_even_cut_in_the_middle_of_a_character(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_bytes(("é" * 400).encode())  # 800 bytes: the first 512 end inside nothing, 511 inside "é"
+    assert _reason(path) == "not an image file (it is text)"
+    path.write_bytes(b"x" + ("é" * 400).encode())
+    assert _reason(path) == "not an image file (it is text)"
+
+
+def test_files_that_are_not_regular_files_are_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO (opening one waits for a writer), a device, a socket: "not a regular file", at once."""
+    import os
+    import socket
+    import threading
+
+    os.mkfifo(tmp_path / "fifo.png")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock.png"))
+    reasons: dict[str, str] = {}
+
+    def read_all() -> None:
+        for path in (tmp_path / "fifo.png", "/dev/zero", tmp_path / "sock.png"):
+            with pytest.raises(ImageError) as info:
+                load_image(path)
+            reasons[str(path)] = str(info.value)
+
+    reader = threading.Thread(target=read_all, daemon=True)  # a hang must fail the test, not stop the run
+    reader.start()
+    reader.join(timeout=60)
+    server.close()
+    assert not reader.is_alive(), "load_image hung"
+    assert set(reasons.values()) == {"not a regular file"}, reasons
 
 
 def test_decompression_bombs_are_refused(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ The network is a tiny one with random weights: the digits are arbitrary, the plu
 
 from __future__ import annotations
 
+import io
+import os
 import threading
 from pathlib import Path
 
@@ -14,9 +16,10 @@ import torch
 from PIL import Image
 from test_imaging import black_on_white, mnist_like, save
 
+from mnistctl.errors import UsageError
 from mnistctl.imaging import load_digit
 from mnistctl.models import CompactNet
-from mnistctl.predict import Prediction, expand_inputs, predict_paths, share_cores
+from mnistctl.predict import Prediction, expand_inputs, predict_paths, read_path_list, share_cores
 
 NORM = {"mean": 0.0, "std": 1.0}
 CPU = torch.device("cpu")
@@ -178,3 +181,31 @@ def test_a_directory_scan_takes_image_files_by_suffix_in_any_case(tmp_path: Path
         Image.new("L", (8, 8), 255).save(tmp_path / name, format="PNG")
     paths, problems = expand_inputs([str(tmp_path)], recursive=False)
     assert paths == [str(tmp_path / name) for name in images] and problems == []
+
+
+# --------------------------------------------------------------------------------------------- paths on stdin
+
+
+def test_read_path_list_one_a_line() -> None:
+    stream = io.BytesIO(b"a.png\nscans/b c.png\r\n\n\r\n  spaced.png  \nlast.png")
+    assert read_path_list(stream, null=False) == ["a.png", "scans/b c.png", "  spaced.png  ", "last.png"]
+    assert read_path_list(io.BytesIO(b""), null=False) == []
+
+
+def test_read_path_list_nul_separated_keeps_newlines_in_names() -> None:
+    stream = io.BytesIO(b"a.png\0odd\nname.png\0with\r\n.png\0\0")  # as `find -print0` writes them
+    assert read_path_list(stream, null=True) == ["a.png", "odd\nname.png", "with\r\n.png"]
+
+
+def test_read_path_list_refuses_a_nul_without_null() -> None:
+    with pytest.raises(UsageError) as info:
+        read_path_list(io.BytesIO(b"a.png\0b.png\0"), null=False)
+    assert info.value.exit_code == 2
+    assert "NUL" in info.value.message and "--null" in info.value.hint and "-0" in info.value.hint
+    assert "\n" not in str(info.value)
+
+
+def test_read_path_list_reads_any_name_the_filesystem_holds(tmp_path: Path) -> None:
+    name = os.fsencode("ünïcode.png") + b"\xff-not-utf8.png"  # bytes no encoding would decode
+    paths = read_path_list(io.BytesIO(name + b"\n"), null=False)
+    assert paths == [os.fsdecode(name)] and os.fsencode(paths[0]) == name

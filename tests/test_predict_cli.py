@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,20 @@ def test_bad_file_among_good_ones(model, images, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("options", [[], ["--no-preprocess"]])
+def test_an_all_black_image_is_blank_whatever_its_size(model, images, tmp_path, options):
+    blacks = []
+    for side in (28, 100):
+        blacks.append(tmp_path / f"black{side}.png")
+        Image.new("L", (side, side), 0).save(blacks[-1])
+    result = runner.invoke(app, ["predict", "-m", str(model), *options, str(blacks[0]), str(images[1]), str(blacks[1])])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {path}: blank image: no ink found — this file was skipped" for path in blacks
+    ]
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [str(images[1])]
+
+
 def test_directories_and_recursion(model, images, tmp_path):
     sub = tmp_path / "nested" / "deeper"
     sub.mkdir(parents=True)
@@ -152,3 +168,72 @@ def test_pipeline_with_a_bad_file_exits_1_after_the_good_lines(model, images, tm
     assert proc.returncode == 1
     assert len(proc.stdout.splitlines()) == 2 and "\x1b[" not in proc.stdout  # plain lines, no ANSI codes
     assert proc.stderr.count("Error:") == 1 and str(bad) in proc.stderr
+
+
+def test_a_heic_photo_is_not_called_text(model, tmp_path):
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(100))
+    result = runner.invoke(app, ["predict", "-m", str(model), str(photo)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {photo}: not an image file (or a format Pillow cannot read) — this file was skipped"
+    ]
+
+
+# --------------------------------------------------------------------------------------------- files that are not files
+
+
+def test_a_fifo_among_images_is_reported_not_waited_for(model, images, tmp_path):
+    """A FIFO named like an image, in a directory and on the command line: opening one for reading would wait
+    for a writer forever. It is one bad file like any other, and the command ends."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(images[0], folder / "a.png")
+    os.mkfifo(folder / "b.png")
+    shutil.copy(images[1], folder / "c.png")
+    for args in ([str(folder)], [str(folder / "b.png")]):
+        proc = subprocess.run(
+            [MNISTCTL, "predict", "-m", str(model), *args], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 1
+        errors = proc.stderr.splitlines()
+        assert len(errors) == 1 and errors[0].startswith(f"Error: {folder / 'b.png'}: not a regular file — ")
+        expected = [str(folder / "a.png"), str(folder / "c.png")] if args == [str(folder)] else []
+        assert [line.split("\t")[0] for line in proc.stdout.splitlines()] == expected
+
+
+def test_a_device_is_not_an_image(model, images):
+    result = runner.invoke(app, ["predict", "-m", str(model), "/dev/zero", str(images[0])])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == ["Error: /dev/zero: not a regular file — this file was skipped"]
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == [str(images[0])]
+
+
+def test_ctrl_c_ends_a_busy_predict_at_once(model, images, tmp_path):
+    """SIGINT while threads decode big photos: exit 130 with one line, after the file in hand, not the chunk.
+
+    32 small files come first (the first chunk: its lines say the command is busy), then big ones that take
+    a fraction of a second each: finishing a chunk of those would take many seconds.
+    """
+    big = Image.new("L", (8000, 8000), 255)  # 64 Mpx: decoding and reducing it takes a while
+    ImageDraw.Draw(big).ellipse((2600, 2000, 5400, 6000), outline=0, width=400)
+    big.save(tmp_path / "big.png", compress_level=1)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(200):  # one file of each kind, many names
+        os.link(images[1] if i < 32 else tmp_path / "big.png", folder / f"{i:04d}.png")
+    proc = subprocess.Popen(
+        [MNISTCTL, "predict", "-m", str(model), str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().startswith(str(folder))  # busy now, on the big ones
+        proc.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        seconds = time.monotonic() - started
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.splitlines() == ["Error: interrupted — nothing half-written was left behind"]
+    assert len(out.splitlines()) < 199  # it did not finish the directory
+    assert seconds < 4, f"took {seconds:.1f} s to stop"  # generous: a fraction of a second, a chunk is ~7 s
