@@ -216,13 +216,10 @@ def eval_(
     from mnistctl.checkpoint import build_model
     from mnistctl.data.mnist import load_split
     from mnistctl.engine import evaluate_split
-    from mnistctl.errors import UsageError
     from mnistctl.fsutil import check_directory
     from mnistctl.metrics import misclassified
     from mnistctl.runtime import setup_device
 
-    if split not in ("test", "train"):
-        raise UsageError(f"unknown split {split!r}", "use --split test or --split train")
     if save_errors is not None:
         check_directory(save_errors, "--save-errors")
     path, checkpoint = _model(model, quiet)
@@ -278,17 +275,12 @@ def predict(
     from mnistctl import report
     from mnistctl.checkpoint import build_model
     from mnistctl.errors import UsageError
-    from mnistctl.imaging import INVERT_CHOICES
     from mnistctl.predict import expand_inputs, predict_paths, read_path_list, share_cores
     from mnistctl.runtime import setup_device
 
     if not inputs:
         raise UsageError("no images given", "pass image files, directories, or - to read paths from stdin")
-    if invert not in INVERT_CHOICES:
-        raise UsageError(f"unknown --invert value {invert!r}", "use auto, yes or no")
-    names = [
-        name for item in inputs for name in (read_path_list(sys.stdin.buffer, null=null) if item == "-" else [item])
-    ]
+    names = [n for item in inputs for n in (read_path_list(sys.stdin.buffer, null=null) if item == "-" else [item])]
     paths, problems = expand_inputs(names, recursive)
     for problem in problems:
         report.error_line(f"{problem} — check the path")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -140,7 +140,7 @@ Nproc = Annotated[int | None, _opt("--nproc", min=1, help="Data-parallel in N pr
 
 # --------------------------------------------------------------------------------------------- eval
 
-Split = Annotated[str, _opt("--split", help="test (10,000 images) or train (60,000).")]
+Split = Annotated[Literal["test", "train"], _opt("--split", help="test (10,000 images) or train (60,000).")]
 Top = Annotated[int, _opt("--top", min=0, help="How many of the most confident mistakes to list.")]
 SaveErrors = Annotated[Path | None, _opt("--save-errors", help="Directory to write a PNG of each mistake into.")]
 
@@ -154,7 +154,9 @@ Multi = Annotated[bool, _opt("--multi", help="Read every digit in each image, le
 TopK = Annotated[int, _opt("--top-k", "-k", min=0, max=9, help="Also print the next K digits.")]
 Recursive = Annotated[bool, _opt("--recursive", "-r", help="Descend into subdirectories.")]
 Null = Annotated[bool, _opt("--null", "-0", help="Paths on stdin end with NUL, not newline (find -print0).")]
-Invert = Annotated[str, _opt("--invert", help="auto (from the border), yes (dark ink on light) or no.")]
+Invert = Annotated[
+    Literal["auto", "yes", "no"], _opt("--invert", help="auto (from the border), yes (dark ink on light) or no.")
+]
 NoPreprocess = Annotated[bool, _opt("--no-preprocess", help="Only resize to 28×28: no cropping or centring.")]
 Show = Annotated[bool, _opt("--show", help="Draw the 28×28 input the network saw (on stderr).")]
 Workers = Annotated[int | None, _opt("--workers", min=0, help="Decoding threads. \\[default: half the cores]")]

@@ -56,7 +56,8 @@ def test_unknown_option_is_a_usage_error():
     assert "No such option" in result.output
 
 
-def test_info_json(isolated_env):
+def test_info_json(isolated_env, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./digit_model.pt
     result = runner.invoke(app, ["info", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
@@ -64,7 +65,9 @@ def test_info_json(isolated_env):
     assert info["torch"] and info["auto_device"] in ("cpu", "cuda:0", "mps")
     assert info["devices"][0]["device"] == "cpu"
     assert info["data_dir"] == os.environ["MNISTCTL_DATA_DIR"] and info["data_ok"] is False
-    assert info["model"] == {"path": os.environ["MNISTCTL_MODEL"], "exists": False}
+    # $MNISTCTL_MODEL names a file that is not there: eval and predict would use the bundled model.
+    assert info["model"]["source"] == "the bundled model" and info["model"]["exists"]
+    assert info["precision"] in ("fp32", "bf16")
     assert info["threads"] >= 1
 
 

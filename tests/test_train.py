@@ -53,7 +53,7 @@ def test_train_json_prints_one_object_per_epoch_then_a_summary(tiny_data):
     assert lines[2]["checkpoint"] == str(model_path())
 
 
-def _fit(data, epochs: int, out: Path, stop_after: int | None = None, resume=None):
+def _fit(data, epochs: int, out: Path, stop_after: int | None = None, resume=None, ema: float | None = None):
     class Stop:
         def on_start(self, *a): ...
         def on_batch(self, *a): ...
@@ -63,24 +63,26 @@ def _fit(data, epochs: int, out: Path, stop_after: int | None = None, resume=Non
             if result.epoch == stop_after:
                 raise KeyboardInterrupt
 
-    config = TrainConfig(epochs=epochs, batch_size=64, seed=3)
+    config = TrainConfig(epochs=epochs, batch_size=64, seed=3, ema=ema)
     return fit(config, data, torch.device("cpu"), out=out, resume=resume, callbacks=Stop())
 
 
-def test_resume_after_interruption_is_bit_identical(tiny_data, tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_after_interruption_is_bit_identical(tiny_data, tmp_path, ema):
     data = load_mnist(tiny_data)
-    _fit(data, 3, tmp_path / "straight.pt")
+    _fit(data, 3, tmp_path / "straight.pt", ema=ema)
     with pytest.raises(Interrupted) as info:
-        _fit(data, 3, tmp_path / "stopped.pt", stop_after=1)
+        _fit(data, 3, tmp_path / "stopped.pt", stop_after=1, ema=ema)
     assert info.value.exit_code == 130 and "--resume" in str(info.value)
     assert load_checkpoint(tmp_path / "stopped.pt")["epoch"] == 1
-    resumed = _fit(data, 3, tmp_path / "stopped.pt", resume=load_checkpoint(tmp_path / "stopped.pt"))
+    resumed = _fit(data, 3, tmp_path / "stopped.pt", resume=load_checkpoint(tmp_path / "stopped.pt"), ema=ema)
     assert resumed.resumed_from == 1 and [h.epoch for h in resumed.history] == [1, 2, 3]
-    a = load_checkpoint(tmp_path / "straight.pt")["state_dict"]
-    b = load_checkpoint(tmp_path / "stopped.pt")["state_dict"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
+    straight, stopped = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(tmp_path / "stopped.pt")
+    for weights in ("state_dict", "model_state") if ema else ("state_dict",):  # the average, and what is trained
+        a, b = straight[weights], stopped[weights]
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
 
 
 def test_same_seed_gives_the_same_checkpoint_weights(tiny_data, tmp_path):
@@ -225,8 +227,9 @@ def test_truncated_and_wrong_shape_checkpoints(tiny_data, tmp_path):
     assert result.exit_code == 1 and "do not fit architecture 'compact'" in result.stderr
 
 
-def test_missing_model_says_how_to_train_one(tiny_data):
-    result = runner.invoke(app, ["eval"])
+def test_missing_model_says_how_to_train_one(tiny_data, tmp_path):
+    # Without -m, eval uses the bundled model (test_bundled.py); a model named with -m must exist.
+    result = runner.invoke(app, ["eval", "-m", str(tmp_path / "nowhere.pt")])
     assert result.exit_code == 1
     assert "does not exist" in result.stderr and "mnistctl train" in result.stderr
 
