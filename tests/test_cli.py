@@ -17,11 +17,17 @@ runner = CliRunner()
 
 
 def test_help_lists_commands_with_examples():
-    result = runner.invoke(app, ["--help"])
+    result = runner.invoke(app, ["--help"], terminal_width=120)
     assert result.exit_code == 0
-    for command in ("download", "info"):
-        assert command in result.stdout
+    listed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2]
+    commands = ["download", "train", "eval", "predict", "compare-optimizers", "info"]
+    assert [name for name in listed if name in commands] == commands  # all six, in the order of the workflow
     assert "Examples" in result.stdout and "mnistctl download --mirror" in result.stdout
+    assert "<bool>" not in result.stdout
+    for command in commands:
+        page = runner.invoke(app, [command, "--help"], terminal_width=120)
+        assert page.exit_code == 0 and "Examples" in page.stdout and f"mnistctl {command}" in page.stdout
+        assert "<bool>" not in page.stdout  # plain flags take no value
 
 
 @pytest.mark.parametrize("command", ["train", "compare-optimizers", "predict"])
