@@ -22,6 +22,7 @@ class BatchOptions(Protocol):
     rotate: float
     scale: float
     shift: float
+    elastic: float
     seed: int
     channels_last: bool
 
@@ -61,12 +62,13 @@ class EpochBatches:
         for step in range(self.steps):
             idx = order[step * opts.batch_size : (step + 1) * opts.batch_size]
             size = len(idx)
-            u = torch.rand(size, 4, generator=gen, device=self.device) if opts.augment else None
+            draws = 4 + (ELASTIC_NUMBERS if opts.elastic else 0)
+            u = torch.rand(size, draws, generator=gen, device=self.device) if opts.augment else None
             part = shard(size, self.rank, self.world_size)
             idx = idx[part]
             x = self.images[idx].unsqueeze(1).float().div_(255.0)
             if u is not None:
-                x = augment_batch(x, u[part], opts.rotate, opts.scale, opts.shift)
+                x = augment_batch(x, u[part], opts.rotate, opts.scale, opts.shift, opts.elastic)
             x = (x - self.mean) / self.std
             if opts.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -79,23 +81,41 @@ def shard(length: int, rank: int, world: int) -> slice:
     return slice(min(length, rank * per), min(length, (rank + 1) * per))
 
 
-def augment_batch(x: torch.Tensor, u: torch.Tensor, rotate: float, scale: float, shift: float) -> torch.Tensor:
-    """Rotate, scale and shift each image of N×1×28×28 pixels in [0, 1] (black fill).
+ELASTIC_GRID = 4  # the random displacement field is drawn on a 4×4 grid and smoothly interpolated to 28×28
+ELASTIC_NUMBERS = 2 * ELASTIC_GRID * ELASTIC_GRID
 
-    ``u``: N×4 uniform numbers in [0, 1) drawn for the batch (rotation, scale, x shift, y shift).
-    Without rotation and scaling the shift is by whole pixels, which costs a fifth of resampling.
+
+def augment_batch(
+    x: torch.Tensor, u: torch.Tensor, rotate: float, scale: float, shift: float, elastic: float = 0.0
+) -> torch.Tensor:
+    """Rotate, scale, shift and (``elastic`` > 0) smoothly warp each image of N×1×28×28 pixels in [0, 1].
+
+    ``u``: uniform numbers in [0, 1) drawn for the batch, N×4 (rotation, scale, x shift, y shift), plus
+    ELASTIC_NUMBERS more per image for the warp: displacements of up to ``elastic`` pixels on a coarse grid,
+    interpolated linearly — strokes bend the way handwriting varies, for two small matrix products.
+    Without rotation, scaling or warping the shift is by whole pixels, which costs a fifth of resampling.
     """
     n, _, h, w = x.shape
     u = u * 2 - 1
-    if rotate == 0 and scale == 0:
-        return _shift_whole_pixels(x, u[:, 2:], int(round(shift)))
+    if rotate == 0 and scale == 0 and elastic == 0:
+        return _shift_whole_pixels(x, u[:, 2:4], int(round(shift)))
     angle = u[:, 0] * math.radians(rotate)
     s = 1 + u[:, 1] * scale
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
     tx, ty = u[:, 2] * (2 * shift / w), u[:, 3] * (2 * shift / h)
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if elastic:
+        coarse = u[:, 4:].reshape(n, 2, ELASTIC_GRID, ELASTIC_GRID) * (2 * elastic / w)  # in grid units
+        rows, cols = _spread(h, x.device), _spread(w, x.device)
+        grid = grid + (rows @ coarse @ cols.T).permute(0, 2, 3, 1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _spread(size: int, device: torch.device) -> torch.Tensor:
+    """size × ELASTIC_GRID weights that interpolate values on the coarse grid linearly onto ``size`` pixels."""
+    eye = torch.eye(ELASTIC_GRID, device=device).unsqueeze(0)  # each grid point as a channel of its own
+    return F.interpolate(eye, size=size, mode="linear", align_corners=True)[0].T
 
 
 def _shift_whole_pixels(x: torch.Tensor, u: torch.Tensor, shift: int) -> torch.Tensor:

@@ -137,6 +137,7 @@ def train(
     rotate: opt.Rotate = None,
     scale: opt.Scale = None,
     shift: opt.Shift = None,
+    elastic: opt.Elastic = None,
     seed: opt.Seed = None,
     train_limit: opt.TrainLimit = None,
     out: opt.Out = None,
@@ -167,7 +168,8 @@ def train(
     requested = TrainConfig(
         arch=arch, epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, rotate=rotate, scale=scale,
-        shift=shift, ema=ema, seed=seed, train_limit=train_limit, channels_last=channels_last, compile=compile_model,
+        shift=shift, elastic=elastic, ema=ema, seed=seed, train_limit=train_limit, channels_last=channels_last,
+        compile=compile_model,
     )  # fmt: skip
     requested.validate()  # before any slow work
     torch_device = setup_device(device, threads)

@@ -126,6 +126,9 @@ Augment = Annotated[bool | None, _opt("--augment/--no-augment", help="Augment th
 Rotate = Annotated[float | None, _opt("--rotate", min=0.0, max=45.0, help="Random rotation, ± degrees.", panel=AUGMENT)]
 Scale = Annotated[float | None, _opt("--scale", min=0.0, max=0.5, help="Random scale, ± fraction.", panel=AUGMENT)]
 Shift = Annotated[float | None, _opt("--shift", min=0.0, max=8.0, help="Random shift, ± pixels.", panel=AUGMENT)]
+Elastic = Annotated[
+    float | None, _opt("--elastic", min=0.0, max=6.0, help="Random smooth warp, up to N pixels.", panel=AUGMENT)
+]
 Seed = Annotated[int | None, _opt("--seed", help="Fixes order, initial weights, augmentation. \\[default: 0]")]
 TrainLimit = Annotated[int | None, _opt("--train-limit", min=1, help="Use only the first N training images.")]
 Out = Annotated[
@@ -171,7 +174,10 @@ CompareArch = Annotated[str, _opt("--arch", help="seed (the original network) or
 CompareBatch = Annotated[int, _opt("--batch-size", "-b", min=1, help="Images per step.")]
 CompareSchedule = Annotated[str, _opt("--schedule", help="onecycle, cosine, step or constant.")]
 CompareAugment = Annotated[bool, _opt("--augment/--no-augment", help="Augment the training images.")]
-CompareSeed = Annotated[int, _opt("--seed", help="Initial weights, batch order and augmentation.")]
+CompareElastic = Annotated[
+    float | None, _opt("--elastic", min=0.0, max=6.0, help="Random smooth warp, up to N pixels.", panel=AUGMENT)
+]
+Seed = Annotated[int, _opt("--seed", help="Initial weights, batch order and augmentation.")]
 Results = Annotated[Path, _opt("--results", help="JSON file each finished run is saved to.")]
 SkipDone = Annotated[bool, _opt("--resume", help="Skip runs already in --results.")]
 Csv = Annotated[Path | None, _opt("--csv", help="Write the per-epoch history as CSV.")]

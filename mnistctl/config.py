@@ -36,6 +36,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "rotate": 10.0,
         "scale": 0.1,
         "shift": 2.0,
+        "elastic": 0.0,
         "ema": 0.0,
         "channels_last": True,
     },
@@ -51,6 +52,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "rotate": 10.0,
         "scale": 0.1,
         "shift": 2.0,
+        "elastic": 0.0,
         "ema": 0.995,
         "channels_last": True,
     },
@@ -66,6 +68,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "rotate": 10.0,
         "scale": 0.1,
         "shift": 2.0,
+        "elastic": 0.0,
         "ema": 0.0,
         "channels_last": False,
     },
@@ -88,6 +91,7 @@ class TrainConfig:
     rotate: float | None = None  # degrees, ±
     scale: float | None = None  # ±fraction
     shift: float | None = None  # pixels, ±; whole pixels (cheaper) when there is no rotation or scaling
+    elastic: float | None = None  # pixels, up to: a smooth random warp
     ema: float | None = None  # decay of the weights' moving average that is evaluated and saved; 0: none
     seed: int | None = None
     train_limit: int | None = None

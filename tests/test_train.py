@@ -271,3 +271,19 @@ def test_build_model_predicts_as_trained(tiny_data):
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(built(x), trained.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_elastic_warp_keeps_shape_and_black_background_and_is_seeded():
+    from mnistctl.batches import ELASTIC_NUMBERS, augment_batch
+
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, 0, 8:20, 12:16] = 1.0
+    u = torch.rand(8, 4 + ELASTIC_NUMBERS, generator=torch.Generator().manual_seed(1))
+    plain = augment_batch(x, u, rotate=0.0, scale=0.0, shift=0.0, elastic=0.0)
+    warped = augment_batch(x, u, rotate=0.0, scale=0.0, shift=0.0, elastic=2.0)
+    assert warped.shape == x.shape and float(warped[:, 0, 0, 0].abs().max()) == 0.0
+    assert torch.equal(plain, x)  # nothing asked: nothing done
+    assert not torch.allclose(warped, x, atol=1e-3)  # the strokes moved ...
+    ratio = warped.sum((1, 2, 3)) / x.sum((1, 2, 3))  # ... and stretched or squeezed, but not lost
+    assert bool(((ratio > 0.5) & (ratio < 1.5)).all()), ratio
+    assert torch.equal(warped, augment_batch(x, u, rotate=0.0, scale=0.0, shift=0.0, elastic=2.0))
