@@ -242,3 +242,23 @@ def test_the_digits_of_all_images_go_through_the_network_together(tmp_path: Path
 def test_reading_a_number_needs_the_preprocessing(tiny_net: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="preprocess"):
         list(predict_paths(["a.png"], tiny_net, NORM, CPU, multi=True, preprocess_image=False))
+
+
+def test_a_number_renders_as_a_line_json_and_a_panel(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+    import json
+
+    from rich.console import Console
+
+    from mnistctl import report
+
+    path = _numbers(tmp_path)[0]
+    (pred,) = predict_paths([path], tiny_net, NORM, CPU, multi=True, keep_pixels=True)
+    assert report.number_line(pred) == f"{path}\t{pred.number}\t{pred.confidence:.4f}"
+    data = json.loads(json.dumps(report.number_json(pred)))
+    assert data["number"] == pred.number and len(data["digits"]) == 3
+    assert [tuple(d["box"]) for d in data["digits"]] == [d.box for d in pred.digits]
+    console = Console(record=True, width=200, color_system=None)
+    console.print(report.number_panel(pred))
+    text = console.export_text()
+    assert pred.number in text and path in text
+    assert all(f"{d.digit} ({d.confidence:.0%})" in text for d in pred.digits)
