@@ -172,12 +172,12 @@ def _os_reason(exc: OSError) -> str:
 
 def _decode_gray(fp: BinaryIO) -> np.ndarray:
     try:
-        with Image.open(fp) as im:
-            _draft(im)
-            im.load()  # decode everything now, so a truncated file fails here and not later
-            if _may_have_orientation(im):
-                ImageOps.exif_transpose(im, in_place=True)
-            return _to_gray(im)
+        im = Image.open(fp)  # not closed: it holds nothing but ``fp``, which the caller closes
+        _draft(im)
+        im.load()  # decode everything now, so a truncated file fails here and not later
+        if _may_have_orientation(im):
+            ImageOps.exif_transpose(im, in_place=True)
+        return _to_gray(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image too large ({_describe_size(fp)}; limit {_limit_mpx()} Mpx)") from None
     except UnidentifiedImageError:
@@ -217,19 +217,25 @@ def _to_gray(im: Image.Image) -> np.ndarray:
         return _scale_to_8bit(np.asarray(im.convert("I")), 1 / 257, 0.0)  # 0..65535 → 0..255, not clipped
     if mode in ("I", "F"):
         return _deep_to_8bit(np.asarray(im))
+    if mode != "L":
+        im = _to_mode_l(im)
+    return np.frombuffer(im.tobytes(), np.uint8).reshape(im.height, im.width)  # np.asarray(im), 1 µs cheaper
+
+
+def _to_mode_l(im: Image.Image) -> Image.Image:
+    """An 8-bit-per-channel image in mode "L", alpha composited onto white."""
+    mode = im.mode
     if mode == "P" and "transparency" not in im.info:
-        im = im.convert("L")
-    elif mode in ("P", "PA"):
+        return im.convert("L")
+    if mode in ("P", "PA"):
         im = im.convert("RGBA")
     elif mode in ("RGBa", "La"):  # premultiplied: un-premultiply first
         im = im.convert(mode.upper())
     if im.mode in ("RGBA", "LA"):
-        im = Image.composite(im.convert("L"), Image.new("L", im.size, 255), im.getchannel("A"))
-    elif im.mode not in ("L", "1", "RGB"):
+        return Image.composite(im.convert("L"), Image.new("L", im.size, 255), im.getchannel("A"))
+    if im.mode not in ("1", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
-    if im.mode != "L":
-        im = im.convert("L")
-    return np.frombuffer(im.tobytes(), np.uint8).reshape(im.height, im.width)  # np.asarray(im), 1 µs cheaper
+    return im.convert("L")
 
 
 def _deep_to_8bit(a: np.ndarray) -> np.ndarray:
@@ -320,10 +326,12 @@ def preprocess(gray: np.ndarray, invert: str = "auto") -> np.ndarray:
     keeping the aspect ratio, pasted so that the centre of mass is at (14, 14). A 28×28 image that is already
     white on black is returned unchanged.
     """
-    gray = _reduce(_check_gray(gray))
-    border = _border(gray)
-    inverted = _decide_invert(border, invert)
-    levels = _ink_levels(gray, border, inverted)  # raises for a blank image, whatever its size
+    gray = _check_gray(gray)
+    if max(gray.shape) > WORK_SIDE:
+        gray = _reduce(gray)
+    background = _median(_border(gray))
+    inverted = _decide_invert(background, invert)
+    levels = _ink_levels(gray, background, inverted)  # raises for a blank image, whatever its size
     if not inverted and gray.shape == (SIZE, SIZE):
         return gray  # already MNIST-shaped: any change would only hurt
     ink = _ink(gray, inverted, *levels)
@@ -349,11 +357,10 @@ def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, i
         return preprocess(gray, invert)
     if gray.shape != (SIZE, SIZE):
         gray = _resize(gray, (SIZE, SIZE), Image.Resampling.LANCZOS, 3.0)
-    border = _border(gray)  # of the 28x28: enough to tell the background
-    background = _median(border)
+    background = _median(_border(gray))  # of the 28x28: enough to tell the background
     if max(int(gray.max()) - background, background - int(gray.min())) < MIN_CONTRAST:
         raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
-    return 255 - gray if _decide_invert(border, invert) else gray
+    return 255 - gray if _decide_invert(background, invert) else gray
 
 
 def _check_gray(gray: np.ndarray) -> np.ndarray:
@@ -386,14 +393,16 @@ def _frame_mask(shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _decide_invert(border: np.ndarray, invert: str) -> bool:
+def _decide_invert(background: int, invert: str) -> bool:
+    """Whether the ink is dark (on light paper), from the border's median gray level: it is light (128 or
+    more) exactly when more than half the border is."""
     if invert == "yes":
         return True
     if invert == "no":
         return False
     if invert != "auto":
         raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
-    return 2 * int(np.count_nonzero(border >= 128)) > border.size  # mostly light border: dark ink on light paper
+    return background >= 128
 
 
 def _median(values: np.ndarray) -> int:
@@ -402,10 +411,9 @@ def _median(values: np.ndarray) -> int:
     return int(np.partition(values, k)[k])
 
 
-def _ink_levels(gray: np.ndarray, border: np.ndarray, inverted: bool) -> tuple[int, int]:
+def _ink_levels(gray: np.ndarray, background: int, inverted: bool) -> tuple[int, int]:
     """The background's gray level (the border's median) and the strongest ink's, both counted towards the ink
     (as 255 - v when the ink is dark). Raises ImageError when nothing stands out from the background."""
-    background = _median(border)
     hi = int(gray.max())
     if inverted:
         hi, background = 255 - int(gray.min()), 255 - background
@@ -610,9 +618,9 @@ def segment_digits(gray: np.ndarray, invert: str = "auto") -> list[Digit]:
 
     gray = _check_gray(gray)
     work = _reduce(gray)
-    border = _border(work)
-    inverted = _decide_invert(border, invert)
-    ink = _ink(work, inverted, *_ink_levels(work, border, inverted))
+    background = _median(_border(work))
+    inverted = _decide_invert(background, invert)
+    ink = _ink(work, inverted, *_ink_levels(work, background, inverted))
     labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
     strongest = ndimage.maximum(ink, labels, np.arange(1, count + 1)) if count else []
     groups = _digit_groups(labels, ndimage.find_objects(labels), strongest)
