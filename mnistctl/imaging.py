@@ -355,12 +355,13 @@ def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, i
     gray = load_image(path)
     if preprocess_image:
         return preprocess(gray, invert)
+    work = _reduce(gray) if max(gray.shape) > WORK_SIDE else gray
+    background = _median(_border(work))
+    if max(int(work.max()) - background, background - int(work.min())) < MIN_CONTRAST:
+        raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
     if gray.shape != (SIZE, SIZE):
         gray = _resize(gray, (SIZE, SIZE), Image.Resampling.LANCZOS, 3.0)
-    background = _median(_border(gray))  # of the 28x28: enough to tell the background
-    if max(int(gray.max()) - background, background - int(gray.min())) < MIN_CONTRAST:
-        raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
-    return 255 - gray if _decide_invert(background, invert) else gray
+    return 255 - gray if _decide_invert(_median(_border(gray)), invert) else gray  # the 28x28's border will do
 
 
 def _check_gray(gray: np.ndarray) -> np.ndarray:
