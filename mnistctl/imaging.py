@@ -1,9 +1,10 @@
-"""Reading a user's image of a digit and making it look like an MNIST digit.
+"""Reading a user's image of a digit, or of a number, and making each digit look like an MNIST digit.
 
 MNIST digits are white strokes on black, fitted into a 20×20 box and centred by centre of mass in 28×28.
 People's files are dark ink on light paper, any size, off-centre, RGB, JPEG, PNG with alpha.
 :func:`load_image` turns any file Pillow reads into an 8-bit grayscale array (H×W uint8); :func:`preprocess`
-makes that array look like an MNIST digit; :func:`load_digit` does both.
+makes that array look like an MNIST digit; :func:`load_digit` does both. :func:`segment_digits` finds the
+digits of a number written on one line and makes each look like an MNIST digit.
 
 Decoding is Pillow's; everything after it works on numpy arrays, with Pillow only for resampling.
 """
@@ -108,6 +109,7 @@ _MAGIC = {  # the starts of files Pillow reads: such a file that fails to open i
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """The first frame of the image at ``path`` as 8-bit grayscale (H×W uint8), upright, transparency on white.
+    The array is read-only (``.copy()`` it to draw on it).
 
     Everything that can go wrong — missing, empty, not an image, truncated, too large, too small — raises
     :class:`ImageError` with a short reason.
@@ -355,7 +357,7 @@ def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, i
     gray = load_image(path)
     if preprocess_image:
         return preprocess(gray, invert)
-    work = _reduce(gray) if max(gray.shape) > WORK_SIDE else gray
+    work = _reduce(gray)
     background = _median(_border(work))
     if max(int(work.max()) - background, background - int(work.min())) < MIN_CONTRAST:
         raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
@@ -655,13 +657,16 @@ def _digit_groups(labels: np.ndarray, slices: list, strongest: Sequence[float]) 
     speck = SPECK * _typical_size(pieces)
     pieces = sorted((p for p in pieces if p.size >= speck), key=lambda p: p.box[0])
     groups: list[_Group] = []
+    active: list[_Group] = []  # the groups that reach past where this piece starts: only they can overlap it
     for piece in pieces:
-        best = max(groups, key=lambda g: _overlap(g, piece) / min(g.width, piece.width), default=None)
+        active = [g for g in active if g.box[2] > piece.box[0]]
+        best = max(active, key=lambda g: _overlap(g, piece) / min(g.width, piece.width), default=None)
         if best is not None and _overlap(best, piece) >= MERGE_OVERLAP * min(best.width, piece.width):
             best.labels += piece.labels
             best.box = _union(best.box, piece.box)
         else:
             groups.append(piece)
+            active.append(piece)
     size = _typical_size(groups)
     return [g for g in groups if g.height >= MIN_DIGIT_HEIGHT * size]
 
