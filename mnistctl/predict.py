@@ -1,9 +1,10 @@
 """Running a network on many users' image files (``mnistctl predict``), and finding those files.
 
 :func:`predict_paths` streams one :class:`Prediction` per file in input order: threads decode and preprocess
-the files (:mod:`mnistctl.imaging`) a bounded number of chunks ahead, while the calling thread runs the network on
-batches of what is ready. :func:`expand_inputs` turns the
-command line's files and directories into the list of files.
+the files (:mod:`mnistctl.imaging`) a bounded number of chunks ahead, while the calling thread runs the network
+on batches of what is ready; with ``multi`` each file is a number, read digit by digit. :func:`expand_inputs`
+turns the command line's files and directories into the list of files; :func:`read_path_list` reads paths
+from stdin.
 """
 
 from __future__ import annotations
