@@ -102,10 +102,14 @@ def accuracy_of_lines(stdout: str, labels) -> tuple[float, int]:
 def per_file_costs(paths: list[str], sample: int = 2000, rounds: int = 7) -> dict[str, float]:
     """Microseconds per file, in this process and one thread: the median of ``rounds`` passes over ``sample``
     files, the steps taking turns within each round so that a slow spell of the machine hits them alike."""
+    import threading
+
     from PIL import Image
 
     from mnistctl.imaging import load_image
     from mnistctl.predict import CHUNK, _load_chunk
+
+    never = threading.Event()  # the stop flag a decoding thread checks between files
 
     def pillow(path: str) -> None:
         with Image.open(path) as im:
@@ -116,7 +120,7 @@ def per_file_costs(paths: list[str], sample: int = 2000, rounds: int = 7) -> dic
 
     def as_the_pool_does(files: list[str]) -> None:
         for start in range(0, len(files), CHUNK):
-            _load_chunk(start, files[start : start + CHUNK], True, "auto")
+            _load_chunk(start, files[start : start + CHUNK], True, "auto", False, never)
 
     steps = {
         "Pillow `Image.open` + `load`": each(pillow),

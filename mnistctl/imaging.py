@@ -1,9 +1,10 @@
-"""Reading a user's image of a digit and making it look like an MNIST digit.
+"""Reading a user's image of a digit, or of a number, and making each digit look like an MNIST digit.
 
 MNIST digits are white strokes on black, fitted into a 20×20 box and centred by centre of mass in 28×28.
 People's files are dark ink on light paper, any size, off-centre, RGB, JPEG, PNG with alpha.
 :func:`load_image` turns any file Pillow reads into an 8-bit grayscale array (H×W uint8); :func:`preprocess`
-makes that array look like an MNIST digit; :func:`load_digit` does both.
+makes that array look like an MNIST digit; :func:`load_digit` does both. :func:`segment_digits` finds the
+digits of a number written on one line and makes each look like an MNIST digit.
 
 Decoding is Pillow's; everything after it works on numpy arrays, with Pillow only for resampling.
 """
@@ -18,6 +19,8 @@ import os
 import stat
 import threading
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
 
@@ -106,6 +109,7 @@ _MAGIC = {  # the starts of files Pillow reads: such a file that fails to open i
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """The first frame of the image at ``path`` as 8-bit grayscale (H×W uint8), upright, transparency on white.
+    The array is read-only (``.copy()`` it to draw on it).
 
     Everything that can go wrong — missing, empty, not an image, truncated, too large, too small — raises
     :class:`ImageError` with a short reason.
@@ -170,12 +174,12 @@ def _os_reason(exc: OSError) -> str:
 
 def _decode_gray(fp: BinaryIO) -> np.ndarray:
     try:
-        with Image.open(fp) as im:
-            _draft(im)
-            im.load()  # decode everything now, so a truncated file fails here and not later
-            if _may_have_orientation(im):
-                ImageOps.exif_transpose(im, in_place=True)
-            return _to_gray(im)
+        im = Image.open(fp)  # not closed: it holds nothing but ``fp``, which the caller closes
+        _draft(im)
+        im.load()  # decode everything now, so a truncated file fails here and not later
+        if _may_have_orientation(im):
+            ImageOps.exif_transpose(im, in_place=True)
+        return _to_gray(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image too large ({_describe_size(fp)}; limit {_limit_mpx()} Mpx)") from None
     except UnidentifiedImageError:
@@ -215,19 +219,25 @@ def _to_gray(im: Image.Image) -> np.ndarray:
         return _scale_to_8bit(np.asarray(im.convert("I")), 1 / 257, 0.0)  # 0..65535 → 0..255, not clipped
     if mode in ("I", "F"):
         return _deep_to_8bit(np.asarray(im))
+    if mode != "L":
+        im = _to_mode_l(im)
+    return np.frombuffer(im.tobytes(), np.uint8).reshape(im.height, im.width)  # np.asarray(im), 1 µs cheaper
+
+
+def _to_mode_l(im: Image.Image) -> Image.Image:
+    """An 8-bit-per-channel image in mode "L", alpha composited onto white."""
+    mode = im.mode
     if mode == "P" and "transparency" not in im.info:
-        im = im.convert("L")
-    elif mode in ("P", "PA"):
+        return im.convert("L")
+    if mode in ("P", "PA"):
         im = im.convert("RGBA")
     elif mode in ("RGBa", "La"):  # premultiplied: un-premultiply first
         im = im.convert(mode.upper())
     if im.mode in ("RGBA", "LA"):
-        im = Image.composite(im.convert("L"), Image.new("L", im.size, 255), im.getchannel("A"))
-    elif im.mode not in ("L", "1", "RGB"):
+        return Image.composite(im.convert("L"), Image.new("L", im.size, 255), im.getchannel("A"))
+    if im.mode not in ("1", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
-    if im.mode != "L":
-        im = im.convert("L")
-    return np.frombuffer(im.tobytes(), np.uint8).reshape(im.height, im.width)  # np.asarray(im), 1 µs cheaper
+    return im.convert("L")
 
 
 def _deep_to_8bit(a: np.ndarray) -> np.ndarray:
@@ -318,10 +328,12 @@ def preprocess(gray: np.ndarray, invert: str = "auto") -> np.ndarray:
     keeping the aspect ratio, pasted so that the centre of mass is at (14, 14). A 28×28 image that is already
     white on black is returned unchanged.
     """
-    gray = _reduce(_check_gray(gray))
-    border = _border(gray)
-    inverted = _decide_invert(border, invert)
-    levels = _ink_levels(gray, border, inverted)  # raises for a blank image, whatever its size
+    gray = _check_gray(gray)
+    if max(gray.shape) > WORK_SIDE:
+        gray = _reduce(gray)
+    background = _median(_border(gray))
+    inverted = _decide_invert(background, invert)
+    levels = _ink_levels(gray, background, inverted)  # raises for a blank image, whatever its size
     if not inverted and gray.shape == (SIZE, SIZE):
         return gray  # already MNIST-shaped: any change would only hurt
     ink = _ink(gray, inverted, *levels)
@@ -345,13 +357,13 @@ def load_digit(path: str | os.PathLike[str], *, preprocess_image: bool = True, i
     gray = load_image(path)
     if preprocess_image:
         return preprocess(gray, invert)
+    work = _reduce(gray)
+    background = _median(_border(work))
+    if max(int(work.max()) - background, background - int(work.min())) < MIN_CONTRAST:
+        raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
     if gray.shape != (SIZE, SIZE):
         gray = _resize(gray, (SIZE, SIZE), Image.Resampling.LANCZOS, 3.0)
-    border = _border(gray)  # of the 28x28: enough to tell the background
-    background = _median(border)
-    if max(int(gray.max()) - background, background - int(gray.min())) < MIN_CONTRAST:
-        raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
-    return 255 - gray if _decide_invert(border, invert) else gray
+    return 255 - gray if _decide_invert(_median(_border(gray)), invert) else gray  # the 28x28's border will do
 
 
 def _check_gray(gray: np.ndarray) -> np.ndarray:
@@ -362,8 +374,12 @@ def _check_gray(gray: np.ndarray) -> np.ndarray:
 
 def _reduce(gray: np.ndarray) -> np.ndarray:
     """Box-average a huge image to about WORK_SIDE first: everything after it is then cheap."""
-    factor = -(-max(gray.shape) // WORK_SIDE)
+    factor = _reduction(gray.shape)
     return np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
+
+
+def _reduction(shape: tuple[int, ...]) -> int:
+    return -(-max(shape) // WORK_SIDE)
 
 
 def _border(gray: np.ndarray) -> np.ndarray:
@@ -380,14 +396,16 @@ def _frame_mask(shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def _decide_invert(border: np.ndarray, invert: str) -> bool:
+def _decide_invert(background: int, invert: str) -> bool:
+    """Whether the ink is dark (on light paper), from the border's median gray level: it is light (128 or
+    more) exactly when more than half the border is."""
     if invert == "yes":
         return True
     if invert == "no":
         return False
     if invert != "auto":
         raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
-    return 2 * int(np.count_nonzero(border >= 128)) > border.size  # mostly light border: dark ink on light paper
+    return background >= 128
 
 
 def _median(values: np.ndarray) -> int:
@@ -396,10 +414,9 @@ def _median(values: np.ndarray) -> int:
     return int(np.partition(values, k)[k])
 
 
-def _ink_levels(gray: np.ndarray, border: np.ndarray, inverted: bool) -> tuple[int, int]:
+def _ink_levels(gray: np.ndarray, background: int, inverted: bool) -> tuple[int, int]:
     """The background's gray level (the border's median) and the strongest ink's, both counted towards the ink
     (as 255 - v when the ink is dark). Raises ImageError when nothing stands out from the background."""
-    background = _median(border)
     hi = int(gray.max())
     if inverted:
         hi, background = 255 - int(gray.min()), 255 - background
@@ -527,3 +544,181 @@ def _stroke_width(img: np.ndarray) -> float:
     area = int(np.count_nonzero(binary))
     inner = int(np.count_nonzero(_filter3(binary, np.minimum)))
     return 2 * area / max(1, area - inner) * 4 / math.pi
+
+
+# --------------------------------------------------------------------------------------------- numbers
+
+# Sizes below are fractions of the typical digit size: the median longer side (height, or width for a wide digit)
+# of the digits of the number, as MNIST fits every digit's longer side to the same 20 px.
+SPECK = 0.15  # a mark smaller than this, both ways, is dust
+FAINT = 0.5  # a piece whose strongest ink is under this fraction of the strongest is shading or noise, not a stroke
+MERGE_OVERLAP = 0.5  # pieces whose columns overlap by this fraction of the narrower one's width are one digit
+MIN_DIGIT_HEIGHT = 0.4  # merged pieces lower than this are not a digit (a minus sign, a decimal point)
+# MNIST digits are never wider than their size (the 20 px box: median width 16 px); two touching digits are 1.55
+# sizes wide on median. So a group wider than SPLIT_WIDTH sizes (and its own height) is digits that touch,
+# about DIGIT_WIDTH sizes each.
+SPLIT_WIDTH = 1.3
+DIGIT_WIDTH = 0.8
+SPLIT_WINDOW = 0.25  # look for the cut this fraction of a digit's width either side of where it is expected
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One digit of a number: where it is in the image, and the 28×28 input the network sees for it."""
+
+    box: Box  # in the original image's pixels
+    pixels: np.ndarray  # 28×28 uint8, white on black, as preprocess makes them
+
+
+@dataclass
+class _Group:
+    """Connected pieces of ink taken as one digit: their labels and bounding box (working pixels)."""
+
+    labels: list[int]
+    box: Box
+
+    @property
+    def width(self) -> int:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> int:
+        return max(self.width, self.height)
+
+
+def segment_digits(gray: np.ndarray, invert: str = "auto") -> list[Digit]:
+    """The digits of a number written on one line, left to right (H×W uint8 gray image in).
+
+    Polarity and ink as for one digit (the border decides; ``invert`` forces it), then connected pieces of
+    ink (8-connectivity). A piece with no ink over FAINT of the strongest is shading (a photo's uneven light)
+    or noise. Pieces whose columns overlap substantially are one digit: a broken stroke, the detached bar of a
+    5 or 7, a 4 drawn in two strokes. Sizes are judged against the typical digit size (the median longer
+    side, as MNIST fits every digit's longer side to 20 px): marks under SPECK of it are dust, groups lower
+    than MIN_DIGIT_HEIGHT of it are punctuation (a minus sign, a decimal point). Digits may differ in size and
+    baseline. A group wider than SPLIT_WIDTH sizes of the other digits (and its own height) is taken for
+    digits that touch: it is cut, into as many digits as its width suggests, at the weakest columns near where
+    the cuts are expected: fewest strokes crossed, then least ink (where two digits touch a column crosses one
+    stroke; inside a 0, two). A cut that crosses more strokes, or leaves a part too low for a digit, is not
+    made: that is one wide digit. Each digit is cut out (its own pixels only) and passed through the
+    single-digit steps: stroke width, fitted to 20 px, centred by mass in 28×28.
+
+    Not handled: several lines of digits (pieces above one another are merged); digits whose columns overlap
+    a lot without touching (a 7's long bar over a 1); touching digits that are narrow together ("11" looks
+    like one digit) or among narrow ones (a touching "141" is cut by its width, in two); digits touching at
+    two places or along a slanted stroke; a digit broken into pieces side by side (a 0 drawn as two arcs); a
+    stray stroke as tall as a digit (it is read as a 1); an underline or a box round the number. A big photo
+    is reduced to about WORK_SIDE first, as for one digit; boxes are in the original image's pixels.
+
+    Raises ImageError("blank image: no ink found") when there is no digit.
+    """
+    from scipy import ndimage  # ~0.1 s to import: only when a number is read
+
+    gray = _check_gray(gray)
+    work = _reduce(gray)
+    background = _median(_border(work))
+    inverted = _decide_invert(background, invert)
+    ink = _ink(work, inverted, *_ink_levels(work, background, inverted))
+    labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
+    strongest = ndimage.maximum(ink, labels, np.arange(1, count + 1)) if count else []
+    groups = _digit_groups(labels, ndimage.find_objects(labels), strongest)
+    if not groups:
+        raise ImageError(BLANK)
+    digits = []
+    for group in groups:
+        others = [g for g in groups if g is not group]
+        size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
+        for x0, y0, x1, y1 in _split_touching(group, labels, ink, size):
+            patch = np.where(np.isin(labels[y0:y1, x0:x1], group.labels), ink[y0:y1, x0:x1], 0)  # its own ink only
+            if NORMALISE_STROKES:
+                patch = _normalise_stroke(patch)
+            box = _scale_box((x0, y0, x1, y1), _reduction(gray.shape), gray.shape)
+            digits.append(Digit(box, _fit_and_centre(patch)))
+    return digits
+
+
+def _digit_groups(labels: np.ndarray, slices: list, strongest: Sequence[float]) -> list[_Group]:
+    """Pieces of ink (``labels``, their ``ndimage.find_objects`` slices and strongest ink) → digits, left to
+    right: faint shading, noise and dust dropped, pieces of one digit merged, punctuation dropped."""
+    dust = max(MIN_INK_SIDE, MIN_INK_FRACTION * max(labels.shape))  # as for one digit: dust on an empty page
+    pieces = [
+        _Group([k], (s[1].start, s[0].start, s[1].stop, s[0].stop))
+        for k, (s, top) in enumerate(zip(slices, strongest, strict=True), 1)
+        if s is not None and top >= FAINT * 255
+    ]
+    pieces = [p for p in pieces if p.size >= dust]
+    if not pieces:
+        return []
+    speck = SPECK * _typical_size(pieces)
+    pieces = sorted((p for p in pieces if p.size >= speck), key=lambda p: p.box[0])
+    groups: list[_Group] = []
+    active: list[_Group] = []  # the groups that reach past where this piece starts: only they can overlap it
+    for piece in pieces:
+        active = [g for g in active if g.box[2] > piece.box[0]]
+        best = max(active, key=lambda g: _overlap(g, piece) / min(g.width, piece.width), default=None)
+        if best is not None and _overlap(best, piece) >= MERGE_OVERLAP * min(best.width, piece.width):
+            best.labels += piece.labels
+            best.box = _union(best.box, piece.box)
+        else:
+            groups.append(piece)
+            active.append(piece)
+    size = _typical_size(groups)
+    return [g for g in groups if g.height >= MIN_DIGIT_HEIGHT * size]
+
+
+def _typical_size(groups: list[_Group]) -> float:
+    """The median size of the big ones (at least half the biggest): digits, not their broken-off parts."""
+    biggest = max(g.size for g in groups)
+    return float(np.median([g.size for g in groups if 2 * g.size >= biggest]))
+
+
+def _overlap(a: _Group, b: _Group) -> int:
+    """How many columns the two have in common."""
+    return max(0, min(a.box[2], b.box[2]) - max(a.box[0], b.box[0]))
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _split_touching(group: _Group, labels: np.ndarray, ink: np.ndarray, size: float) -> list[Box]:
+    """The group's box, or, for digits that touch (a group much wider than a digit of ``size``), one box per
+    digit: cut at the weakest columns near where the cuts are expected, each part trimmed to its own ink."""
+    x0, y0, x1, y1 = group.box
+    if group.width <= SPLIT_WIDTH * max(size, group.height):
+        return [group.box]
+    mask = np.isin(labels[y0:y1, x0:x1], group.labels)
+    strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)  # separate runs of ink in each column
+    profile = np.where(mask, ink[y0:y1, x0:x1], 0).sum(0, dtype=np.int64)
+    parts = max(2, round(group.width / (DIGIT_WIDTH * size)))
+    step = group.width / parts
+    cuts = [0]
+    for j in range(1, parts):
+        expected = j * step
+        window = range(max(cuts[-1] + 1, int(expected - SPLIT_WINDOW * step)), int(expected + SPLIT_WINDOW * step) + 1)
+        # The weakest column: it crosses the fewest strokes, then holds the least ink, then is nearest to where
+        # the cut is expected. Where two digits touch, a column crosses one stroke; if every column near the
+        # expected cut crosses two or more, this is one wide digit (a 0, a 2, a 5 written large), not a cut.
+        cut = min(window, key=lambda i: (strokes[i], profile[i], abs(i - expected)))
+        if strokes[cut] <= 1:
+            cuts.append(cut)
+    cuts.append(group.width)
+    boxes = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        part = _bbox(mask[:, a:b])
+        if part is not None:
+            boxes.append((x0 + a + part[0], y0 + part[1], x0 + a + part[2], y0 + part[3]))
+    if any(box[3] - box[1] < MIN_DIGIT_HEIGHT * size for box in boxes):
+        return [group.box]  # a part too low for a digit: the long bar of one wide digit (a 5, a 7), not a cut
+    return boxes
+
+
+def _scale_box(box: Box, factor: int, shape: tuple[int, int]) -> Box:
+    """A box in working pixels → the same box in the original image's pixels."""
+    h, w = shape
+    return box[0] * factor, box[1] * factor, min(w, box[2] * factor), min(h, box[3] * factor)

@@ -1,9 +1,10 @@
 """Running a network on many users' image files (``mnistctl predict``), and finding those files.
 
 :func:`predict_paths` streams one :class:`Prediction` per file in input order: threads decode and preprocess
-the files (:mod:`mnistctl.imaging`) a bounded number of chunks ahead, while the calling thread runs the network on
-batches of what is ready. :func:`expand_inputs` turns the
-command line's files and directories into the list of files.
+the files (:mod:`mnistctl.imaging`) a bounded number of chunks ahead, while the calling thread runs the network
+on batches of what is ready; with ``multi`` each file is a number, read digit by digit. :func:`expand_inputs`
+turns the command line's files and directories into the list of files; :func:`read_path_list` reads paths
+from stdin.
 """
 
 from __future__ import annotations
@@ -17,30 +18,58 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
 
 from mnistctl.data.mnist import normalise
 from mnistctl.errors import UsageError
-from mnistctl.imaging import IMAGE_SUFFIXES, INVERT_CHOICES, ImageError, load_digit, pillow_warnings
+from mnistctl.imaging import (
+    IMAGE_SUFFIXES,
+    INVERT_CHOICES,
+    Box,
+    ImageError,
+    load_digit,
+    load_image,
+    pillow_warnings,
+    segment_digits,
+)
 
 # --------------------------------------------------------------------------------------------- predicting
+
+
+@dataclass
+class DigitReading:
+    """One digit of a number (``predict_paths(..., multi=True)``)."""
+
+    box: Box  # (x0, y0, x1, y1) in the image's pixels, x1 and y1 exclusive
+    digit: int
+    confidence: float
+    probabilities: list[float]  # all ten, summing to 1
+    pixels: np.ndarray | None = None  # the 28x28 uint8 input the network saw (with keep_pixels)
 
 
 @dataclass
 class Prediction:
     index: int  # position in the input order
     path: str
-    digit: int | None = None
-    confidence: float | None = None
+    digit: int | None = None  # None for a number (multi): see digits and number
+    confidence: float | None = None  # for a number, its least confident digit's
     probabilities: list[float] | None = None  # all ten, summing to 1
     pixels: np.ndarray | None = None  # the 28x28 uint8 input the network saw (for a preview)
     error: str | None = None  # one-line reason when the file failed
+    digits: list[DigitReading] | None = None  # multi: each digit, left to right
+    number: str | None = None  # multi: the digits read, as one string
 
 
-_Loaded = tuple[int, str, "np.ndarray | None", "str | None"]  # index, path, 28x28 uint8 pixels, error
+class _Loaded(NamedTuple):
+    index: int  # position in the input order
+    path: str
+    pixels: list[np.ndarray]  # the network's 28x28 inputs: one, or one per digit of a number
+    boxes: list[Box] | None  # multi: where each digit is
+    error: str | None  # one-line reason when the file failed
+
 
 CHUNK = 32  # files per decoding task: big enough to amortise the pool's overhead, small enough to stream
 MIN_BATCH = 128  # after the first results, run the network on at least this many images at a time
@@ -52,7 +81,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _load_chunk(
-    start: int, paths: Sequence[str], preprocess_image: bool, invert: str, stop: threading.Event
+    start: int, paths: Sequence[str], preprocess_image: bool, invert: str, multi: bool, stop: threading.Event
 ) -> list[_Loaded]:
     """Decode ``paths`` (numbered from ``start``); stop early, after the file in hand, once ``stop`` is set."""
     out: list[_Loaded] = []
@@ -61,13 +90,19 @@ def _load_chunk(
             if stop.is_set():
                 break
             try:
-                out.append((i, path, load_digit(path, preprocess_image=preprocess_image, invert=invert), None))
+                if multi:
+                    digits = segment_digits(load_image(path), invert)
+                    out.append(_Loaded(i, path, [d.pixels for d in digits], [d.box for d in digits], None))
+                else:
+                    pixels = load_digit(path, preprocess_image=preprocess_image, invert=invert)
+                    out.append(_Loaded(i, path, [pixels], None, None))
             except ImageError as exc:
-                out.append((i, path, None, exc.message))
+                out.append(_Loaded(i, path, [], None, exc.message))
             except MemoryError:
-                out.append((i, path, None, "not enough memory to decode the image"))
+                out.append(_Loaded(i, path, [], None, "not enough memory to decode the image"))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-                out.append((i, path, None, f"cannot use this image ({type(exc).__name__}: {_one_line(exc)})"))
+                reason = f"cannot use this image ({type(exc).__name__}: {_one_line(exc)})"
+                out.append(_Loaded(i, path, [], None, reason))
     return out
 
 
@@ -82,6 +117,7 @@ def predict_paths(
     preprocess_image: bool = True,
     invert: str = "auto",
     keep_pixels: bool = False,
+    multi: bool = False,
 ) -> Generator[Prediction, None, None]:
     """One :class:`Prediction` per path, in input order, streamed as soon as each is known.
 
@@ -89,17 +125,23 @@ def predict_paths(
     thread runs the network on what is ready; ``workers=0`` decodes in this thread. A file that fails yields a
     Prediction with ``error`` set. Closing the generator (or an exception in it, such as Ctrl-C's
     KeyboardInterrupt) stops the threads after the file each has in hand, without waiting for them.
+
+    ``multi``: each image holds a number. Its digits are found (:func:`~mnistctl.imaging.segment_digits`) and
+    go through the network in the same batch as the other images' digits; the Prediction has ``digits`` and
+    ``number``, ``confidence`` is the least confident digit's, and ``digit`` is None.
     """
     if invert not in INVERT_CHOICES:
         raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
+    if multi and not preprocess_image:
+        raise ValueError("reading a number needs the preprocessing: multi=True with preprocess_image=False")
     mean, std = float(normalization["mean"]), float(normalization["std"])
     model.eval()
     batch_size = max(1, batch_size)
-    load = functools.partial(_load_chunk, preprocess_image=preprocess_image, invert=invert)
+    load = functools.partial(_load_chunk, preprocess_image=preprocess_image, invert=invert, multi=multi)
 
     def run(ready: list[_Loaded]) -> Iterator[Prediction]:
-        for start in range(0, len(ready), batch_size):
-            yield from _infer(ready[start : start + batch_size], model, mean, std, device, keep_pixels)
+        for batch in _batches(ready, batch_size):
+            yield from _infer(batch, model, mean, std, device, keep_pixels)
 
     ready: list[_Loaded] = []
     min_batch = 1  # the first results go out as soon as the first chunk is decoded ...
@@ -159,25 +201,45 @@ def share_cores(device: torch.device, workers: int | None, threads: int | None) 
     return workers
 
 
+def _batches(ready: list[_Loaded], size: int) -> Iterator[list[_Loaded]]:
+    """``ready`` in runs of about ``size`` network inputs; the digits of one number stay together."""
+    batch: list[_Loaded] = []
+    inputs = 0
+    for item in ready:
+        batch.append(item)
+        inputs += len(item.pixels)
+        if inputs >= size:
+            yield batch
+            batch, inputs = [], 0
+    if batch:
+        yield batch
+
+
 def _infer(
     loaded: list[_Loaded], model: torch.nn.Module, mean: float, std: float, device: torch.device, keep_pixels: bool
 ) -> Iterator[Prediction]:
-    good = [item for item in loaded if item[2] is not None]
-    results: dict[int, tuple[int, float, list[float], np.ndarray | None]] = {}
-    if good:
-        x = torch.from_numpy(np.stack([item[2] for item in good]))
+    """Run the network once on every input of ``loaded`` (all the digits of all its images); a Prediction each."""
+    inputs = [pixels for item in loaded for pixels in item.pixels]
+    readings: Iterator[tuple[int, float, list[float]]] = iter(())
+    if inputs:
+        x = torch.from_numpy(np.stack(inputs))
         with torch.inference_mode():
-            batch = normalise(x, mean, std).to(device)
-            probs = model(batch).float().softmax(1).cpu()
+            probs = model(normalise(x, mean, std).to(device)).float().softmax(1).cpu()
         confidence, digit = probs.max(1)
-        rows = zip(good, digit.tolist(), confidence.tolist(), probs.tolist(), strict=True)
-        for item, d, c, p in rows:
-            results[item[0]] = (d, c, p, item[2] if keep_pixels else None)
-    for index, path, _, error in loaded:
-        if error is not None:
-            yield Prediction(index, path, error=error)
+        readings = zip(digit.tolist(), confidence.tolist(), probs.tolist(), strict=True)
+    for item in loaded:
+        if item.error is not None:
+            yield Prediction(item.index, item.path, error=item.error)
+        elif item.boxes is None:
+            yield Prediction(item.index, item.path, *next(readings), item.pixels[0] if keep_pixels else None)
         else:
-            yield Prediction(index, path, *results[index])
+            digits = [
+                DigitReading(box, *next(readings), pixels if keep_pixels else None)
+                for box, pixels in zip(item.boxes, item.pixels, strict=True)
+            ]
+            number = "".join(str(d.digit) for d in digits)
+            confidence_ = min(d.confidence for d in digits)
+            yield Prediction(item.index, item.path, confidence=confidence_, digits=digits, number=number)
 
 
 # --------------------------------------------------------------------------------------------- inputs

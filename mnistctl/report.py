@@ -578,6 +578,45 @@ def prediction_json(prediction: Any, top_k: int = 0) -> dict[str, Any]:
     return out
 
 
+def number_line(prediction: Any) -> str:
+    """``path<TAB>number<TAB>confidence`` for a number read with ``multi`` (the least confident digit's)."""
+    return "\t".join([prediction.path, prediction.number, f"{prediction.confidence:.4f}"])
+
+
+def number_json(prediction: Any) -> dict[str, Any]:
+    """A number read with ``multi``: the reading, and each digit with its box and all ten probabilities."""
+    return {
+        "path": prediction.path,
+        "number": prediction.number,
+        "confidence": round(prediction.confidence, 6),
+        "digits": [
+            {
+                "box": list(d.box),
+                "digit": d.digit,
+                "confidence": round(d.confidence, 6),
+                "probabilities": [round(p, 6) for p in d.probabilities],
+            }
+            for d in prediction.digits
+        ],
+    }
+
+
+def number_panel(prediction: Any) -> Any:
+    """A number read with ``multi``: each digit the network saw, side by side, with its reading under it."""
+    from rich.columns import Columns
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.text import Text
+
+    color = _console("out").is_terminal
+    cells = []
+    for d in prediction.digits:
+        caption = Text(f"{d.digit} ({d.confidence:.0%})", style="bold green" if d.confidence >= 0.9 else "yellow")
+        cells.append(Group(digit_preview(d.pixels, color), caption) if d.pixels is not None else caption)
+    title = f"[bold]{prediction.number}[/] (lowest {prediction.confidence:.2%})"
+    return Panel(Columns(cells, padding=(0, 2)), title=title, subtitle=prediction.path, expand=False)
+
+
 class CountProgress:
     """A plain counting bar on stderr (files predicted)."""
 

@@ -1,0 +1,256 @@
+"""How well `predict --multi` reads whole numbers: MNIST test digits written as people's photos of numbers.
+
+    MNISTCTL_DATA_DIR=/tmp/mnist-data python bench/whole_numbers.py -m digit_model.pt
+    python bench/whole_numbers.py -m digit_model.pt -n 2000 --seed 1 --samples docs/numbers    # a few images too
+
+(Not bench/numbers.py: a script's folder comes first on sys.path, so a numbers.py there would stand in for the
+standard library's `numbers`, which numpy imports, and break every script in bench/.)
+
+Renders -n numbers of 2-6 MNIST *test* digits each (never the training set), the way people's images of
+numbers look: dark ink on light, uneven, grainy paper (or light ink on a dark board, one in three); one digit
+size per number (28-130 px for the 28x28 digit) with each digit up to ±15 % bigger or smaller and its
+baseline up to ±12 % of the size off the line; gaps between digits uneven (2 % to 60 % of the size) but never
+touching; saved as RGB JPEG (quality 60-95) or PNG. Then reads them all with `predict_paths(..., multi=True)`
+(segmentation, then every digit of every image through the network in shared batches) and prints: the share
+of numbers read exactly, the share split into the right number of digits, the per-digit accuracy (a digit
+counts as right only in a number split into the right count), and the time `segment_digits` takes on a
+1000x300 photo of a 6-digit number (best of 5, beyond decoding). With the command and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+
+@dataclass
+class Number:
+    path: str
+    digits: str  # the true reading
+    boxes: list[tuple[int, int, int, int]]  # where each digit's ink is
+
+
+# --------------------------------------------------------------------------------------------- rendering
+
+
+def _paper(size: tuple[int, int], rng: random.Random, dark: bool) -> np.ndarray:
+    """Paper (light, a gentle gradient, grain) or a board (dark), as float gray levels."""
+    w, h = size
+    base = rng.uniform(20, 70) if dark else rng.uniform(175, 245)
+    tilt = rng.uniform(-12, 12)
+    gradient = np.linspace(-tilt, tilt, w)[None, :] + np.linspace(-tilt, tilt, h)[:, None] * rng.uniform(-1, 1)
+    grain = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 8), (h, w))
+    return base + gradient + grain
+
+
+def _digit_ink(pixels: np.ndarray, side: int) -> np.ndarray:
+    """One MNIST digit scaled to ``side``, cropped to its ink: coverage 0..1."""
+    a = np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.BICUBIC), np.float64) / 255
+    rows, cols = np.flatnonzero(a.max(1) > 0.02), np.flatnonzero(a.max(0) > 0.02)
+    return np.clip(a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], 0, 1)
+
+
+def render(images: np.ndarray, rng: random.Random) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """A number written with the digits ``images`` (k×28×28 uint8): the picture and each digit's ink box."""
+    size = rng.randint(28, 130)
+    inks = [_digit_ink(d, max(12, round(size * rng.uniform(0.85, 1.15)))) for d in images]
+    line = size  # the baseline, from the top of the canvas before margins
+    margin_x, margin_y = round(size * rng.uniform(0.3, 1.5)), round(size * rng.uniform(0.3, 1.0))
+    placed, x = [], margin_x
+    for ink in inks:
+        bottom = line + round(size * rng.uniform(-0.12, 0.12))
+        placed.append((x, bottom - ink.shape[0], ink))
+        x += ink.shape[1] + max(2, round(size * rng.uniform(0.02, 0.6)))  # never touching: boxes apart
+    top = min(y for _, y, _ in placed)
+    width = x + margin_x
+    height = max(y + ink.shape[0] for _, y, ink in placed) - top + 2 * margin_y
+    coverage = np.zeros((height, width))
+    boxes = []
+    for x0, y, ink in placed:
+        y0 = y - top + margin_y
+        coverage[y0 : y0 + ink.shape[0], x0 : x0 + ink.shape[1]] = ink
+        boxes.append((x0, y0, x0 + ink.shape[1], y0 + ink.shape[0]))
+    dark = rng.random() < 1 / 3
+    paper = _paper((width, height), rng, dark)
+    ink_level = rng.uniform(200, 250) if dark else rng.choice((rng.uniform(0, 40), rng.uniform(40, 100)))
+    gray = paper * (1 - coverage) + ink_level * coverage
+    img = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8))
+    if rng.random() < 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))  # a slightly soft photo
+    tint = rng.randint(0, 10)
+    rgb = Image.merge("RGB", (img.point(lambda v: min(255, v + tint)), img, img.point(lambda v: max(0, v - tint))))
+    return rgb, boxes
+
+
+def write_numbers(images, labels, count: int, seed: int, directory: Path) -> list[Number]:
+    """Render and save ``count`` numbers of 2-6 test digits; number i is the same whatever ``count`` is."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pixels, truth = images.numpy(), labels.numpy()
+    numbers = []
+    for i in range(count):
+        rng = random.Random(seed * 1_000_003 + i)
+        picks = [rng.randrange(len(pixels)) for _ in range(rng.randint(2, 6))]
+        img, boxes = render(pixels[picks], rng)
+        jpeg = rng.random() < 0.7
+        path = directory / f"{i:05d}.{'jpg' if jpeg else 'png'}"
+        img.save(path, **({"quality": rng.randint(60, 95)} if jpeg else {}))
+        numbers.append(Number(str(path), "".join(str(int(truth[k])) for k in picks), boxes))
+    return numbers
+
+
+# --------------------------------------------------------------------------------------------- measuring
+
+
+def read_numbers(numbers: list[Number], model_path: str, workers: int) -> tuple[list, float]:
+    import torch
+
+    from mnistctl.checkpoint import build_model, load_checkpoint
+    from mnistctl.predict import predict_paths
+
+    checkpoint = load_checkpoint(model_path)
+    model = build_model(checkpoint)
+    start = time.perf_counter()
+    preds = list(
+        predict_paths(
+            [n.path for n in numbers],
+            model,
+            checkpoint["normalization"],
+            torch.device("cpu"),
+            workers=workers,
+            multi=True,
+            keep_pixels=True,
+        )
+    )
+    return preds, time.perf_counter() - start
+
+
+def segmentation_ms(images, seed: int) -> float:
+    """segment_digits on a decoded 1000x300 JPEG photo of a 6-digit number: best of 5, in ms."""
+    from mnistctl.imaging import load_image, segment_digits
+
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        while True:  # a 6-digit number at the size that makes it about 1000x300
+            img, _ = render(images.numpy()[rng.sample(range(len(images)), 6)], rng)
+            if 0.6 < img.width / 1000 < 1.4:
+                break
+        img = img.resize((1000, 300), Image.Resampling.BILINEAR)
+        img.save(Path(tmp) / "number.jpg", quality=85)
+        gray = load_image(Path(tmp) / "number.jpg")
+    segment_digits(gray)  # the first call imports scipy.ndimage
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        segment_digits(gray)
+        times.append(time.perf_counter() - start)
+    return min(times) * 1000
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_samples(numbers: list[Number], preds: list, directory: Path, count: int = 8) -> None:
+    """The first ``count`` images as rendered, and each with the boxes found and the reading."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("number-*"):
+        stale.unlink()
+    for k, (number, pred) in enumerate(zip(numbers[:count], preds, strict=False)):
+        with Image.open(number.path) as im:
+            shown = im.convert("RGB")
+        shown.save(directory / f"number-{k}-{number.digits}{Path(number.path).suffix}")
+        draw = ImageDraw.Draw(shown)
+        for d in pred.digits or []:
+            draw.rectangle((d.box[0], d.box[1], d.box[2] - 1, d.box[3] - 1), outline=(255, 0, 0))
+            draw.text((d.box[0], max(0, d.box[1] - 12)), str(d.digit), fill=(255, 0, 0))
+        reading = pred.number if pred.error is None else pred.error
+        draw.text((4, 4), f"true {number.digits}  read {reading}", fill=(255, 0, 0))
+        shown.save(directory / f"number-{k}-{number.digits}-read.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-m", "--model", default="digit_model.pt", help="checkpoint (default digit_model.pt)")
+    parser.add_argument("-n", "--count", type=int, default=500, help="how many numbers (default 500)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST data directory (default: mnistctl's)")
+    parser.add_argument("--samples", type=Path, default=None, help="write 8 numbers and what was read in them here")
+    parser.add_argument("--out", type=Path, default=None, help="keep all the rendered images in this directory")
+    parser.add_argument("--workers", type=int, default=1, help="decoding threads (default 1)")
+    args = parser.parse_args()
+    if not Path(args.model).exists():
+        sys.exit(f"no model at {args.model}: train one with `mnistctl train` or pass --model")
+
+    import torch
+
+    from mnistctl.data.mnist import default_data_dir, load_split
+    from mnistctl.errors import MnistctlError
+
+    data_dir = args.data_dir or default_data_dir()
+    try:
+        images, labels = load_split(data_dir, "test")
+    except MnistctlError as exc:
+        sys.exit(f"{exc}\n(fetch MNIST with `mnistctl download --data-dir {data_dir}` or pass --data-dir)")
+    print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"torch {torch.__version__}; {torch.get_num_threads()} torch threads\n"
+    )
+    with tempfile.TemporaryDirectory(prefix="mnistctl-numbers-") as tmp:
+        directory = args.out or Path(tmp)
+        start = time.perf_counter()
+        numbers = write_numbers(images, labels, args.count, args.seed, directory)
+        render_s = time.perf_counter() - start
+        preds, read_s = read_numbers(numbers, args.model, args.workers)
+        if args.samples:
+            write_samples(numbers, preds, args.samples)
+    exact = sum(p.number == n.digits for p, n in zip(preds, numbers, strict=True))
+    split = [p.digits is not None and len(p.digits) == len(n.digits) for p, n in zip(preds, numbers, strict=True)]
+    digits_total = sum(len(n.digits) for n in numbers)
+    digits_right = sum(
+        sum(a == b for a, b in zip(p.number, n.digits, strict=True))
+        for p, n, ok in zip(preds, numbers, split, strict=True)
+        if ok
+    )
+    failed = [p for p in preds if p.error]
+    for p in failed[:3]:
+        print(f"warning: {p.path}: {p.error}", file=sys.stderr)
+    n = len(numbers)
+    per_image = statistics.mean(len(x.digits) for x in numbers)
+    print("| what | value |\n|---|---|")
+    print(f"| numbers (2-6 digits, {per_image:.2f} on average), seed {args.seed} | {n} |")
+    print(f"| model | {args.model} |")
+    print(f"| numbers read exactly | {exact / n:.2%} ({exact}/{n}) |")
+    print(f"| numbers split into the right count of digits | {sum(split) / n:.2%} |")
+    print(f"| per-digit accuracy | {digits_right / digits_total:.2%} ({digits_right}/{digits_total}) |")
+    print(f"| files that failed | {len(failed)} |")
+    print(f"| rendering | {render_s:.1f} s |")
+    print(
+        f"| reading (predict_paths, multi=True, {args.workers} worker) | {read_s:.1f} s, {n / read_s:.0f} numbers/s |"
+    )
+    seg_ms = segmentation_ms(images, args.seed)
+    print(f"| segment_digits, 1000x300 photo of 6 digits, beyond decoding (best of 5) | {seg_ms:.1f} ms |")
+    if args.samples:
+        print(f"\nwrote 8 numbers and what was read in them to {args.samples}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Reading a number: segmentation into digits (`segment_digits`) and `predict_paths(..., multi=True)`.
+
+Digits are drawn with Pillow as pen strokes in a box, so each test knows where every digit is. The network is
+a tiny one with random weights: what it reads is arbitrary; boxes, order and counts are what is tested.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from mnistctl.imaging import ImageError, load_image, segment_digits
+from mnistctl.models import CompactNet
+from mnistctl.predict import predict_paths
+
+# Pen strokes of each digit in a unit box (x right, y down): a list of polylines.
+STROKES = {
+    "0": [[(0.5, 0), (0.9, 0.2), (0.95, 0.5), (0.85, 0.85), (0.5, 1), (0.15, 0.85), (0.05, 0.5), (0.1, 0.2), (0.5, 0)]],
+    "1": [[(0.3, 0.15), (0.55, 0), (0.55, 1)]],
+    "2": [[(0.1, 0.25), (0.35, 0.02), (0.7, 0.02), (0.9, 0.25), (0.85, 0.45), (0.1, 1), (0.95, 1)]],
+    "3": [[(0.1, 0.05), (0.85, 0.05), (0.45, 0.42), (0.85, 0.6), (0.9, 0.85), (0.6, 1), (0.1, 0.95)]],
+    "4": [[(0.7, 1), (0.7, 0), (0.05, 0.68), (0.95, 0.68)]],
+    "5": [[(0.9, 0.02), (0.2, 0.02)], [(0.2, 0.02), (0.15, 0.45), (0.6, 0.4), (0.9, 0.65), (0.8, 0.95), (0.1, 0.97)]],
+    "7": [[(0.05, 0.02), (0.95, 0.02), (0.4, 1)]],
+}
+# A 5 whose bar the pen did not join to the body, and a 1 with a gap in its stroke.
+BROKEN = {
+    "5": [[(0.95, 0.02), (0.3, 0.02)], [(0.18, 0.12), (0.15, 0.45), (0.6, 0.4), (0.9, 0.65), (0.8, 0.95), (0.1, 0.97)]],
+    "1": [[(0.3, 0.15), (0.55, 0), (0.55, 0.45)], [(0.55, 0.55), (0.55, 1)]],
+}
+
+
+def draw_digit(draw: ImageDraw.ImageDraw, digit: str, box: tuple[int, int, int, int], ink: int, broken=False) -> None:
+    x0, y0, x1, y1 = box
+    width = max(3, (y1 - y0) // 9)
+    for line in (BROKEN if broken else STROKES)[digit]:
+        points = [(x0 + u * (x1 - x0), y0 + v * (y1 - y0)) for u, v in line]
+        draw.line(points, fill=ink, width=width, joint="curve")
+
+
+def page(
+    digits: list[tuple[str, tuple[int, int, int, int]]],
+    size: tuple[int, int] = (600, 200),
+    dark_on_light: bool = True,
+    broken: frozenset[int] = frozenset(),
+) -> np.ndarray:
+    """A gray page with ``digits`` (digit, box) drawn on it; ``broken``: the positions drawn broken."""
+    paper, ink = (235, 30) if dark_on_light else (10, 240)
+    img = Image.new("L", size, paper)
+    draw = ImageDraw.Draw(img)
+    for k, (digit, box) in enumerate(digits):
+        draw_digit(draw, digit, box, ink, broken=k in broken)
+    return np.array(img)
+
+
+def ink_box(digit: str, box: tuple[int, int, int, int], size: tuple[int, int] = (600, 200), broken=False) -> tuple:
+    """Where the ink of ``digit`` drawn in ``box`` is: (x0, y0, x1, y1), x1 and y1 exclusive."""
+    alone = page([(digit, box)], size, broken=frozenset({0}) if broken else frozenset())
+    rows, cols = np.flatnonzero((alone < 128).any(1)), np.flatnonzero((alone < 128).any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def close(found: tuple[int, ...], expected: tuple[int, ...], slack: int = 3) -> bool:
+    """A found box matches the ink's box up to a few pixels (anti-aliasing, the ink threshold)."""
+    return all(abs(a - b) <= slack for a, b in zip(found, expected, strict=True))
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    x = a.astype(np.float64)
+    return float(x.sum(1) @ np.arange(28) / x.sum()), float(x.sum(0) @ np.arange(28) / x.sum())
+
+
+# --------------------------------------------------------------------------------------------- segmentation
+
+
+def test_a_number_is_read_left_to_right_whatever_the_sizes_and_baselines() -> None:
+    drawn = [
+        ("2", (40, 50, 100, 150)),
+        ("0", (130, 20, 190, 100)),
+        ("4", (230, 70, 260, 130)),
+        ("7", (300, 40, 380, 180)),
+    ]
+    digits = segment_digits(page(drawn[::-1]))  # drawn right to left: the order comes from the positions
+    assert len(digits) == 4
+    for digit, (name, box) in zip(digits, drawn, strict=True):
+        assert close(digit.box, ink_box(name, box)), (digit.box, ink_box(name, box))
+        assert digit.pixels.shape == (28, 28) and digit.pixels.dtype == np.uint8
+        assert digit.pixels.max() == 255 and digit.pixels[0].max() == 0  # white on black, MNIST-style
+        cy, cx = centre_of_mass(digit.pixels)
+        assert abs(cy - 14) <= 1.5 and abs(cx - 14) <= 1.5
+
+
+def test_light_ink_on_dark_gives_the_same_digits() -> None:
+    drawn = [("1", (40, 40, 90, 160)), ("5", (130, 40, 210, 160)), ("3", (250, 40, 330, 160))]
+    dark_ink = segment_digits(page(drawn))
+    light_ink = segment_digits(page(drawn, dark_on_light=False))
+    assert [d.box for d in dark_ink] == [d.box for d in light_ink]
+    assert all(close(d.box, ink_box(*drawn_digit)) for d, drawn_digit in zip(dark_ink, drawn, strict=True))
+    assert len(segment_digits(page(drawn), invert="yes")) == 3
+    with pytest.raises(ImageError, match="blank"):  # forced the wrong way, there is no ink
+        segment_digits(page(drawn), invert="no")
+
+
+def test_a_broken_stroke_is_one_digit() -> None:
+    drawn = [("1", (40, 40, 90, 160)), ("0", (130, 40, 210, 160))]
+    gray = page(drawn, broken=frozenset({0}))
+    assert gray[100, 40 + int(0.55 * 50)] == 235  # the 1 really has a gap
+    digits = segment_digits(gray)
+    assert len(digits) == 2 and close(digits[0].box, ink_box(*drawn[0], broken=True))
+
+
+def test_the_detached_bar_of_a_5_belongs_to_it() -> None:
+    drawn = [("5", (40, 40, 120, 160)), ("7", (160, 40, 240, 160))]
+    digits = segment_digits(page(drawn, broken=frozenset({0})))
+    assert len(digits) == 2
+    assert close(digits[0].box, ink_box(*drawn[0], broken=True))  # the box reaches up to the bar
+    bar_rows = digits[0].pixels[:8].sum()
+    assert bar_rows > 0  # and the bar is in what the network sees
+
+
+def test_specks_and_punctuation_are_not_digits() -> None:
+    drawn = [("3", (40, 40, 110, 160)), ("1", (200, 40, 250, 160)), ("4", (300, 40, 380, 160))]
+    gray = page(drawn)
+    img = Image.fromarray(gray)
+    draw = ImageDraw.Draw(img)
+    for x, y in ((10, 10), (150, 180), (450, 30), (520, 150), (280, 20)):
+        draw.ellipse((x, y, x + 3, y + 3), fill=30)  # dust
+    draw.rectangle((140, 95, 175, 108), fill=30)  # a minus sign between the 3 and the 1
+    draw.ellipse((270, 148, 282, 160), fill=30)  # a decimal point between the 1 and the 4
+    digits = segment_digits(np.array(img))
+    assert [d.box for d in digits] == [d.box for d in segment_digits(gray)]
+    assert len(digits) == 3
+
+
+def test_touching_digits_are_cut_apart() -> None:
+    drawn = [("0", (40, 40, 130, 160)), ("4", (121, 40, 221, 128))]  # the 4's bar starts on the 0
+    gray = page(drawn)
+    from scipy import ndimage
+
+    assert ndimage.label(gray < 128, structure=np.ones((3, 3)))[1] == 1  # one piece of ink
+    digits = segment_digits(gray)
+    assert len(digits) == 2
+    cut = digits[1].box[0]
+    assert 115 <= cut <= 140 and digits[0].box[2] <= cut  # near where the two meet
+    assert close(digits[0].box[:2], ink_box(*drawn[0])[:2]) and close(digits[1].box[2:], ink_box(*drawn[1])[2:])
+
+
+def test_three_touching_digits_make_three() -> None:
+    drawn = [("0", (40, 40, 136, 160)), ("0", (130, 40, 226, 160)), ("0", (220, 40, 316, 160))]  # each on the next
+    gray = page(drawn)
+    from scipy import ndimage
+
+    assert ndimage.label(gray < 128, structure=np.ones((3, 3)))[1] == 1
+    digits = segment_digits(gray)
+    assert len(digits) == 3
+    assert abs(digits[1].box[0] - 133) <= 10 and abs(digits[2].box[0] - 223) <= 10
+
+
+def test_a_blank_page_has_no_number() -> None:
+    for gray in (np.full((200, 600), 235, np.uint8), np.zeros((200, 600), np.uint8)):
+        with pytest.raises(ImageError, match="^blank image: no ink found$"):
+            segment_digits(gray)
+    dusty = np.full((200, 600), 235, np.uint8)
+    dusty[50:52, 300:302] = 20
+    with pytest.raises(ImageError, match="blank"):
+        segment_digits(dusty)
+
+
+def test_a_big_photo_is_reduced_but_boxes_are_in_its_own_pixels() -> None:
+    drawn = [("2", (200, 300, 600, 1100)), ("5", (800, 300, 1200, 1100)), ("1", (1400, 300, 1700, 1100))]
+    digits = segment_digits(page(drawn, size=(4000, 1400)))  # reduced by 4 to work on
+    assert len(digits) == 3
+    expected = [ink_box(*drawn_digit, size=(4000, 1400)) for drawn_digit in drawn]
+    assert all(close(d.box, box, slack=8) for d, box in zip(digits, expected, strict=True))  # 4 px of work: 1
+
+
+def test_segment_digits_wants_a_gray_array() -> None:
+    with pytest.raises(TypeError, match="2-D uint8"):
+        segment_digits(np.zeros((20, 20, 3), np.uint8))
+
+
+# --------------------------------------------------------------------------------------------- predicting numbers
+
+
+@pytest.fixture
+def tiny_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return CompactNet(widths=(4, 8))
+
+
+NORM = {"mean": 0.1307, "std": 0.3081}
+CPU = torch.device("cpu")
+
+
+def _numbers(tmp_path: Path) -> list[str]:
+    first = page([("2", (40, 40, 100, 160)), ("0", (130, 50, 200, 150)), ("4", (230, 40, 300, 170))])
+    second = page([("7", (30, 30, 110, 170)), ("1", (150, 40, 190, 160))], dark_on_light=False)
+    paths = [str(tmp_path / "204.png"), str(tmp_path / "71.jpg"), str(tmp_path / "blank.png")]
+    Image.fromarray(first).save(paths[0])
+    Image.fromarray(second).save(paths[1], quality=85)
+    Image.new("L", (300, 100), 235).save(paths[2])
+    return paths
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_predict_paths_reads_numbers(tmp_path: Path, tiny_net: torch.nn.Module, workers: int) -> None:
+    paths = _numbers(tmp_path)
+    preds = list(predict_paths(paths, tiny_net, NORM, CPU, workers=workers, multi=True, keep_pixels=True))
+    assert [p.path for p in preds] == paths
+    assert [len(p.digits or []) for p in preds] == [3, 2, 0]
+    assert preds[2].error == "blank image: no ink found" and preds[2].number is None
+    for p in preds[:2]:
+        assert p.error is None and p.digit is None and p.probabilities is None
+        assert p.number == "".join(str(d.digit) for d in p.digits)
+        assert p.confidence == min(d.confidence for d in p.digits)
+        assert [d.box for d in p.digits] == [d.box for d in segment_digits(load_image(p.path))]
+        for d in p.digits:
+            assert 0 <= d.digit <= 9 and abs(sum(d.probabilities) - 1) < 1e-5
+            assert d.confidence == pytest.approx(max(d.probabilities))
+            assert d.pixels.shape == (28, 28)
+
+
+def test_the_digits_of_all_images_go_through_the_network_together(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+    paths = _numbers(tmp_path)[:2] * 3
+    calls: list[int] = []
+    tiny_net.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    batched = list(predict_paths(paths, tiny_net, NORM, CPU, workers=0, multi=True, batch_size=512))
+    assert calls == [15]  # the six images' digits in one batch
+    calls.clear()
+    small = list(predict_paths(paths, tiny_net, NORM, CPU, workers=0, multi=True, batch_size=4))
+    assert all(n <= 4 + 2 for n in calls)  # batches of about 4 inputs; a number's digits are never split
+    for a, b in zip(batched, small, strict=True):
+        assert a.number == b.number
+        for da, db in zip(a.digits, b.digits, strict=True):
+            assert da.probabilities == pytest.approx(db.probabilities, abs=1e-5)
+
+
+def test_reading_a_number_needs_the_preprocessing(tiny_net: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="preprocess"):
+        list(predict_paths(["a.png"], tiny_net, NORM, CPU, multi=True, preprocess_image=False))
+
+
+def test_a_number_renders_as_a_line_json_and_a_panel(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+    import json
+
+    from rich.console import Console
+
+    from mnistctl import report
+
+    path = _numbers(tmp_path)[0]
+    (pred,) = predict_paths([path], tiny_net, NORM, CPU, multi=True, keep_pixels=True)
+    assert report.number_line(pred) == f"{path}\t{pred.number}\t{pred.confidence:.4f}"
+    data = json.loads(json.dumps(report.number_json(pred)))
+    assert data["number"] == pred.number and len(data["digits"]) == 3
+    assert [tuple(d["box"]) for d in data["digits"]] == [d.box for d in pred.digits]
+    console = Console(record=True, width=200, color_system=None)
+    console.print(report.number_panel(pred))
+    text = console.export_text()
+    assert pred.number in text and path in text
+    assert all(f"{d.digit} ({d.confidence:.0%})" in text for d in pred.digits)
