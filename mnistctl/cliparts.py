@@ -174,10 +174,7 @@ CompareArch = Annotated[str, _opt("--arch", help="seed (the original network) or
 CompareBatch = Annotated[int, _opt("--batch-size", "-b", min=1, help="Images per step.")]
 CompareSchedule = Annotated[str, _opt("--schedule", help="onecycle, cosine, step or constant.")]
 CompareAugment = Annotated[bool, _opt("--augment/--no-augment", help="Augment the training images.")]
-CompareElastic = Annotated[
-    float | None, _opt("--elastic", min=0.0, max=6.0, help="Random smooth warp, up to N pixels.", panel=AUGMENT)
-]
-Seed = Annotated[int, _opt("--seed", help="Initial weights, batch order and augmentation.")]
+CompareSeed = Annotated[int, _opt("--seed", help="Initial weights, batch order and augmentation.")]
 Results = Annotated[Path, _opt("--results", help="JSON file each finished run is saved to.")]
 SkipDone = Annotated[bool, _opt("--resume", help="Skip runs already in --results.")]
 Csv = Annotated[Path | None, _opt("--csv", help="Write the per-epoch history as CSV.")]

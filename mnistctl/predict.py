@@ -133,7 +133,7 @@ def predict_paths(
     if invert not in INVERT_CHOICES:
         raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
     if multi and not preprocess_image:
-        raise ValueError("reading a number needs the preprocessing: multi=True with preprocess_image=False")
+        raise UsageError("--multi needs the preprocessing that finds each digit", "leave out --no-preprocess")
     mean, std = float(normalization["mean"]), float(normalization["std"])
     model.eval()
     batch_size = max(1, batch_size)

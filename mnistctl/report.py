@@ -578,6 +578,16 @@ def prediction_json(prediction: Any, top_k: int = 0) -> dict[str, Any]:
     return out
 
 
+def _print_prediction(prediction: Any, json_out: bool, top_k: int) -> None:
+    """One image's answer as a line (or JSON line) on stdout, flushed: pipelines see it as soon as it is known."""
+    number = prediction.digits is not None
+    if json_out:
+        print_json(number_json(prediction) if number else prediction_json(prediction, top_k))
+    else:
+        sys.stdout.write((number_line(prediction) if number else prediction_line(prediction, top_k)) + "\n")
+        sys.stdout.flush()
+
+
 def number_line(prediction: Any) -> str:
     """``path<TAB>number<TAB>confidence`` for a number read with ``multi`` (the least confident digit's)."""
     return "\t".join([prediction.path, prediction.number, f"{prediction.confidence:.4f}"])
@@ -647,15 +657,13 @@ def print_predictions(
                 failed += 1
                 error_line(f"{prediction.path}: {prediction.error} — this file was skipped")
             elif panel:
-                show_result(prediction_panel(prediction))
+                show_result(number_panel(prediction) if prediction.digits is not None else prediction_panel(prediction))
             else:
-                if json_out:
-                    print_json(prediction_json(prediction, top_k))
-                else:
-                    sys.stdout.write(prediction_line(prediction, top_k) + "\n")
-                    sys.stdout.flush()  # each answer as soon as it is known, for pipelines
-                if show and prediction.pixels is not None:
-                    show_err(digit_preview(prediction.pixels, _console("err").is_terminal))
+                _print_prediction(prediction, json_out, top_k)
+                if show:
+                    for pixels in [d.pixels for d in prediction.digits or ()] or [prediction.pixels]:
+                        if pixels is not None:
+                            show_err(digit_preview(pixels, _console("err").is_terminal))
     finally:
         if progress:
             progress.stop()

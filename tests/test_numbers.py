@@ -6,6 +6,7 @@ a tiny one with random weights: what it reads is arbitrary; boxes, order and cou
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from mnistctl.errors import UsageError
 from mnistctl.imaging import ImageError, load_image, segment_digits
 from mnistctl.models import CompactNet
 from mnistctl.predict import predict_paths
@@ -240,7 +242,7 @@ def test_the_digits_of_all_images_go_through_the_network_together(tmp_path: Path
 
 
 def test_reading_a_number_needs_the_preprocessing(tiny_net: torch.nn.Module) -> None:
-    with pytest.raises(ValueError, match="preprocess"):
+    with pytest.raises(UsageError, match="preprocess"):
         list(predict_paths(["a.png"], tiny_net, NORM, CPU, multi=True, preprocess_image=False))
 
 
@@ -262,3 +264,68 @@ def test_a_number_renders_as_a_line_json_and_a_panel(tmp_path: Path, tiny_net: t
     text = console.export_text()
     assert pred.number in text and path in text
     assert all(f"{d.digit} ({d.confidence:.0%})" in text for d in pred.digits)
+
+
+# --------------------------------------------------------------------------------------------- through the CLI
+
+
+def _number_file(tmp_path: Path, name: str, digits: str) -> Path:
+    boxes = [(30 + 90 * i, 40 + 10 * (i % 2), 90 + 90 * i, 150) for i in range(len(digits))]
+    path = tmp_path / name
+    Image.fromarray(page(list(zip(digits, boxes, strict=True)), size=(120 + 90 * len(digits), 200))).save(path)
+    return path
+
+
+def test_predict_multi_prints_path_number_confidence(tmp_path: Path, tiny_model: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mnistctl.cli import app
+
+    a, b = _number_file(tmp_path, "a.png", "1742"), _number_file(tmp_path, "b.png", "50")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (300, 120), 255).save(blank)
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", "--multi", "-m", str(tiny_model), str(a), str(blank), str(b)])
+    assert result.exit_code == 1  # the blank page
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [(path, len(number)) for path, number, _ in rows] == [(str(a), 4), (str(b), 2)]
+    assert all(number.isdigit() and 0 < float(confidence) <= 1 for _, number, confidence in rows)
+    assert result.stderr.strip() == f"Error: {blank}: blank image: no ink found — this file was skipped"
+
+    as_json = runner.invoke(app, ["predict", "--multi", "--json", "-m", str(tiny_model), str(a)])
+    (record,) = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert as_json.exit_code == 0 and record["path"] == str(a) and len(record["digits"]) == 4
+    assert record["number"] == "".join(str(d["digit"]) for d in record["digits"])
+    assert record["confidence"] == min(d["confidence"] for d in record["digits"])
+    xs = [d["box"][0] for d in record["digits"]]
+    assert xs == sorted(xs) and all(len(d["probabilities"]) == 10 for d in record["digits"])
+
+    refused = runner.invoke(app, ["predict", "--multi", "--no-preprocess", "-m", str(tiny_model), str(a)])
+    assert refused.exit_code == 2 and "--no-preprocess" in refused.stderr
+
+
+def test_predict_multi_in_a_pipeline_with_nul_separated_names(tmp_path: Path, tiny_model: Path) -> None:
+    import subprocess
+
+    from conftest import MNISTCTL_SCRIPT
+
+    odd = _number_file(tmp_path, "with\nnewline.png", "31")
+    plain = _number_file(tmp_path, "plain.png", "777")
+    proc = subprocess.run(
+        [MNISTCTL_SCRIPT, "predict", "--multi", "-0", "-", "-m", str(tiny_model)],
+        input=f"{odd}\0{plain}\0".encode(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == b""  # nothing on stderr when nothing is a terminal
+    lines = proc.stdout.decode().split("\n")
+    assert lines[0] == str(odd).split("\n")[0]  # a name with a newline in it comes through whole
+    assert lines[1].split("\t")[0] == "newline.png" and len(lines[1].split("\t")[1]) == 2
+    assert lines[2].split("\t")[0] == str(plain) and len(lines[2].split("\t")[1]) == 3
+    glued = subprocess.run(
+        [MNISTCTL_SCRIPT, "predict", "-", "-m", str(tiny_model)],
+        input=f"{plain}\0{plain}\0".encode(),
+        capture_output=True,
+    )
+    assert glued.returncode == 2 and b"--null" in glued.stderr and glued.stdout == b""
