@@ -55,7 +55,7 @@ class Group(_FlagsWithoutTypes, TyperGroup):
         except typer.Abort:
             from mnistctl import report
 
-            report.error_line("aborted — no file was left half-written")
+            report.error_line("aborted — nothing half-written was left behind")
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
 

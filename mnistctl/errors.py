@@ -60,7 +60,7 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             if debug_enabled():
                 raise
-            exc = Interrupted("interrupted", "no file was left half-written")
+            exc = Interrupted("interrupted", "nothing half-written was left behind")
             _print(str(exc))
             raise SystemExit(exc.exit_code) from None
         except MnistctlError as exc:
