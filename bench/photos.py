@@ -139,9 +139,11 @@ def evaluate(
     from mnistctl.checkpoint import build_model, load_checkpoint
     from mnistctl.data.mnist import normalise
     from mnistctl.predict import predict_paths
+    from mnistctl.runtime import default_precision
 
     checkpoint = load_checkpoint(model_path)
-    model = build_model(checkpoint)
+    cpu = torch.device("cpu")
+    model = build_model(checkpoint, cpu, default_precision(cpu))  # as the CLI runs it
     norm = checkpoint["normalization"]
     device = torch.device("cpu")
     rows = []
@@ -182,9 +184,11 @@ def contact_sheet(paths: list[str], labels, model_path: str, out: Path, per_row:
 
     from mnistctl.checkpoint import build_model, load_checkpoint
     from mnistctl.predict import predict_paths
+    from mnistctl.runtime import default_precision
 
     checkpoint = load_checkpoint(model_path)
-    model = build_model(checkpoint)
+    cpu = torch.device("cpu")
+    model = build_model(checkpoint, cpu, default_precision(cpu))  # as the CLI runs it
     preds = list(
         predict_paths(paths, model, checkpoint["normalization"], torch.device("cpu"), workers=0, keep_pixels=True)
     )

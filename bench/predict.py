@@ -142,6 +142,7 @@ def in_process(paths: list[str], labels, args: argparse.Namespace) -> None:
 
     from mnistctl.checkpoint import build_model, load_checkpoint
     from mnistctl.predict import predict_paths, share_cores
+    from mnistctl.runtime import default_precision
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,7 +150,8 @@ def in_process(paths: list[str], labels, args: argparse.Namespace) -> None:
     workers = share_cores(device, args.workers, args.threads)  # as `mnistctl predict` splits the cores
     start = time.perf_counter()
     checkpoint = load_checkpoint(args.model)
-    model = build_model(checkpoint)
+    cpu = torch.device("cpu")
+    model = build_model(checkpoint, cpu, default_precision(cpu))  # as the CLI runs it
     load_s = time.perf_counter() - start
     times = []
     for _ in range(args.runs):

@@ -118,9 +118,11 @@ def read_numbers(numbers: list[Number], model_path: str, workers: int) -> tuple[
 
     from mnistctl.checkpoint import build_model, load_checkpoint
     from mnistctl.predict import predict_paths
+    from mnistctl.runtime import default_precision
 
     checkpoint = load_checkpoint(model_path)
-    model = build_model(checkpoint)
+    cpu = torch.device("cpu")
+    model = build_model(checkpoint, cpu, default_precision(cpu))  # as the CLI runs it
     start = time.perf_counter()
     preds = list(
         predict_paths(

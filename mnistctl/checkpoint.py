@@ -203,11 +203,12 @@ def _digest_or_none(state_dict: Any) -> str | None:
         return None
 
 
-def build_model(checkpoint: dict[str, Any]) -> nn.Module:
+def build_model(checkpoint: dict[str, Any], device: torch.device | None = None, precision: str = "fp32") -> nn.Module:
     """The network a checkpoint describes, for inference: its weights loaded (shapes checked), in eval mode,
-    in the memory layout it was trained in."""
+    in the memory layout it was trained in, on ``device``, running in ``precision``."""
     import torch
 
+    from mnistctl.engine import in_precision
     from mnistctl.models import get_architecture
 
     model = get_architecture(checkpoint["arch"]).build(**checkpoint.get("arch_config", {}))
@@ -220,7 +221,8 @@ def build_model(checkpoint: dict[str, Any]) -> nn.Module:
         ) from exc
     if checkpoint["config"].get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
-    return model.eval()
+    device = device or torch.device("cpu")
+    return in_precision(model.to(device).eval(), precision, device)
 
 
 @contextlib.contextmanager

@@ -47,15 +47,19 @@ def main(version: opt.Version = False, debug: opt.Debug = False) -> None:
         os.environ["MNISTCTL_DEBUG"] = "1"  # read by the error handler, and by processes we start (torchrun)
 
 
-def _model(model: Path | None, quiet: bool) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint ``-m`` names, or the default one (said on stderr), loaded and checked."""
+def _network(model: Path | None, amp: bool | None, device: str | None, threads: int | None, quiet: bool) -> Any:
+    """For eval and predict: the checkpoint ``-m`` names, or the default one (said on stderr), loaded and
+    checked; the device; and the network on it, running in the device's precision (or as --amp says)."""
     from mnistctl import report
-    from mnistctl.checkpoint import find_model, load_checkpoint
+    from mnistctl.checkpoint import build_model, find_model, load_checkpoint
+    from mnistctl.runtime import choose_precision, setup_device
 
     path, origin = find_model(model)
     if origin != "option":
         report.log(f"Using {origin}: {path}.", quiet=quiet)
-    return path, load_checkpoint(path)
+    checkpoint = load_checkpoint(path)
+    torch_device = setup_device(device, threads)
+    return path, checkpoint, torch_device, build_model(checkpoint, torch_device, choose_precision(amp, torch_device))
 
 
 def _mnist(data_dir: Path | None, mirror: str | None, quiet: bool) -> Path:
@@ -208,6 +212,7 @@ def eval_(
     save_errors: opt.SaveErrors = None,
     batch_size: opt.BatchSize = 2000,
     device: opt.Device = None,
+    amp: opt.InferenceAmp = None,
     threads: opt.Threads = None,
     data_dir: opt.DataDir = None,
     mirror: opt.Mirror = None,
@@ -215,18 +220,14 @@ def eval_(
     quiet: opt.Quiet = False,
 ) -> None:
     from mnistctl import report
-    from mnistctl.checkpoint import build_model
     from mnistctl.data.mnist import load_split
     from mnistctl.engine import evaluate_split
     from mnistctl.fsutil import check_directory
     from mnistctl.metrics import misclassified
-    from mnistctl.runtime import setup_device
 
     if save_errors is not None:
         check_directory(save_errors, "--save-errors")
-    path, checkpoint = _model(model, quiet)
-    net = build_model(checkpoint)
-    torch_device = setup_device(device, threads)
+    path, checkpoint, torch_device, net = _network(model, amp, device, threads, quiet)
     images, labels = load_split(_mnist(data_dir, mirror, quiet), split)
     result, logits = evaluate_split(
         net, checkpoint["normalization"], images, labels, torch_device, batch_size=batch_size, top_mistakes=top
@@ -270,15 +271,14 @@ def predict(
     batch_size: opt.BatchSize = 512,
     workers: opt.Workers = None,
     device: opt.Device = None,
+    amp: opt.InferenceAmp = None,
     threads: opt.Threads = None,
     json_out: opt.JsonLines = False,
     quiet: opt.Quiet = False,
 ) -> None:
     from mnistctl import report
-    from mnistctl.checkpoint import build_model
     from mnistctl.errors import UsageError
     from mnistctl.predict import expand_inputs, predict_paths, read_path_list, share_cores
-    from mnistctl.runtime import setup_device
 
     if not inputs:
         raise UsageError("no images given", "pass image files, directories, or - to read paths from stdin")
@@ -286,9 +286,7 @@ def predict(
     paths, problems = expand_inputs(names, recursive)
     for problem in problems:
         report.error_line(f"{problem} — check the path")
-    _, checkpoint = _model(model, quiet)
-    torch_device = setup_device(device, threads)
-    net = build_model(checkpoint).to(torch_device)
+    _, checkpoint, torch_device, net = _network(model, amp, device, threads, quiet)
     panel = len(paths) == 1 and not problems and not json_out and report.is_terminal("out")
     predictions = predict_paths(
         paths, net, checkpoint["normalization"], torch_device, batch_size=batch_size,

@@ -97,6 +97,7 @@ Mirror = Annotated[
     _opt("--mirror", envvar="MNISTCTL_MIRROR", help="Source tried first: http(s) URL, file:// URL or a directory."),
 ]
 Device = Annotated[str | None, _opt("--device", envvar="MNISTCTL_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")]
+InferenceAmp = Annotated[bool | None, _opt("--amp/--no-amp", help="Mixed precision. \\[default: the device's]")]
 Threads = Annotated[int | None, _opt("--threads", min=1, help="CPU threads for torch. \\[default: one a core]")]
 Model = Annotated[
     Path | None,

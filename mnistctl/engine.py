@@ -87,6 +87,24 @@ class Precision:
         self.scaler.update()
 
 
+class InPrecision(nn.Module):
+    """``module`` run under ``precision``'s autocast, its outputs in float32: a network for inference in the
+    precision the device computes fastest (bf16 halves the time of a forward pass on a CPU with AVX512-BF16)."""
+
+    def __init__(self, module: nn.Module, precision: Precision) -> None:
+        super().__init__()
+        self.module, self.precision = module, precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.precision.autocast():
+            return self.module(x).float()
+
+
+def in_precision(model: nn.Module, precision: str, device: torch.device) -> nn.Module:
+    """``model`` as it should run for inference in ``precision`` (itself for fp32)."""
+    return model if precision == "fp32" else InPrecision(model, Precision(precision, device))
+
+
 class EMA:
     """An exponential moving average of a model's weights and BatchNorm statistics: a copy, updated after each
     optimizer step, that evaluates better than the weights of any one step. Its decay ramps up from 0.1 towards

@@ -196,6 +196,11 @@ def precision_option(amp: bool | None, device: torch.device) -> str | None:
     return amp_precision(device) if amp else "fp32"
 
 
+def choose_precision(amp: bool | None, device: torch.device) -> str:
+    """The precision to run in: as ``--amp``/``--no-amp`` say, else the device's default."""
+    return precision_option(amp, device) or default_precision(device)
+
+
 def default_precision(device: torch.device, cpu_flags: set[str] | None = None) -> str:
     """The precision training uses unless ``--amp``/``--no-amp`` says otherwise, by what the device computes
     natively (each choice measured: docs/benchmarks.md): bf16 autocast on CUDA GPUs that support it and on

@@ -22,7 +22,7 @@ from mnistctl.batches import EpochBatches
 from mnistctl.checkpoint import make_checkpoint, save_checkpoint
 from mnistctl.config import TrainConfig
 from mnistctl.data.mnist import MnistData, normalise
-from mnistctl.engine import EMA, Dist, EpochStats, Precision, evaluate, train_one_epoch
+from mnistctl.engine import EMA, Dist, EpochStats, Precision, evaluate, in_precision, train_one_epoch
 from mnistctl.errors import Interrupted, MnistctlError
 from mnistctl.models import Architecture, get_architecture
 from mnistctl.runtime import default_precision, device_kind, seed_everything
@@ -235,7 +235,8 @@ class _Loop:
                 )
                 if self.dist.is_main:
                     t0 = time.perf_counter()
-                    loss, accuracy = evaluate(self.evaluated, *test, self.batches.device)
+                    network = in_precision(self.evaluated, self.cfg.precision, self.batches.device)
+                    loss, accuracy = evaluate(network, *test, self.batches.device)
                     elapsed = elapsed_before + time.perf_counter() - run_start
                     history.append(self._result(epoch, stats, loss, accuracy, time.perf_counter() - t0, elapsed))
                     if out is not None:
