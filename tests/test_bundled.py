@@ -82,3 +82,28 @@ def test_a_fresh_directory_predicts_with_the_bundled_model_and_says_so(tmp_path,
     monkeypatch.chdir(tmp_path)
     info = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
     assert info["model"] == {"path": str(BUNDLED), "source": "the bundled model", "exists": True}
+
+
+@pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="no local MNIST mirror")
+def test_a_fresh_directory_reads_a_number_with_the_bundled_model(tmp_path):
+    """Four MNIST test digits (never trained on) written as a photo of a number: dark ink on light paper."""
+    import gzip
+
+    import numpy as np
+
+    raw = gzip.decompress((SHARED_MNIST / "t10k-images-idx3-ubyte.gz").read_bytes())
+    labels = gzip.decompress((SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:12]
+    digits = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[:4]
+    page = np.full((120, 370), 235, np.uint8)
+    for i, digit in enumerate(digits):  # each digit at three times its size, uneven gaps and baselines
+        big = np.asarray(Image.fromarray(digit).resize((84, 84), Image.Resampling.BILINEAR))
+        x, y = 10 + i * 90 - (i % 2) * 6, 12 + (i % 3) * 6
+        page[y : y + 84, x : x + 84] = np.minimum(page[y : y + 84, x : x + 84], 255 - big)
+    Image.fromarray(page).convert("RGB").save(tmp_path / "number.jpg", quality=90)
+    env = {k: v for k, v in os.environ.items() if k != "MNISTCTL_MODEL"}
+    proc = subprocess.run(
+        [MNISTCTL_SCRIPT, "predict", "--multi", "number.jpg"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\t")[:2] == ["number.jpg", "".join(str(label) for label in labels)]
+    assert proc.stderr.strip() == f"Using the bundled model: {BUNDLED}."

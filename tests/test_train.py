@@ -287,3 +287,13 @@ def test_elastic_warp_keeps_shape_and_black_background_and_is_seeded():
     ratio = warped.sum((1, 2, 3)) / x.sum((1, 2, 3))  # ... and stretched or squeezed, but not lost
     assert bool(((ratio > 0.5) & (ratio < 1.5)).all()), ratio
     assert torch.equal(warped, augment_batch(x, u, rotate=0.0, scale=0.0, shift=0.0, elastic=2.0))
+
+
+def test_the_gpu_recipe_runs_on_the_cpu_too(tiny_data, tmp_path):
+    """The GPU default (wide network, big batches, its own EMA) is the same code on any device; here on tiny data."""
+    config = TrainConfig(arch="wide", epochs=1, train_limit=192)
+    result = fit(config, load_mnist(tiny_data), torch.device("cpu"), out=tmp_path / "wide.pt")
+    saved = load_checkpoint(tmp_path / "wide.pt")
+    assert saved["arch"] == "wide" and saved["config"]["batch_size"] == 512 and saved["config"]["ema"] > 0
+    assert saved["config"]["precision"] == result.config.precision
+    assert build_model(saved)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
