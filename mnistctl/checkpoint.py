@@ -98,6 +98,7 @@ def make_checkpoint(
         "arch_config": arch_config,
         "state_dict": state_dict,
         "weights_sha256": weights_digest(state_dict),
+        **_training_digest(training_state),
         "normalization": {"mean": float(normalization[0]), "std": float(normalization[1])},
         "epoch": epoch,
         **(training_state or {"optimizer": None, "scheduler": None, "rng": None}),
@@ -106,6 +107,12 @@ def make_checkpoint(
         "metrics": metrics,
         "versions": {"mnistctl": __version__, "torch": str(torch.__version__), "python": sys.version.split()[0]},
     }
+
+
+def _training_digest(training_state: dict[str, Any] | None) -> dict[str, str]:
+    """With an EMA, the weights being trained (what --resume continues) are kept beside the average: checked too."""
+    model_state = (training_state or {}).get("model_state")
+    return {"model_state_sha256": weights_digest(model_state)} if model_state else {}
 
 
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> None:
@@ -121,7 +128,7 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) ->
 SEED_KEYS = {f"model.{i}.{kind}" for i in (0, 2, 4, 7) for kind in ("weight", "bias")}
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], hint: str = RETRAIN) -> dict[str, Any]:
     """Load and validate a checkpoint; a plain seed state_dict is wrapped into one.
 
     Everything that can go wrong — missing, empty, truncated, damaged, not a torch file, a pickle that would run
@@ -131,11 +138,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     path = Path(path)
     if not path.exists():
-        raise MnistctlError(f"model file {path} does not exist", RETRAIN)
+        raise MnistctlError(f"model file {path} does not exist", hint)
     if path.is_dir():
         raise MnistctlError(f"model path {path} is a directory", "pass the checkpoint file itself")
     if path.stat().st_size == 0:
-        raise MnistctlError(f"model file {path} is empty", RETRAIN)
+        raise MnistctlError(f"model file {path} is empty", hint)
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": our error says it better
             warnings.simplefilter("ignore")
@@ -147,10 +154,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"refusing to load {path}: it contains Python objects that could run code when loaded",
                 "only load checkpoints you trust; mnistctl loads weights only",
             ) from exc
-        raise MnistctlError(f"{path} is not a PyTorch checkpoint", RETRAIN) from exc
+        raise MnistctlError(f"{path} is not a PyTorch checkpoint", hint) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise MnistctlError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})", RETRAIN) from exc
-    return _validate(obj, path)
+        raise MnistctlError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})", hint) from exc
+    return _validate(obj, path, hint)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -158,7 +165,7 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _validate(obj: Any, path: Path) -> dict[str, Any]:
+def _validate(obj: Any, path: Path, hint: str) -> dict[str, Any]:
     import torch
 
     from mnistctl.models import ARCHITECTURES
@@ -172,9 +179,11 @@ def _validate(obj: Any, path: Path) -> dict[str, Any]:
             raise MnistctlError(
                 f"{path} uses an architecture this mnistctl does not know ({obj.get('arch')!r})", "upgrade mnistctl"
             )
-        expected = obj.get("weights_sha256")  # absent in version 1
-        if expected is not None and _digest_or_none(obj.get("state_dict")) != expected:
-            raise MnistctlError(f"{path} is corrupt: its weights do not match their checksum", RETRAIN)
+        # No checksums in version 1; model_state (the weights being trained) only in runs with an EMA.
+        for weights, digest in (("state_dict", "weights_sha256"), ("model_state", "model_state_sha256")):
+            expected = obj.get(digest)
+            if expected is not None and _digest_or_none(obj.get(weights)) != expected:
+                raise MnistctlError(f"{path} is corrupt: its weights do not match their checksum", hint)
         obj.setdefault("config", {})
         return obj
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -243,7 +252,7 @@ def training_run(
     lock = exclusive_lock(path.with_name(f".{path.name}.lock"), wait=False, what=str(path))
     with lock if writer else contextlib.nullcontext():
         if resume:
-            checkpoint = load_checkpoint(path)
+            checkpoint = load_checkpoint(path, hint="pass the run's checkpoint with -o, or start a new run")
             yield resume_config(checkpoint, path, requested), checkpoint
             return
         if writer and not force:
@@ -267,8 +276,10 @@ def check_overwrite(path: Path, arch: str) -> None:
         )
 
 
-# Options that change only how fast a run goes, not what it computes: a resumed run may set them anew.
-SPEED_ONLY = ("compile", "channels_last")
+# Options that change how a run is computed, not what it learns: a resumed run may set them anew. Precision is
+# one: left out, it is the (new) device's default, so a run started on a GPU in bf16 goes on in fp32 on an
+# AVX2 CPU rather than in emulated bf16.
+SPEED_ONLY = ("compile", "channels_last", "precision")
 
 
 def resume_config(checkpoint: dict[str, Any], path: Path, requested: TrainConfig) -> TrainConfig:
@@ -293,7 +304,7 @@ def resume_config(checkpoint: dict[str, Any], path: Path, requested: TrainConfig
     if epochs <= done:
         state = f"already finished all {done} epochs" if done >= stored.epochs else f"has trained {done} epochs"
         raise MnistctlError(f"{path} {state}", f"pass --epochs N, N above {done}, to train it further")
-    speed = {name: getattr(requested, name) for name in SPEED_ONLY if getattr(requested, name) is not None}
+    speed = {name: getattr(requested, name) for name in SPEED_ONLY}
     return TrainConfig.from_dict({**vars(stored), "epochs": epochs, **speed})
 
 

@@ -230,9 +230,8 @@ def eval_(
     path, checkpoint, torch_device, net = _network(model, amp, device, threads, quiet)
     images, labels = load_split(_mnist(data_dir, mirror, quiet), split)
     result, logits = evaluate_split(
-        net, checkpoint["normalization"], images, labels, torch_device, batch_size=batch_size, top_mistakes=top
+        split, net, checkpoint["normalization"], images, labels, torch_device, batch_size=batch_size, top_mistakes=top
     )
-    result.split = split
     saved = None
     if save_errors is not None:
         saved = report.save_mistakes(save_errors, images, labels, logits, misclassified(logits, labels))

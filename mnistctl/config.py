@@ -118,6 +118,16 @@ class TrainConfig:
             raise UsageError(f"--lr must be a positive number, not {self.lr}", "pass e.g. --lr 1e-3")
         if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise UsageError(f"--weight-decay must be 0 or more, not {self.weight_decay}", "pass e.g. 5e-4")
+        _within("--ema", self.ema, 0.0, 0.9999)
+        _within("--label-smoothing", self.label_smoothing, 0.0, 0.5)
+        for option, value, most in (
+            ("--rotate", self.rotate, 45),
+            ("--scale", self.scale, 0.5),
+            ("--shift", self.shift, 8),
+        ):
+            _within(option, value, 0.0, most)
+        _within("--elastic", self.elastic, 0.0, 6.0)
+        _within("--seed", self.seed, 0, 2**32 - 1)
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("schedule", self.schedule, SCHEDULES)
         _one_of("precision", self.precision, PRECISIONS)
@@ -141,6 +151,11 @@ def recipe_for(arch: str) -> dict[str, Any]:
 def _at_least_one(option: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise UsageError(f"{option} must be at least 1, not {value}", "pass a positive number")
+
+
+def _within(option: str, value: float | None, low: float, high: float) -> None:
+    if value is not None and not (math.isfinite(value) and low <= value <= high):
+        raise UsageError(f"{option} must be between {low:g} and {high:g}, not {value:g}", "pass a value in that range")
 
 
 def _one_of(what: str, value: str | None, choices: tuple[str, ...]) -> None:

@@ -67,18 +67,22 @@ class Dist:
             shutdown_distributed()
 
 
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of ``precision`` (fp32: none) on ``device``."""
+    dtype = DTYPES[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
 class Precision:
-    """``fp32``, ``bf16`` or ``fp16`` autocast on ``device``; fp16 scales the loss so small gradients survive."""
+    """Training in ``fp32``, ``bf16`` or ``fp16`` on ``device``: fp16 scales the loss so that small gradients
+    survive (the scaler checks every step for overflow, so fp16 reads one value back from the device a step)."""
 
     def __init__(self, name: str, device: torch.device) -> None:
         self.name, self.device = name, device
         self.scaler = torch.amp.GradScaler(device.type, enabled=name == "fp16")
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        dtype = DTYPES[self.name]
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.name, self.device)
 
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -91,24 +95,24 @@ class InPrecision(nn.Module):
     """``module`` run under ``precision``'s autocast, its outputs in float32: a network for inference in the
     precision the device computes fastest (bf16 halves the time of a forward pass on a CPU with AVX512-BF16)."""
 
-    def __init__(self, module: nn.Module, precision: Precision) -> None:
+    def __init__(self, module: nn.Module, precision: str, device: torch.device) -> None:
         super().__init__()
-        self.module, self.precision = module, precision
+        self.module, self.precision, self.device = module, precision, device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self.precision.autocast():
+        with autocast(self.precision, self.device):
             return self.module(x).float()
 
 
 def in_precision(model: nn.Module, precision: str, device: torch.device) -> nn.Module:
     """``model`` as it should run for inference in ``precision`` (itself for fp32)."""
-    return model if precision == "fp32" else InPrecision(model, Precision(precision, device))
+    return model if precision == "fp32" else InPrecision(model, precision, device)
 
 
 class EMA:
     """An exponential moving average of a model's weights and BatchNorm statistics: a copy, updated after each
-    optimizer step, that evaluates better than the weights of any one step. Its decay ramps up from 0.1 towards
-    ``decay`` over the first steps, so the average follows the fast early changes instead of remembering the
+    optimizer step, that evaluates better than the weights of any one step. Its decay ramps up from 2/11
+    towards ``decay`` over the first steps, so the average follows the fast early changes instead of remembering the
     random initialisation. The step count lives on the host: updating never waits for the device."""
 
     def __init__(self, model: nn.Module, decay: float, steps: int = 0) -> None:
@@ -174,9 +178,10 @@ def train_one_epoch(
             local = max(1, seen // dist.world_size)
             elapsed = max(1e-9, time.perf_counter() - start)
             on_progress(step, float(loss_sum) / local, float(correct) / local, seen / elapsed)
-    totals = dist.sum(torch.stack([loss_sum.double(), correct.double()]))
+    # float32 (not float64, which MPS lacks): exact for counts below 2**24, plenty for a loss sum.
+    loss_total, correct_total = dist.sum(torch.stack([loss_sum.float(), correct.float()])).tolist()
     n = len(batches)
-    return EpochStats(float(totals[0]) / n, float(totals[1]) / n, time.perf_counter() - start, n)
+    return EpochStats(loss_total / n, correct_total / n, time.perf_counter() - start, n)
 
 
 @torch.inference_mode()
@@ -197,6 +202,7 @@ def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, devic
 
 
 def evaluate_split(
+    split: str,
     model: nn.Module,
     normalization: dict[str, float],
     images: torch.Tensor,
@@ -206,12 +212,12 @@ def evaluate_split(
     batch_size: int = 2000,
     top_mistakes: int = 10,
 ) -> tuple[EvalResult, torch.Tensor]:
-    """``mnistctl eval``: the report on ``images`` (uint8) and the logits it came from. ``seconds`` times the
-    forward passes alone."""
+    """``mnistctl eval``: the report on ``split``'s ``images`` (uint8) and the logits it came from. ``seconds``
+    times normalising the images and the forward passes."""
     start = time.perf_counter()
     inputs = normalise(images, normalization["mean"], normalization["std"])
     logits = predict_logits(model.to(device), inputs, device, batch_size)
     seconds = time.perf_counter() - start
-    result = summarise("", logits, labels, top_mistakes=top_mistakes)
+    result = summarise(split, logits, labels, top_mistakes=top_mistakes)
     result.seconds = seconds
     return result, logits

@@ -218,6 +218,8 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
 class RichTrainProgress:
     """Training progress on stderr: an overall bar and an epoch bar with loss, accuracy, images/s and ETA."""
 
+    shows_batches = True
+
     def __init__(self, label: str = "training") -> None:
         self.label = label
         self.progress = _progress(
@@ -299,17 +301,27 @@ class JsonEpochs:
 
 
 class Callbacks:
-    """Several callback objects behind one."""
+    """Several of the training callbacks above behind one (the progress bars and the JSON lines, say)."""
 
     def __init__(self, *targets: Any) -> None:
         self.targets = [t for t in targets if t is not None]
+        self.shows_batches = any(getattr(t, "shows_batches", False) for t in self.targets)
 
-    def __getattr__(self, name: str) -> Any:
-        def call(*args: Any) -> None:
-            for t in self.targets:
-                getattr(t, name)(*args)
+    def on_start(self, *args: Any) -> None:
+        for t in self.targets:
+            t.on_start(*args)
 
-        return call
+    def on_batch(self, *args: Any) -> None:
+        for t in self.targets:
+            t.on_batch(*args)
+
+    def on_epoch(self, result: Any) -> None:
+        for t in self.targets:
+            t.on_epoch(result)
+
+    def on_end(self) -> None:
+        for t in self.targets:
+            t.on_end()
 
 
 def train_callbacks(label: str = "", *, quiet: bool, json_out: bool = False) -> Callbacks:

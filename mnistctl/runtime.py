@@ -181,12 +181,17 @@ def device_kind(device: torch.device) -> str:
 
 
 def amp_precision(device: torch.device) -> str:
-    """What ``--amp`` means on ``device``: bf16 where the device computes it, else fp16 (with loss scaling)."""
+    """What ``--amp`` means on ``device``: bf16, except on CUDA GPUs without native bf16 (before Ampere), where
+    it is fp16 with loss scaling. (On a CPU without native bf16, bf16 is emulated: slow, but what --amp asks.)"""
+    return "fp16" if device.type == "cuda" and not cuda_native_bf16(device) else "bf16"
+
+
+def cuda_native_bf16(device: torch.device) -> bool:
+    """Whether this CUDA GPU computes bf16 in hardware (compute capability 8.0, Ampere, or newer). torch's own
+    ``is_bf16_supported()`` also says yes where bf16 is only emulated, and asks about the current device."""
     import torch
 
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return "fp16"
-    return "bf16"
+    return torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def precision_option(amp: bool | None, device: torch.device) -> str | None:
@@ -203,13 +208,11 @@ def choose_precision(amp: bool | None, device: torch.device) -> str:
 
 def default_precision(device: torch.device, cpu_flags: set[str] | None = None) -> str:
     """The precision training uses unless ``--amp``/``--no-amp`` says otherwise, by what the device computes
-    natively (each choice measured: docs/benchmarks.md): bf16 autocast on CUDA GPUs that support it and on
-    CPUs with native bf16 instructions (AVX512-BF16 or AMX), fp32 elsewhere (bf16 emulated on an AVX2 CPU
-    trains 7–10× slower; fp16 is never a default)."""
-    import torch
-
+    natively (docs/benchmarks.md): bf16 autocast on CUDA GPUs with native bf16 and on CPUs with native bf16
+    instructions (AVX512-BF16 or AMX), fp32 elsewhere (bf16 emulated on an AVX2 CPU trains 7–10× slower;
+    fp16 is never a default)."""
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cuda_native_bf16(device) else "fp32"
     if device.type == "cpu":
         return "bf16" if NATIVE_BF16 & (read_cpu_flags() if cpu_flags is None else cpu_flags) else "fp32"
     return "fp32"

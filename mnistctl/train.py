@@ -74,6 +74,8 @@ class TrainResult:
 class TrainCallbacks:
     """Progress hooks; the default does nothing. ``report`` supplies the ones that print."""
 
+    shows_batches = False  # on_batch shows something: the loop then reads progress back every few steps
+
     def on_start(self, config: TrainConfig, steps_per_epoch: int, start_epoch: int, samples: int) -> None: ...
 
     def on_batch(self, epoch: int, step: int, loss: float, accuracy: float, images_per_s: float) -> None: ...
@@ -157,9 +159,9 @@ def fit(
         optimizer = make_optimizer(cfg, model)
         steps = batches.steps * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(cfg.schedule, steps))
-        history = _restore(resume, optimizer, scheduler)
-        test = (normalise(data.test_images, *arch.normalization).to(device), data.test_labels.to(device))
         precision = Precision(cfg.precision, device)
+        history = _restore(resume, optimizer, scheduler, precision)
+        test = (normalise(data.test_images, *arch.normalization).to(device), data.test_labels.to(device))
         loop = _Loop(cfg, arch, model, ema, net, batches, optimizer, scheduler, precision, dist)
         return loop.run(history, test, out, callbacks or TrainCallbacks())
     finally:
@@ -184,11 +186,19 @@ def _build(
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
-def _restore(resume: dict[str, Any] | None, optimizer: torch.optim.Optimizer, scheduler: Any) -> list[EpochResult]:
+def _restore(
+    resume: dict[str, Any] | None, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Precision
+) -> list[EpochResult]:
+    """Continue ``resume``'s training state. The rate is set from the (new) plan at the step reached, so that a
+    run extended to more epochs continues on the plan for its new total from its first step on."""
     if resume is None:
         return []
     optimizer.load_state_dict(resume["optimizer"])
     scheduler.load_state_dict(resume["scheduler"])
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    if resume.get("scaler"):
+        precision.scaler.load_state_dict(resume["scaler"])
     torch.set_rng_state(resume["rng"]["torch"])
     return [EpochResult(**h) for h in resume["history"]]
 
@@ -207,6 +217,7 @@ class _Loop:
     scheduler: Any
     precision: Precision
     dist: Dist
+    saved: int = 0  # the last epoch written to the checkpoint by this process
 
     def run(
         self,
@@ -231,7 +242,8 @@ class _Loop:
                     self.dist,
                     self.cfg.label_smoothing,
                     self.ema,
-                    on_progress=functools.partial(callbacks.on_batch, epoch),
+                    # Reading progress back makes the device wait for the host: only when something shows it.
+                    on_progress=functools.partial(callbacks.on_batch, epoch) if _shows_batches(callbacks) else None,
                 )
                 if self.dist.is_main:
                     t0 = time.perf_counter()
@@ -241,11 +253,12 @@ class _Loop:
                     history.append(self._result(epoch, stats, loss, accuracy, time.perf_counter() - t0, elapsed))
                     if out is not None:
                         save_checkpoint(out, self.checkpoint(history))
+                        self.saved = epoch
                 self.dist.barrier()
                 if self.dist.is_main:
                     callbacks.on_epoch(history[-1])
         except KeyboardInterrupt:
-            raise _interrupted(history, start_epoch, out) from None
+            raise _interrupted(self.saved or start_epoch, out) from None
         finally:
             callbacks.on_end()
         parameters = sum(p.numel() for p in self.model.parameters())
@@ -282,13 +295,18 @@ class _Loop:
                 "optimizer": _to_cpu(self.optimizer.state_dict()),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": {"torch": torch.get_rng_state()},
+                "scaler": self.precision.scaler.state_dict(),  # fp16's loss scale ({} otherwise)
                 **extra,
             },
         )
 
 
-def _interrupted(history: list[EpochResult], start_epoch: int, out: Path | None) -> Interrupted:
-    done = history[-1].epoch if history else start_epoch
+def _shows_batches(callbacks: TrainCallbacks) -> bool:
+    return getattr(callbacks, "shows_batches", False)
+
+
+def _interrupted(done: int, out: Path | None) -> Interrupted:
+    """Ctrl-C: what ``out`` holds (the last epoch whose checkpoint was written) and how to go on."""
     if out is not None and done > 0:
         return Interrupted(
             f"interrupted during epoch {done + 1}; {out} holds the complete epoch {done}",

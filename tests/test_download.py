@@ -213,3 +213,28 @@ def test_retries_transient_server_errors(tmp_path, fake_mnist, mirror_server):
 def test_unsupported_mirror_scheme_is_a_usage_problem():
     with pytest.raises(download_mod.MnistctlError, match="unsupported mirror"):
         Source.parse("ftp://example.org/mnist/")
+
+
+def test_a_partial_download_survives_a_failing_mirror_and_resumes_later(tmp_path, fake_mnist, mirror_server):
+    name = "train-images-idx3-ubyte.gz"
+    body = fake_mnist.gz["train-images-idx3-ubyte"]
+    rd = raw_dir(tmp_path / "d")
+    rd.mkdir(parents=True)
+    (rd / f"{name}.part").write_bytes(body[: len(body) // 2])  # left by an earlier, interrupted run
+    mirror_server.serve("/m/", fake_mnist.gz)
+    mirror_server.routes[f"/m/{name}"].status = 503  # the mirror is overloaded today
+    with pytest.raises(DownloadError, match="HTTP 503; gave up after 3 attempts"):
+        download_mnist(tmp_path / "d", mirror=mirror_server.url("/m/"))
+    assert (rd / f"{name}.part").read_bytes() == body[: len(body) // 2]  # kept, not thrown away
+    mirror_server.routes[f"/m/{name}"].status = 200
+    download_mnist(tmp_path / "d", mirror=mirror_server.url("/m/"))
+    assert (f"/m/{name}", f"bytes={len(body) // 2}-") in mirror_server.log
+    assert_installed(tmp_path / "d", fake_mnist)
+
+
+def test_valid_files_without_their_gz_are_present(tmp_path, fake_mnist):
+    download_mnist(tmp_path / "d", mirror=str(fake_mnist.directory))
+    for gz in raw_dir(tmp_path / "d").glob("*.gz"):
+        gz.unlink()  # e.g. removed to save space: the decompressed files are what is read
+    results = download_mnist(tmp_path / "d", mirror=str(tmp_path / "offline"))
+    assert [r.status for r in results] == ["present"] * 4 and all(r.bytes is None for r in results)

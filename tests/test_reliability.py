@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 import mnistctl.data.mnist as data_mod
 from mnistctl.checkpoint import load_checkpoint
 from mnistctl.cli import app
+from mnistctl.config import RECIPES
 from mnistctl.fsutil import exclusive_lock
 
 runner = CliRunner()
@@ -77,7 +78,8 @@ def test_resume_refuses_options_that_conflict_with_the_run(tiny_data):
     result = runner.invoke(app, ["train", "--resume", "--epochs", "23", "--lr", "0.1", "--arch", "seed"])
     assert result.exit_code == 2
     (line,) = errors_of(result)
-    assert "--lr 0.1 (the run has 0.003)" in line and "--arch seed (the run has 'compact')" in line
+    assert f"--lr 0.1 (the run has {RECIPES['compact']['lr']})" in line
+    assert "--arch seed (the run has 'compact')" in line
     assert "--epochs" not in line.split("differ:")[1]  # a new total is not a conflict
     result = runner.invoke(app, ["train", "--resume", "--train-limit", "100", "--no-augment"])
     assert result.exit_code == 2 and "--train-limit 100" in result.stderr and "--no-augment" in result.stderr

@@ -242,7 +242,6 @@ def _download_one(
 ) -> FileResult:
     target = rd / spec.name
     gz = rd / spec.gz_name
-    part = rd / (spec.gz_name + ".part")
     result = FileResult(spec.name, "failed", path=str(target))
 
     # A verified .gz left by an earlier run that stopped before the raw file was in place.
@@ -250,27 +249,39 @@ def _download_one(
         result.status, result.source = "downloaded", str(gz)
     else:
         for source in sources:
-            where = source.location(spec)
             if source.dead:
                 result.tried.append(f"{source.spec} ({source.dead})")
                 continue
-            resumed = source.url is not None and part.exists() and part.stat().st_size > 0
-            why = _fetch_from(source, spec, part, progress, sleep) or _install_from_gz(part, spec, rd, gz)
-            if why is not None and resumed and not source.dead:
-                # The partial file may have come from a mirror that compresses differently: start afresh.
-                part.unlink(missing_ok=True)
-                why = _fetch_from(source, spec, part, progress, sleep) or _install_from_gz(part, spec, rd, gz)
+            why = _from_source(source, spec, rd, progress, sleep)
             if why is None:
-                result.status, result.source = "downloaded", where
+                result.status, result.source = "downloaded", source.location(spec)
                 break
-            if why == "checksum mismatch" or why.startswith("not a valid gzip"):
-                part.unlink(missing_ok=True)  # a bad file is never kept; a partial one is, for resuming
             result.tried.append(f"{source.spec} ({why})")
     if result.status != "failed":
         result.bytes = gz.stat().st_size if gz.exists() else None
         result.sha256 = spec.sha256
     progress.finish(spec.name, result.status)
     return result
+
+
+def _from_source(
+    source: Source, spec: MnistFile, rd: Path, progress: DownloadProgress, sleep: Callable[[float], None]
+) -> str | None:
+    """Fetch ``spec`` from ``source`` and install it; None on success, else why not. A partial download that
+    failed on the way is kept for the next run to resume; a complete one that is not the file is deleted."""
+    gz, part = rd / spec.gz_name, rd / (spec.gz_name + ".part")
+    resumed = source.url is not None and part.exists() and part.stat().st_size > 0
+    why = _fetch_from(source, spec, part, progress, sleep)
+    if why is not None:
+        return why
+    why = _install_from_gz(part, spec, rd, gz)
+    if why is not None and resumed:
+        # The part resumed may have come from a mirror that compresses differently: fetch the whole file once.
+        part.unlink(missing_ok=True)
+        why = _fetch_from(source, spec, part, progress, sleep) or _install_from_gz(part, spec, rd, gz)
+    if why is not None and (why == "checksum mismatch" or why.startswith("not a valid gzip")):
+        part.unlink(missing_ok=True)
+    return why
 
 
 def _fetch_from(
@@ -296,8 +307,7 @@ def _fetch_from(
         except _Unreachable as exc:
             source.dead = str(exc)
             return str(exc)
-        except _Missing as exc:
-            part.unlink(missing_ok=True)
+        except _Missing as exc:  # this mirror lacks it: a part from another one stays, for resuming
             return str(exc)
         except _Transient as exc:
             if attempt == RETRIES:
@@ -338,8 +348,9 @@ def download_mnist(
         with exclusive_lock(rd / ".mnistctl-download.lock", wait=True, what=str(rd)):
             for spec in files:
                 target = rd / spec.name
-                if not force and is_valid(target, spec) and (rd / spec.gz_name).exists():
-                    gz_size = (rd / spec.gz_name).stat().st_size
+                if not force and is_valid(target, spec):  # its .gz is kept when there is one; it is not needed
+                    gz = rd / spec.gz_name
+                    gz_size = gz.stat().st_size if gz.exists() else None
                     results.append(FileResult(spec.name, "present", None, gz_size, spec.sha256, str(target)))
                     progress.finish(spec.name, "present")
                     continue
