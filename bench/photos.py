@@ -134,16 +134,16 @@ def evaluate(
     paths: list[str], styles: list[str], labels, model_path: str, args: argparse.Namespace, images
 ) -> list[Row]:
     import torch
-    from mnistctl.evaluate import predict_logits
 
     from mnistctl.checkpoint import build_model, load_checkpoint
     from mnistctl.data.mnist import normalise
+    from mnistctl.engine import predict_logits
     from mnistctl.predict import predict_paths
     from mnistctl.runtime import default_precision
 
     checkpoint = load_checkpoint(model_path)
     cpu = torch.device("cpu")
-    model = build_model(checkpoint, cpu, default_precision(cpu))  # as the CLI runs it
+    model = build_model(checkpoint, cpu, args.precision or default_precision(cpu))  # as the CLI runs it
     norm = checkpoint["normalization"]
     device = torch.device("cpu")
     rows = []
@@ -230,6 +230,7 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, default=None, help="write ~8 examples and a contact sheet here")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help="default: the CPU's, as `mnistctl predict`")
     args = parser.parse_args()
     models = args.model or ["digit_model.pt"]
     for m in models:

@@ -4,10 +4,11 @@
     python bench/steps.py --batch-size 256 --threads 1
     python bench/steps.py --no-augment
 
-Times the same pieces `mnistctl train` runs (its batches, model, optimizer and schedule) on random 28×28
-images, synchronously and one after another, for --steps steps after a warm-up, and prints the median
-milliseconds of each phase and the images/s they add up to; then the evaluation of 10,000 images as training
-does it after every epoch. No MNIST needed. Run it alone: the machine's noise
+Times the pieces `mnistctl train` runs (its batches, model, optimizer and schedule) on random 28×28 images, in
+fp32 and without the moving average of the weights (bf16, where it is the default, and the EMA are measured by
+bench/train.py as a whole), synchronously and one after another, for --steps steps after a warm-up, and prints
+the median milliseconds of each phase and the images/s they add up to; then the evaluation of 10,000 images
+as training does it after every epoch. No MNIST needed. Run it alone: the machine's noise
 is the size of the smaller phases.
 """
 

@@ -8,6 +8,7 @@ batch and keeps its own contiguous part of it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from typing import Protocol
@@ -112,6 +113,7 @@ def augment_batch(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+@functools.lru_cache(maxsize=8)
 def _spread(size: int, device: torch.device) -> torch.Tensor:
     """size × ELASTIC_GRID weights that interpolate values on the coarse grid linearly onto ``size`` pixels."""
     eye = torch.eye(ELASTIC_GRID, device=device).unsqueeze(0)  # each grid point as a channel of its own

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mnistctl.config import DEFAULT_ARCH, TrainConfig
-from mnistctl.errors import MnistctlError, UsageError
+from mnistctl.errors import MnistctlError, UsageError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -156,13 +156,8 @@ def load_checkpoint(path: str | os.PathLike[str], hint: str = RETRAIN) -> dict[s
             ) from exc
         raise MnistctlError(f"{path} is not a PyTorch checkpoint", hint) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as exc:
-        raise MnistctlError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})", hint) from exc
+        raise MnistctlError(f"{path} is not a readable PyTorch checkpoint ({first_line(exc, 200)})", hint) from exc
     return _validate(obj, path, hint)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
 
 
 def _validate(obj: Any, path: Path, hint: str) -> dict[str, Any]:
@@ -225,7 +220,7 @@ def build_model(checkpoint: dict[str, Any], device: torch.device | None = None, 
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:
         raise MnistctlError(
-            f"the weights do not fit architecture {checkpoint['arch']!r} ({_first_line(exc)})",
+            f"the weights do not fit architecture {checkpoint['arch']!r} ({first_line(exc, 200)})",
             "the checkpoint is damaged or was edited; train a new one",
         ) from exc
     if checkpoint["config"].get("channels_last"):

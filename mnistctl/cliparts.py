@@ -7,6 +7,7 @@ Each option is an ``Annotated`` type, so a command's signature reads one option 
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -52,11 +53,14 @@ class Group(_FlagsWithoutTypes, TyperGroup):
             ctx = getattr(exc, "ctx", None)
             report.error_line(f"{exc.format_message()} — see `{ctx.command_path if ctx else 'mnistctl'} --help`")
             sys.exit(exc.exit_code)
-        except typer.Abort:
+        except typer.Abort as exc:  # Ctrl-C that reached Typer (only with --debug: see errors.handle_errors)
             from mnistctl import report
+            from mnistctl.errors import debug_enabled
 
-            report.error_line("aborted — nothing half-written was left behind")
-            sys.exit(1)
+            if debug_enabled() and exc.__context__ is not None:
+                traceback.print_exception(exc.__context__)
+            report.error_line("interrupted — nothing half-written was left behind")
+            sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -118,7 +122,9 @@ Optimizer = Annotated[
 Lr = Annotated[float | None, _opt("--lr", help="Peak learning rate.", panel=RECIPE)]
 TrainBatch = Annotated[int | None, _opt("--batch-size", "-b", min=1, help="Images per step.", panel=RECIPE)]
 Schedule = Annotated[str | None, _opt("--schedule", help="onecycle, cosine, step or constant.", panel=RECIPE)]
-WeightDecay = Annotated[float | None, _opt("--weight-decay", help="Decoupled weight decay.", panel=RECIPE)]
+WeightDecay = Annotated[
+    float | None, _opt("--weight-decay", help="Weight decay: decoupled for adamw, L2 for the others.", panel=RECIPE)
+]
 LabelSmoothing = Annotated[float | None, _opt("--label-smoothing", min=0.0, max=0.5, panel=RECIPE)]
 Ema = Annotated[
     float | None, _opt("--ema", min=0.0, max=0.9999, help="Evaluate and save a moving average (0: off).", panel=RECIPE)

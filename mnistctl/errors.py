@@ -43,6 +43,12 @@ class Interrupted(MnistctlError):
     exit_code = 130
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type's name if it has none), for a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

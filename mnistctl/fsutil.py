@@ -91,13 +91,16 @@ def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
 
 
 def check_directory(path: str | os.PathLike[str], option: str) -> None:
-    """``path`` can be a directory we write into: it is one, or it can be created (its parent is a directory)."""
+    """Fail now, before the work that fills it, if the directory ``path`` (given with ``option``) could not be
+    written into: it is a file, a file stands in its way, or the nearest directory that exists is read-only."""
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise MnistctlError(f"{target} is a file, not a directory", f"pass a directory to {option}")
     blocker = _not_a_directory(target)
     if blocker is not None:
         raise MnistctlError(f"cannot create {target}: {blocker} is a file, not a directory", f"fix the {option} path")
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    check_writable(existing / f"{target.name}.d", option)  # creates and removes a file there
 
 
 # --------------------------------------------------------------------------------------------- locks

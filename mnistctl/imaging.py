@@ -27,7 +27,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnistctl.errors import MnistctlError
+from mnistctl.errors import MnistctlError, first_line
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
 INVERT_CHOICES = ("auto", "yes", "no")
@@ -169,7 +169,7 @@ def _os_reason(exc: OSError) -> str:
         return "permission denied"
     if exc.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
         return NOT_REGULAR
-    return f"cannot read the file ({exc.strerror or _first_line(exc)})"
+    return f"cannot read the file ({exc.strerror or first_line(exc)})"
 
 
 def _decode_gray(fp: BinaryIO) -> np.ndarray:
@@ -191,9 +191,9 @@ def _decode_gray(fp: BinaryIO) -> np.ndarray:
     except OSError as exc:
         if "truncated" in str(exc).lower():
             raise ImageError("truncated image") from None
-        raise ImageError(f"damaged image ({_first_line(exc)})") from None
+        raise ImageError(f"damaged image ({first_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - a crafted file can make a decoder raise anything; one line, no traceback
-        raise ImageError(f"damaged image ({_first_line(exc)})") from None
+        raise ImageError(f"damaged image ({first_line(exc)})") from None
 
 
 _NO_EXIF_FORMATS = frozenset({"PNG", "GIF", "BMP", "PPM"})
@@ -256,11 +256,6 @@ def _deep_to_8bit(a: np.ndarray) -> np.ndarray:
 
 def _scale_to_8bit(a: np.ndarray, scale: float, offset: float) -> np.ndarray:
     return np.clip(np.rint(a * scale + offset), 0, 255).astype(np.uint8)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:160]
 
 
 def _limit_mpx() -> int:

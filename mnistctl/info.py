@@ -25,12 +25,12 @@ from mnistctl.runtime import (
 )
 
 
-def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, Any]:
+def collect_info(data_dir: Path) -> dict[str, Any]:
     import torch
 
     acc = Accelerators.detect()
     files = check_files(data_dir)
-    model = _model(model_path)
+    model = _model()
     try:
         auto = resolve_device_name(os.environ.get("MNISTCTL_DEVICE") or "auto", acc)
     except Exception as exc:  # a bad MNISTCTL_DEVICE is worth reporting, not failing on
@@ -67,10 +67,10 @@ def collect_info(data_dir: Path, model_path: Path | None = None) -> dict[str, An
     }
 
 
-def _model(explicit: Path | None) -> dict[str, Any]:
-    """Which checkpoint `eval` and `predict` would use (and why), or why there is none."""
+def _model() -> dict[str, Any]:
+    """Which checkpoint `eval` and `predict` would use without -m (and why), or why there is none."""
     try:
-        path, origin = find_model(explicit)
+        path, origin = find_model(None)
     except MnistctlError as exc:
         return {"path": None, "source": None, "exists": False, "problem": exc.message}
     return {"path": str(path), "source": origin, "exists": path.is_file()}

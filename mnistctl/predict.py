@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from mnistctl.data.mnist import normalise
-from mnistctl.errors import UsageError
+from mnistctl.errors import UsageError, first_line
 from mnistctl.imaging import (
     IMAGE_SUFFIXES,
     INVERT_CHOICES,
@@ -75,11 +75,6 @@ CHUNK = 32  # files per decoding task: big enough to amortise the pool's overhea
 MIN_BATCH = 128  # after the first results, run the network on at least this many images at a time
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:160]
-
-
 def _load_chunk(
     start: int, paths: Sequence[str], preprocess_image: bool, invert: str, multi: bool, stop: threading.Event
 ) -> list[_Loaded]:
@@ -101,7 +96,7 @@ def _load_chunk(
             except MemoryError:
                 out.append(_Loaded(i, path, [], None, "not enough memory to decode the image"))
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others
-                reason = f"cannot use this image ({type(exc).__name__}: {_one_line(exc)})"
+                reason = f"cannot use this image ({type(exc).__name__}: {first_line(exc)})"
                 out.append(_Loaded(i, path, [], None, reason))
     return out
 
@@ -118,7 +113,7 @@ def predict_paths(
     invert: str = "auto",
     keep_pixels: bool = False,
     multi: bool = False,
-) -> Generator[Prediction, None, None]:
+) -> Iterator[Prediction]:
     """One :class:`Prediction` per path, in input order, streamed as soon as each is known.
 
     Files are decoded and preprocessed by ``workers`` threads, a bounded number of chunks ahead, while this
@@ -132,8 +127,25 @@ def predict_paths(
     """
     if invert not in INVERT_CHOICES:
         raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
-    if multi and not preprocess_image:
+    if multi and not preprocess_image:  # checked now, not when the first prediction is asked for
         raise UsageError("--multi needs the preprocessing that finds each digit", "leave out --no-preprocess")
+    return _stream(
+        paths, model, normalization, device, batch_size, workers, preprocess_image, invert, keep_pixels, multi
+    )
+
+
+def _stream(
+    paths: Sequence[str],
+    model: torch.nn.Module,
+    normalization: dict[str, float],
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    preprocess_image: bool,
+    invert: str,
+    keep_pixels: bool,
+    multi: bool,
+) -> Generator[Prediction, None, None]:
     mean, std = float(normalization["mean"]), float(normalization["std"])
     model.eval()
     batch_size = max(1, batch_size)

@@ -91,10 +91,6 @@ def error_line(message: str) -> None:
     _console("err").print(f"[bold red]Error:[/] {_one_line(message)}", soft_wrap=True)
 
 
-def warning_line(message: str) -> None:
-    _console("err").print(f"[yellow]Warning:[/] {_one_line(message)}", soft_wrap=True)
-
-
 def escape(text: str) -> str:
     """``text`` shown literally by Rich (no markup)."""
     from rich.markup import escape as rich_escape
