@@ -92,3 +92,30 @@ def test_each_rank_takes_the_gpu_of_its_local_rank():
     assert rank_device_name("cuda:0", DistInfo(rank=3, world_size=4, local_rank=1), two) == "cuda:1"
     with pytest.raises(MnistctlError, match="local rank 2 needs GPU cuda:2"):
         rank_device_name("cuda:0", DistInfo(rank=2, world_size=3, local_rank=2), two)
+
+
+def test_uneven_shards_batchnorm_and_ema_under_two_gloo_processes(tmp_path):
+    """The default network (BatchNorm) with a moving average, and global batches that split unevenly between the
+    two processes (63 = 32 + 31; the last batch of 250 images is 61 = 31 + 30): it trains, rank 0 alone writes,
+    and the checkpoint resumes in a single process."""
+    data_dir = write_tiny_mnist(tmp_path / "data", n_train=250, n_test=64)
+    env = {**os.environ, "MNISTCTL_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ddp.pt"
+    args = ["--arch", "compact", "--ema", "0.9", "--epochs", "1", "--batch-size", "63", "--json"]
+    proc = subprocess.run(
+        [MNISTCTL, "train", "--nproc", "2", "--device", "cpu", "-o", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"event": "summary"') == 1
+    saved = load_checkpoint(out)
+    assert saved["epoch"] == 1 and saved["config"]["batch_size"] == 63 and saved["model_state"]
+    assert 0 <= saved["history"][0]["train_loss"] < 10 and 0 <= saved["history"][0]["test_accuracy"] <= 1
+    resumed = runner.invoke(
+        app, ["train", "--resume", "--epochs", "2", "-o", str(out)], env={"MNISTCTL_DATA_DIR": str(data_dir)}
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(out)["epoch"] == 2

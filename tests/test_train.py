@@ -20,6 +20,7 @@ from mnistctl.data.mnist import load_mnist
 from mnistctl.errors import Interrupted, MnistctlError
 from mnistctl.metrics import summarise
 from mnistctl.models import DigitClassifier, get_architecture
+from mnistctl.runtime import default_precision
 from mnistctl.train import fit
 
 runner = CliRunner()
@@ -93,7 +94,7 @@ def test_same_seed_gives_the_same_checkpoint_weights(tiny_data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_cli_resume_continues_and_refuses_a_finished_run(tiny_data):
+def test_cli_resume_refuses_a_finished_run_without_more_epochs(tiny_data):
     assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
     result = runner.invoke(app, ["train", "--resume"])
     assert result.exit_code == 1 and "already finished all 1 epochs" in result.stderr
@@ -295,5 +296,5 @@ def test_the_gpu_recipe_runs_on_the_cpu_too(tiny_data, tmp_path):
     result = fit(config, load_mnist(tiny_data), torch.device("cpu"), out=tmp_path / "wide.pt")
     saved = load_checkpoint(tmp_path / "wide.pt")
     assert saved["arch"] == "wide" and saved["config"]["batch_size"] == 512 and saved["config"]["ema"] > 0
-    assert saved["config"]["precision"] == result.config.precision
+    assert saved["config"]["precision"] == result.config.precision == default_precision(torch.device("cpu"))
     assert build_model(saved)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
