@@ -256,15 +256,21 @@ def training_run(
 
 
 def check_overwrite(path: Path, arch: str) -> None:
-    """A new run may replace ``path`` only if it is absent or holds a checkpoint of the same architecture."""
+    """A new run may replace ``path`` only if it is absent or holds a finished run of the same architecture."""
     if not path.exists():
         return
     try:
-        existing = load_checkpoint(path)["arch"]
+        checkpoint = load_checkpoint(path)
     except MnistctlError:
         raise MnistctlError(
             f"{path} exists and is not an mnistctl checkpoint", "pass --force to overwrite it"
         ) from None
+    existing, done, planned = checkpoint["arch"], checkpoint["epoch"], checkpoint["config"].get("epochs")
+    if checkpoint.get("optimizer") is not None and planned and done < planned:
+        raise MnistctlError(
+            f"{path} holds an unfinished run ({done} of {planned} epochs)",
+            "continue it with --resume, or pass --force to start over",
+        )
     if existing != arch:
         raise MnistctlError(
             f"{path} holds a {existing!r} model, not {arch!r}", "pass --force to overwrite it, or -o another path"

@@ -261,3 +261,29 @@ def test_a_closed_pipe_ends_predict_quietly_like_other_tools(tmp_path, tiny_mode
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and lines[-1] == "141", proc.stdout
     assert "Error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_new_run_does_not_replace_an_unfinished_one(tiny_data, tmp_path):
+    out = tmp_path / "run.pt"
+    stop = runner.invoke(app, ["train", "--epochs", "1", *FAST, "-o", str(out)])
+    assert stop.exit_code == 0
+    checkpoint = load_checkpoint(out)
+    checkpoint["config"]["epochs"] = 5  # as if Ctrl-C had stopped a 5-epoch run after its first epoch
+    torch.save(checkpoint, out)
+    again = runner.invoke(app, ["train", "--epochs", "1", *FAST, "-o", str(out)])
+    assert again.exit_code == 1
+    assert errors_of(again) == [
+        f"Error: {out} holds an unfinished run (1 of 5 epochs) — continue it with --resume, or pass --force "
+        "to start over"
+    ]
+    assert runner.invoke(app, ["train", "--epochs", "1", *FAST, "-o", str(out), "--force"]).exit_code == 0
+
+
+def test_precision_may_change_on_resume(tiny_data, tmp_path):
+    """The run may go on on another device: precision is the new device's default, or as --amp/--no-amp say."""
+    out = tmp_path / "run.pt"
+    assert runner.invoke(app, ["train", "--epochs", "1", *FAST, "-o", str(out), "--amp"]).exit_code == 0
+    assert load_checkpoint(out)["config"]["precision"] == "bf16"
+    resumed = runner.invoke(app, ["train", "--resume", "--epochs", "2", "--no-amp", "-o", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    assert load_checkpoint(out)["config"]["precision"] == "fp32"
