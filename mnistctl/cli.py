@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from mnistctl import cliparts as opt
+from mnistctl.config import describe_defaults
 from mnistctl.errors import handle_errors
 
 app = typer.Typer(
@@ -116,7 +117,7 @@ def download(
 
 @_command(
     help="Train a digit classifier on MNIST; write a checkpoint after every epoch. Options left out come from "
-    "the recipe for the device (see the README).\n\nData-parallel: --nproc N, or `torchrun --standalone "
+    f"the recipe for the device: {describe_defaults()}.\n\nData-parallel: --nproc N, or `torchrun --standalone "
     "--nproc_per_node N -m mnistctl train …`; the batch size is the global one, and only rank 0 prints and writes.",
     examples="""
 mnistctl train                                   10 epochs of the default network → digit_model.pt

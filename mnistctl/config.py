@@ -141,6 +141,18 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def describe_defaults() -> str:
+    """What each class of device trains by default, in a sentence (for `train --help`)."""
+    parts = []
+    for kind, arch in DEFAULT_ARCH.items():
+        r = RECIPES[arch]
+        parts.append(
+            f"on a {kind.upper()}, {arch} in batches of {r['batch_size']}, {r['optimizer']} at {r['lr']:g} "
+            f"({r['schedule']}), moving average {r['ema']:g}"
+        )
+    return "; ".join(parts) + ", both in bf16 where the device computes it natively, else fp32"
+
+
 def recipe_for(arch: str) -> dict[str, Any]:
     try:
         return RECIPES[arch]
