@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -72,7 +73,7 @@ class _Loaded(NamedTuple):
 
 
 CHUNK = 32  # files per decoding task: big enough to amortise the pool's overhead, small enough to stream
-MIN_BATCH = 128  # after the first results, run the network on at least this many images at a time
+MAX_WAIT = 0.1  # seconds decoded files may wait for a fuller batch (checked as each chunk arrives)
 
 
 def _load_chunk(
@@ -155,25 +156,30 @@ def _stream(
         for batch in _batches(ready, batch_size):
             yield from _infer(batch, model, mean, std, device, keep_pixels)
 
+    chunk_size = min(CHUNK, batch_size)
+    ahead = max(4 * workers, 2 * -(-batch_size // chunk_size))  # chunks: the next batch decodes while one runs
     ready: list[_Loaded] = []
-    min_batch = 1  # the first results go out as soon as the first chunk is decoded ...
-    with contextlib.closing(_decoded_chunks(paths, min(CHUNK, batch_size), workers, load)) as chunks:
+    oldest = 0.0  # when the first of ``ready`` arrived
+    first = True  # the first results go out as soon as the first chunk is decoded
+    with contextlib.closing(_decoded_chunks(paths, chunk_size, workers, ahead, load)) as chunks:
         for chunk, next_ready in chunks:
+            if not ready:
+                oldest = time.monotonic()
             ready.extend(chunk)
-            # Run the network on a full batch, or when the next chunk is not ready yet — then only on a batch
-            # worth it (tiny batches cost the network a third more per image).
-            if len(ready) >= batch_size or (not next_ready and len(ready) >= min_batch):
+            # Run the network on a full batch (tiny ones cost it a third more per image); or, while the next chunk
+            # is still being decoded, on what is ready once it has waited MAX_WAIT (the first results at once).
+            if len(ready) >= batch_size or (not next_ready and (first or time.monotonic() - oldest >= MAX_WAIT)):
                 yield from run(ready)
-                ready = []
-                min_batch = min(batch_size, MIN_BATCH)  # ... the rest in batches worth running
+                ready, first = [], False
     yield from run(ready)
 
 
 def _decoded_chunks(
-    paths: Sequence[str], chunk: int, workers: int, load: Callable[..., list[_Loaded]]
+    paths: Sequence[str], chunk: int, workers: int, ahead: int, load: Callable[..., list[_Loaded]]
 ) -> Generator[tuple[list[_Loaded], bool], None, None]:
     """``load(start, paths[start : start + chunk], stop=event)`` for each chunk, in order, each with whether the
-    next one is decoded already. In ``workers`` threads, a bounded number of chunks ahead; or in this one."""
+    next one is decoded already. In ``workers`` threads, at most ``ahead`` chunks ahead of the caller (which
+    bounds the memory for a million paths); or in this one."""
     tasks = ((start, paths[start : start + chunk]) for start in range(0, len(paths), chunk))
     stop = threading.Event()
     if workers <= 0:  # the first chunk at once; after it, as if the next were always ready: full batches
@@ -182,10 +188,9 @@ def _decoded_chunks(
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mnistctl-decode")
     in_flight: deque[Future[list[_Loaded]]] = deque()
-    max_in_flight = 4 * workers  # enough to keep every thread busy; bounds memory for a million paths
     try:
         while True:
-            while len(in_flight) < max_in_flight and (task := next(tasks, None)) is not None:
+            while len(in_flight) < ahead and (task := next(tasks, None)) is not None:
                 in_flight.append(pool.submit(load, *task, stop=stop))
             if not in_flight:
                 return

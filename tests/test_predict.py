@@ -95,13 +95,13 @@ def test_predict_paths_streams_and_can_stop_early(
         return digit
 
     monkeypatch.setattr(predict_mod, "load_digit", counting_load)
-    paths = [f"img{i}.png" for i in range(5000)]
+    paths = [f"img{i}.png" for i in range(10_000)]
     stream = predict_paths(paths, tiny_net, NORM, CPU, batch_size=512, workers=2)
     first = next(stream)
     assert first.index == 0 and first.error is None
-    assert len(loaded) < 1000  # the first result came long before the last file was read
+    assert len(loaded) < 2000  # the first result came long before the last file was read (two batches ahead)
     stream.close()  # stopping early neither hangs nor goes on reading everything
-    assert len(loaded) < 1000
+    assert len(loaded) < 2000
     assert list(predict_paths([], tiny_net, NORM, CPU)) == []
 
 
