@@ -5,9 +5,10 @@
 #   bash bench/before_after.sh OLD_REV [ROUNDS] [EXTRA_TRAIN_OPTIONS]
 #
 # OLD_REV is checked out into a temporary git worktree and run with PYTHONPATH pointing at it (same venv,
-# same torch). EXTRA_TRAIN_OPTIONS are given to this checkout's default training run, to train the old
-# recipe where the defaults have changed (e.g. "--no-amp"). Needs MNIST in the data directory and
-# MNISTCTL_MIRROR for bench/predict.py. Prints each benchmark's output, prefixed with old/new.
+# same torch). bench/train.py's "original" row trains the same recipe on both sides (like for like); its
+# "default" row trains each side's own default, with EXTRA_TRAIN_OPTIONS on this checkout's side. eval runs
+# in fp32 on the old side, and in fp32 and in the default precision on this one. Needs MNIST in the data
+# directory and MNISTCTL_MIRROR for bench/predict.py. Prints each benchmark's output, prefixed with old/new.
 set -euo pipefail
 old_rev=$1
 rounds=${2:-2}
@@ -34,8 +35,12 @@ for round in $(seq "$rounds"); do
     echo "== round $round"
     side old "$py" bench/train.py --epochs 1
     side new "$py" bench/train.py --epochs 1 --extra="$extra"
-    for name in old new; do
-        for _ in 1 2 3; do side "$name" "$mnistctl" eval -m "$work/model.pt" --json | grep -o '"seconds": [0-9.]*'; done
+    for _ in 1 2 3; do side old "$mnistctl" eval -m "$work/model.pt" --json | grep -o '"seconds": [0-9.]*'; done
+    for precision in --no-amp ""; do  # the old code evaluated in fp32; the new one's default follows the CPU
+        for _ in 1 2 3; do
+            side new "$mnistctl" eval -m "$work/model.pt" --json $precision | grep -o '"seconds": [0-9.]*' |
+                sed "s/$/ (${precision:-default precision})/"
+        done
     done
     side old "$py" bench/predict.py -m "$work/model.pt" --runs 5
     side new "$py" bench/predict.py -m "$work/model.pt" --runs 5
