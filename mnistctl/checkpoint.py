@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mnistctl.config import DEFAULT_ARCH, TrainConfig
+from mnistctl.config import TrainConfig
 from mnistctl.errors import MnistctlError, UsageError, first_line
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ def training_run(
             yield resume_config(checkpoint, path, requested), checkpoint
             return
         if writer and not force:
-            check_overwrite(path, requested.arch or DEFAULT_ARCH[device_kind])
+            check_overwrite(path, requested.arch_for(device_kind))
         yield requested, None
 
 

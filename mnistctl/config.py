@@ -93,11 +93,15 @@ class TrainConfig:
     compile: bool = False
     momentum: float = 0.9
 
+    def arch_for(self, device_kind: str) -> str:
+        """The architecture to train: ``--arch``, else the default for the device kind ("cpu" or "gpu")."""
+        return self.arch or DEFAULT_ARCH[device_kind]
+
     def resolved(self, device_kind: str = "cpu", precision: str = "fp32") -> TrainConfig:
         """A copy with every ``None`` filled in, validated: the architecture from the device kind ("cpu" or
         "gpu"), the rest from that architecture's recipe; ``precision`` is the device's default."""
         self.validate()
-        arch = self.arch or DEFAULT_ARCH[device_kind]
+        arch = self.arch_for(device_kind)
         recipe = recipe_for(arch)
         base = {"arch": arch, "epochs": DEFAULT_EPOCHS, "seed": 0, "precision": precision, **recipe}
         filled = {key: value for key, value in base.items() if getattr(self, key) is None}
