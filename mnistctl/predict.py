@@ -13,10 +13,9 @@ import contextlib
 import functools
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -73,7 +72,8 @@ class _Loaded(NamedTuple):
 
 
 CHUNK = 32  # files per decoding task: big enough to amortise the pool's overhead, small enough to stream
-MAX_WAIT = 0.1  # seconds decoded files may wait for a fuller batch (checked as each chunk arrives)
+AHEAD = 1024  # files decoded ahead of the network at most: two default batches, so one decodes while one runs
+MAX_WAIT = 0.1  # seconds decoded files wait for a fuller batch while the next chunk is still being decoded
 
 
 def _load_chunk(
@@ -156,46 +156,47 @@ def _stream(
         for batch in _batches(ready, batch_size):
             yield from _infer(batch, model, mean, std, device, keep_pixels)
 
-    chunk_size = min(CHUNK, batch_size)
-    ahead = max(4 * workers, 2 * -(-batch_size // chunk_size))  # chunks: the next batch decodes while one runs
     ready: list[_Loaded] = []
-    oldest = 0.0  # when the first of ``ready`` arrived
-    first = True  # the first results go out as soon as the first chunk is decoded
-    with contextlib.closing(_decoded_chunks(paths, chunk_size, workers, ahead, load)) as chunks:
-        for chunk, next_ready in chunks:
-            if not ready:
-                oldest = time.monotonic()
-            ready.extend(chunk)
-            # Run the network on a full batch (tiny ones cost it a third more per image); or, while the next chunk
-            # is still being decoded, on what is ready once it has waited MAX_WAIT (the first results at once).
-            if len(ready) >= batch_size or (not next_ready and (first or time.monotonic() - oldest >= MAX_WAIT)):
+    first = True
+    with contextlib.closing(_decoded_chunks(paths, min(CHUNK, batch_size), workers, load, MAX_WAIT)) as chunks:
+        for chunk in chunks:  # None: the next chunk was not decoded within MAX_WAIT
+            ready.extend(chunk or ())
+            # Run the network on the first results at once, then on full batches (small ones cost it a third
+            # more per image), or on what is ready when the next chunk is slow to decode.
+            if ready and (first or chunk is None or len(ready) >= batch_size):
                 yield from run(ready)
                 ready, first = [], False
     yield from run(ready)
 
 
 def _decoded_chunks(
-    paths: Sequence[str], chunk: int, workers: int, ahead: int, load: Callable[..., list[_Loaded]]
-) -> Generator[tuple[list[_Loaded], bool], None, None]:
-    """``load(start, paths[start : start + chunk], stop=event)`` for each chunk, in order, each with whether the
-    next one is decoded already. In ``workers`` threads, at most ``ahead`` chunks ahead of the caller (which
-    bounds the memory for a million paths); or in this one."""
+    paths: Sequence[str], chunk: int, workers: int, load: Callable[..., list[_Loaded]], patience: float
+) -> Generator[list[_Loaded] | None, None, None]:
+    """``load(start, paths[start : start + chunk], stop=event)`` for each chunk, in order.
+
+    In ``workers`` threads, at most :data:`AHEAD` files (or one chunk a worker) ahead of the caller, which bounds
+    the memory for a million paths; with None in between whenever the next chunk is not decoded within
+    ``patience`` seconds. With no workers, in this thread.
+    """
     tasks = ((start, paths[start : start + chunk]) for start in range(0, len(paths), chunk))
     stop = threading.Event()
-    if workers <= 0:  # the first chunk at once; after it, as if the next were always ready: full batches
-        for k, task in enumerate(tasks):
-            yield load(*task, stop=stop), k > 0
+    if workers <= 0:
+        for task in tasks:
+            yield load(*task, stop=stop)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mnistctl-decode")
     in_flight: deque[Future[list[_Loaded]]] = deque()
+    max_in_flight = max(workers, AHEAD // chunk)  # chunks
     try:
         while True:
-            while len(in_flight) < ahead and (task := next(tasks, None)) is not None:
+            while len(in_flight) < max_in_flight and (task := next(tasks, None)) is not None:
                 in_flight.append(pool.submit(load, *task, stop=stop))
             if not in_flight:
                 return
-            done = in_flight.popleft().result()
-            yield done, not in_flight or in_flight[0].done()
+            if wait([in_flight[0]], timeout=patience).not_done:
+                yield None
+            else:
+                yield in_flight.popleft().result()
     finally:
         # Also when the caller stops early or Ctrl-C interrupts: the threads leave their chunks after the file in
         # hand, and nobody waits for them (interpreter exit joins them, so none may run on for long).

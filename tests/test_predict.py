@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,20 +90,53 @@ def test_predict_paths_streams_and_can_stop_early(
     lock = threading.Lock()
     digit = mnist_like()
 
-    def counting_load(path: str, **options: object) -> np.ndarray:
+    def slow_load(path: str, **options: object) -> np.ndarray:
+        time.sleep(0.005)  # a chunk of 32 takes 0.16 s
         with lock:
             loaded.append(path)
         return digit
 
-    monkeypatch.setattr(predict_mod, "load_digit", counting_load)
+    monkeypatch.setattr(predict_mod, "load_digit", slow_load)
     paths = [f"img{i}.png" for i in range(10_000)]
     stream = predict_paths(paths, tiny_net, NORM, CPU, batch_size=512, workers=2)
     first = next(stream)
     assert first.index == 0 and first.error is None
-    assert len(loaded) < 2000  # the first result came long before the last file was read (two batches ahead)
-    stream.close()  # stopping early neither hangs nor goes on reading everything
-    assert len(loaded) < 2000
+    # The first result came long before the last file was read: at most AHEAD files, and the chunk the caller
+    # took, had been handed to the threads.
+    assert len(loaded) <= predict_mod.AHEAD + predict_mod.CHUNK
+    stream.close()  # stopping early neither hangs nor goes on with the chunks in hand
+    at_close = len(loaded)
+    time.sleep(0.4)  # time enough for both threads to finish their chunks, had they gone on
+    assert len(loaded) - at_close <= 2  # each thread finished the file in hand, then stopped
     assert list(predict_paths([], tiny_net, NORM, CPU)) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_predict_paths_does_not_hold_results_for_a_slow_chunk(
+    tiny_net: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Files that decode slowly (big photos): what is ready goes through the network after MAX_WAIT, in order,
+    rather than waiting for a full batch."""
+    import mnistctl.predict as predict_mod
+
+    batches: list[int] = []
+
+    class Recording(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            batches.append(len(x))
+            return tiny_net(x)
+
+    def slow_load(path: str, **options: object) -> np.ndarray:
+        time.sleep(0.02)  # a chunk of 32 takes 0.64 s, far beyond MAX_WAIT
+        return mnist_like()
+
+    monkeypatch.setattr(predict_mod, "load_digit", slow_load)
+    monkeypatch.setattr(predict_mod, "MAX_WAIT", 0.01)
+    paths = [f"img{i}.png" for i in range(3 * predict_mod.CHUNK)]
+    preds = list(predict_paths(paths, Recording(), NORM, CPU, batch_size=512, workers=workers))
+    assert [p.index for p in preds] == list(range(len(paths)))
+    assert sum(batches) == len(paths)
+    assert len(batches) >= 3 - (workers - 1)  # not one batch of 96 at the end: each chunk (or pair) went on its own
 
 
 def test_predict_paths_leaves_the_warning_filters_as_they_were(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
