@@ -35,11 +35,13 @@ for round in $(seq "$rounds"); do
     echo "== round $round"
     side old "$py" bench/train.py --epochs 1
     side new "$py" bench/train.py --epochs 1 --extra="$extra"
-    for _ in 1 2 3; do side old "$mnistctl" eval -m "$work/model.pt" --json | grep -o '"seconds": [0-9.]*'; done
+    for _ in 1 2 3; do
+        side old "$mnistctl" eval -m "$work/model.pt" --json | grep -o '"seconds": [0-9.]*' | sed 's/^/old eval: /'
+    done
     for precision in --no-amp ""; do  # the old code evaluated in fp32; the new one's default follows the CPU
         for _ in 1 2 3; do
             side new "$mnistctl" eval -m "$work/model.pt" --json $precision | grep -o '"seconds": [0-9.]*' |
-                sed "s/$/ (${precision:-default precision})/"
+                sed "s/^/new eval: /; s/$/ (${precision:-default precision})/"
         done
     done
     side old "$py" bench/predict.py -m "$work/model.pt" --runs 5
