@@ -235,7 +235,7 @@ def eval_(
     )
     saved = None
     if save_errors is not None:
-        saved = report.save_mistakes(save_errors, images, labels, logits, misclassified(logits, labels))
+        saved = report.save_mistakes(save_errors, images, labels, *misclassified(logits, labels))
     if json_out:
         report.print_json({"model": str(path), "arch": checkpoint["arch"], **result.to_dict(), "saved_errors": saved})
         return

@@ -61,9 +61,11 @@ def per_class_stats(confusion: torch.Tensor) -> list[ClassStats]:
     ]
 
 
-def misclassified(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Indices of the images the network got wrong."""
-    return (logits.argmax(1) != labels).nonzero().flatten()
+def misclassified(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The indices of the images the network got wrong, and the digit it read in each of them."""
+    predicted = logits.argmax(1)
+    wrong = (predicted != labels).nonzero().flatten()
+    return wrong, predicted[wrong]
 
 
 def summarise(split: str, logits: torch.Tensor, labels: torch.Tensor, top_mistakes: int = 10) -> EvalResult:
@@ -71,7 +73,7 @@ def summarise(split: str, logits: torch.Tensor, labels: torch.Tensor, top_mistak
     labels = labels.long()
     count = len(labels)
     confidence, predicted = logits.softmax(1).max(1)
-    wrong = misclassified(logits, labels)
+    wrong = (predicted != labels).nonzero().flatten()
     order = wrong[confidence[wrong].argsort(descending=True)][:top_mistakes]
     cm = confusion_matrix(labels, predicted)
     return EvalResult(

@@ -410,14 +410,14 @@ def mistakes_table(mistakes: Iterable[Any]) -> Table:
     return table
 
 
-def save_mistakes(directory: Path, images: Any, labels: Any, logits: Any, indices: Any) -> int:
-    """Write each misclassified digit (``indices``) as ``<index>_true<T>_pred<P>.png``; return how many."""
+def save_mistakes(directory: Path, images: Any, labels: Any, indices: Any, predicted: Any) -> int:
+    """Write each misclassified digit (``images[i]`` for ``i`` in ``indices``, read as ``predicted``) as
+    ``<index>_true<T>_pred<P>.png``; return how many."""
     from torchvision.utils import save_image
 
     directory.mkdir(parents=True, exist_ok=True)
-    predicted = logits.argmax(1)
-    for i in indices.tolist():
-        target = directory / f"{i:05d}_true{int(labels[i])}_pred{int(predicted[i])}.png"
+    for i, digit in zip(indices.tolist(), predicted.tolist(), strict=True):
+        target = directory / f"{i:05d}_true{int(labels[i])}_pred{digit}.png"
         with atomic_path(target) as tmp:
             save_image(images[i].float().div(255), tmp, format="png")
     return len(indices)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,10 @@ def test_eval_reports_confusion_matrix_and_saves_errors(tiny_data, tmp_path):
     assert out["count"] == 128 and sum(map(sum, out["confusion"])) == 128
     assert len(out["per_class"]) == 10
     assert out["errors"] == 128 - sum(out["confusion"][i][i] for i in range(10))
-    assert out["saved_errors"] == out["errors"] == len(list((tmp_path / "err").glob("*.png")))
+    saved = sorted((tmp_path / "err").glob("*.png"))
+    assert out["saved_errors"] == out["errors"] == len(saved)
+    names = [re.fullmatch(r"\d{5}_true(\d)_pred(\d)", f.stem) for f in saved]
+    assert all(m and m[1] != m[2] for m in names)  # each named by its index, true digit and a different reading
     human = runner.invoke(app, ["eval"])
     assert human.exit_code == 0 and "confusion matrix" in human.stdout and "per class" in human.stdout
 
