@@ -323,12 +323,8 @@ def preprocess(gray: np.ndarray, invert: str = "auto") -> np.ndarray:
     keeping the aspect ratio, pasted so that the centre of mass is at (14, 14). A 28×28 image that is already
     white on black is returned unchanged.
     """
-    gray = _check_gray(gray)
-    if max(gray.shape) > WORK_SIDE:
-        gray = _reduce(gray)
-    background = _median(_border(gray))
-    inverted = _decide_invert(background, invert)
-    levels = _ink_levels(gray, background, inverted)  # raises for a blank image, whatever its size
+    gray = _reduce(_check_gray(gray))
+    inverted, *levels = _ink_levels(gray, invert)  # raises for a blank image, whatever its size
     if not inverted and gray.shape == (SIZE, SIZE):
         return gray  # already MNIST-shaped: any change would only hurt
     ink = _ink(gray, inverted, *levels)
@@ -409,15 +405,18 @@ def _median(values: np.ndarray) -> int:
     return int(np.partition(values, k)[k])
 
 
-def _ink_levels(gray: np.ndarray, background: int, inverted: bool) -> tuple[int, int]:
-    """The background's gray level (the border's median) and the strongest ink's, both counted towards the ink
-    (as 255 - v when the ink is dark). Raises ImageError when nothing stands out from the background."""
+def _ink_levels(gray: np.ndarray, invert: str) -> tuple[bool, int, int]:
+    """Whether the ink is dark (:func:`_decide_invert`), then the background's gray level (the border's median)
+    and the strongest ink's, both counted towards the ink (as 255 - v when the ink is dark). Raises ImageError
+    when nothing stands out from the background."""
+    background = _median(_border(gray))
+    inverted = _decide_invert(background, invert)
     hi = int(gray.max())
     if inverted:
         hi, background = 255 - int(gray.min()), 255 - background
     if hi - background < MIN_CONTRAST:
         raise ImageError(BLANK)
-    return background, hi
+    return inverted, background, hi
 
 
 def _ink(gray: np.ndarray, inverted: bool, background: int, hi: int) -> np.ndarray:
@@ -616,9 +615,7 @@ def segment_digits(gray: np.ndarray, invert: str = "auto") -> list[Digit]:
 
     gray = _check_gray(gray)
     work = _reduce(gray)
-    background = _median(_border(work))
-    inverted = _decide_invert(background, invert)
-    ink = _ink(work, inverted, *_ink_levels(work, background, inverted))
+    ink = _ink(work, *_ink_levels(work, invert))
     labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
     strongest = ndimage.maximum(ink, labels, np.arange(1, count + 1)) if count else []
     groups = _digit_groups(labels, ndimage.find_objects(labels), strongest)
