@@ -169,7 +169,7 @@ Invert = Annotated[
 ]
 NoPreprocess = Annotated[bool, _opt("--no-preprocess", help="Only resize to 28×28: no cropping or centring.")]
 Show = Annotated[bool, _opt("--show", help="Draw the 28×28 input the network saw (on stderr).")]
-Workers = Annotated[int | None, _opt("--workers", min=0, help="Decoding threads. \\[default: half the cores]")]
+Workers = Annotated[int | None, _opt("--workers", min=0, help="Decoding threads. \\[default: half the cores, 1 to 8]")]
 JsonLines = Annotated[bool, _opt("--json", help="JSON Lines: one object per image, with all probabilities.")]
 
 # --------------------------------------------------------------------------------------------- compare

@@ -78,7 +78,7 @@ def handle_errors(fn: F) -> F:
             if _is_framework_exception(exc) or debug_enabled():
                 raise
             _print(
-                f"unexpected {type(exc).__name__}: {exc} — run again with --debug for the traceback, "
+                f"unexpected {type(exc).__name__}: {exc} — run again as `mnistctl --debug …` for the traceback, "
                 "and report it with the output of `mnistctl info`"
             )
             raise SystemExit(1) from None

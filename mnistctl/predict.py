@@ -72,8 +72,8 @@ class _Loaded(NamedTuple):
 
 
 CHUNK = 32  # files per decoding task: big enough to amortise the pool's overhead, small enough to stream
-AHEAD = 1024  # files decoded ahead of the network at most: two default batches, so one decodes while one runs
-MAX_WAIT = 0.1  # seconds decoded files wait for a fuller batch while the next chunk is still being decoded
+AHEAD = 1024  # files handed to the decoding threads and not yet taken back: two batches, one decodes while one runs
+MAX_WAIT = 0.1  # seconds to wait for the next chunk before running the network on a partial batch
 
 
 def _load_chunk(

@@ -100,7 +100,7 @@ def test_unexpected_exception_is_one_line_unless_debug(monkeypatch, tmp_path):
     result = runner.invoke(app, ["info"])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
-        "Error: unexpected RuntimeError: kaboom — run again with --debug for the traceback, and report it "
+        "Error: unexpected RuntimeError: kaboom — run again as `mnistctl --debug …` for the traceback, and report it "
         "with the output of `mnistctl info`"
     ]
     result = runner.invoke(app, ["--debug", "info"])
