@@ -58,10 +58,10 @@ def test_two_training_processes_on_one_output(tmp_path):
     cmd = [MNISTCTL_SCRIPT, "train", "-o", str(out), "--batch-size", "8", "-q"]
     first = subprocess.Popen([*cmd, "--epochs", "1000"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        lock = tmp_path / ".run.pt.lock"
-        deadline = time.monotonic() + 60
-        while not (lock.exists() and lock.read_text().strip()) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # until the first run holds the lock and has saved its first epoch
+        while not out.exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert out.exists(), "the first run saved no epoch"
         second = subprocess.run([*cmd, "--arch", "seed", "--epochs", "1"], env=env, capture_output=True, text=True)
     finally:
         first.send_signal(signal.SIGINT)
