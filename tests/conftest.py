@@ -228,6 +228,17 @@ def tiny_data(isolated_env: Path) -> Path:
 
 
 @pytest.fixture
+def tiny_net():  # noqa: ANN201 - an nn.Module; torch is imported only by the tests that use it
+    """A tiny network (widths 4/8) with seeded random weights, in memory: the digits are arbitrary."""
+    import torch
+
+    from mnistctl.models import CompactNet
+
+    torch.manual_seed(0)
+    return CompactNet(widths=(4, 8))
+
+
+@pytest.fixture
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint of the default network with random weights: the digits are arbitrary, the plumbing is
     what is tested."""

@@ -87,13 +87,12 @@ def test_a_fresh_directory_predicts_with_the_bundled_model_and_says_so(tmp_path,
 @pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="no local MNIST mirror")
 def test_a_fresh_directory_reads_a_number_with_the_bundled_model(tmp_path):
     """Four MNIST test digits (never trained on) written as a photo of a number: dark ink on light paper."""
-    import gzip
-
     import numpy as np
 
-    raw = gzip.decompress((SHARED_MNIST / "t10k-images-idx3-ubyte.gz").read_bytes())
-    labels = gzip.decompress((SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:12]
-    digits = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)[:4]
+    from mnistctl.data.mnist import read_idx
+
+    digits = read_idx(SHARED_MNIST / "t10k-images-idx3-ubyte.gz")[:4].numpy()
+    labels = read_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz")[:4].tolist()
     page = np.full((120, 370), 235, np.uint8)
     for i, digit in enumerate(digits):  # each digit at three times its size, uneven gaps and baselines
         big = np.asarray(Image.fromarray(digit).resize((84, 84), Image.Resampling.BILINEAR))

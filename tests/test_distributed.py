@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import write_tiny_mnist
+from conftest import MNISTCTL_SCRIPT, write_tiny_mnist
 from typer.testing import CliRunner
 
 from mnistctl.batches import shard
@@ -21,7 +19,6 @@ from mnistctl.errors import MnistctlError
 from mnistctl.runtime import Accelerators, DistInfo, check_nproc, rank_device_name
 from mnistctl.train import fit
 
-MNISTCTL = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
 runner = CliRunner()
 
 
@@ -45,7 +42,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     args = [*SGD, "--arch", "seed", "--epochs", "1", "--batch-size", "64", "--augment", "--seed", "4"]
     env = {**os.environ, "MNISTCTL_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [MNISTCTL, "train", "--nproc", "2", "--device", "cpu", "-o", str(tmp_path / "ddp.pt"), *args, "--json"],
+        [MNISTCTL_SCRIPT, "train", "--nproc", "2", "--device", "cpu", "-o", str(tmp_path / "ddp.pt"), *args, "--json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -105,7 +102,7 @@ def test_uneven_shards_batchnorm_and_ema_under_two_gloo_processes(tmp_path):
     out = tmp_path / "ddp.pt"
     args = ["--arch", "compact", "--ema", "0.9", "--epochs", "1", "--batch-size", "63", "--json"]
     proc = subprocess.run(
-        [MNISTCTL, "train", "--nproc", "2", "--device", "cpu", "-o", str(out), *args],
+        [MNISTCTL_SCRIPT, "train", "--nproc", "2", "--device", "cpu", "-o", str(out), *args],
         capture_output=True,
         text=True,
         timeout=300,

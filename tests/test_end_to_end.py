@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 
 import pytest
-from conftest import SHARED_MNIST
+from conftest import MNISTCTL_SCRIPT, SHARED_MNIST
 
 from mnistctl.data.mnist import MNIST_FILES, check_files, load_split
 
@@ -17,13 +14,11 @@ pytestmark = pytest.mark.skipif(
     reason=f"the local MNIST mirror is absent ({SHARED_MNIST}); set MNISTCTL_MIRROR to a directory with the files",
 )
 
-MNISTCTL = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
-
 
 def test_download_from_local_mirror_then_read_with_ours_and_torchvision(tmp_path, monkeypatch):
     monkeypatch.setenv("MNISTCTL_VERIFY_DATA", "1")  # the real files: checked against MNIST's checksums
     data_dir = tmp_path / "data"
-    cmd = [MNISTCTL, "download", "--mirror", str(SHARED_MNIST), "--data-dir", str(data_dir), "--json"]
+    cmd = [MNISTCTL_SCRIPT, "download", "--mirror", str(SHARED_MNIST), "--data-dir", str(data_dir), "--json"]
     # Two at once into the same directory: neither may corrupt the other.
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
@@ -45,7 +40,7 @@ def test_download_from_local_mirror_then_read_with_ours_and_torchvision(tmp_path
     assert torch.equal(tv.data, images) and torch.equal(tv.targets, labels)
 
     again = subprocess.run(
-        [MNISTCTL, "download", "--mirror", str(tmp_path / "nowhere"), "--data-dir", str(data_dir)],
+        [MNISTCTL_SCRIPT, "download", "--mirror", str(tmp_path / "nowhere"), "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         timeout=60,

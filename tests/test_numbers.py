@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from test_imaging import centre_of_mass
 
 from mnistctl.errors import UsageError
 from mnistctl.imaging import ImageError, load_image, segment_digits
-from mnistctl.models import CompactNet
 from mnistctl.predict import predict_paths
 
 # Pen strokes of each digit in a unit box (x right, y down): a list of polylines.
@@ -69,11 +69,6 @@ def ink_box(digit: str, box: tuple[int, int, int, int], size: tuple[int, int] = 
 def close(found: tuple[int, ...], expected: tuple[int, ...], slack: int = 3) -> bool:
     """A found box matches the ink's box up to a few pixels (anti-aliasing, the ink threshold)."""
     return all(abs(a - b) <= slack for a, b in zip(found, expected, strict=True))
-
-
-def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
-    x = a.astype(np.float64)
-    return float(x.sum(1) @ np.arange(28) / x.sum()), float(x.sum(0) @ np.arange(28) / x.sum())
 
 
 # --------------------------------------------------------------------------------------------- segmentation
@@ -186,12 +181,6 @@ def test_segment_digits_wants_a_gray_array() -> None:
 
 
 # --------------------------------------------------------------------------------------------- predicting numbers
-
-
-@pytest.fixture
-def tiny_net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return CompactNet(widths=(4, 8))
 
 
 NORM = {"mean": 0.1307, "std": 0.3081}

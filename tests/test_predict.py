@@ -19,17 +19,10 @@ from test_imaging import black_on_white, mnist_like, save
 
 from mnistctl.errors import UsageError
 from mnistctl.imaging import load_digit
-from mnistctl.models import CompactNet
 from mnistctl.predict import Prediction, expand_inputs, predict_paths, read_path_list, share_cores
 
 NORM = {"mean": 0.0, "std": 1.0}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def tiny_net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return CompactNet(widths=(4, 8))
 
 
 def _mixed_files(tmp_path: Path, n: int = 40) -> list[str]:

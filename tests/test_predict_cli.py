@@ -7,12 +7,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MNISTCTL_SCRIPT
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -21,7 +21,6 @@ from mnistctl.imaging import load_digit
 from mnistctl.report import SHADES
 
 runner = CliRunner()
-MNISTCTL = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.executable), "mnistctl")
 
 
 @pytest.fixture
@@ -143,7 +142,7 @@ def test_no_preprocess_and_show(model, images):
 def test_shell_pipeline_from_stdin(model, images):
     listing = "".join(f"{p}\n" for p in images[:2])
     proc = subprocess.run(
-        f"printf '%s' \"$LIST\" | '{MNISTCTL}' predict - -m '{model}' | cut -f2",
+        f"printf '%s' \"$LIST\" | '{MNISTCTL_SCRIPT}' predict - -m '{model}' | cut -f2",
         shell=True,
         capture_output=True,
         text=True,
@@ -160,7 +159,7 @@ def test_pipeline_with_a_bad_file_exits_1_after_the_good_lines(model, images, tm
     bad = tmp_path / "cut.png"
     bad.write_bytes(images[1].read_bytes()[:60])
     proc = subprocess.run(
-        [MNISTCTL, "predict", "-m", str(model), str(images[0]), str(bad), str(images[2])],
+        [MNISTCTL_SCRIPT, "predict", "-m", str(model), str(images[0]), str(bad), str(images[2])],
         capture_output=True,
         text=True,
         timeout=120,
@@ -193,7 +192,7 @@ def test_a_fifo_among_images_is_reported_not_waited_for(model, images, tmp_path)
     shutil.copy(images[1], folder / "c.png")
     for args in ([str(folder)], [str(folder / "b.png")]):
         proc = subprocess.run(
-            [MNISTCTL, "predict", "-m", str(model), *args], capture_output=True, text=True, timeout=120
+            [MNISTCTL_SCRIPT, "predict", "-m", str(model), *args], capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 1
         errors = proc.stderr.splitlines()
@@ -226,7 +225,10 @@ def test_ctrl_c_ends_a_busy_predict_at_once(model, images, tmp_path):
     for i in range(200):  # one file of each kind, many names
         os.link(images[1] if i < 32 else tmp_path / "big.png", folder / f"{i:04d}.png")
     proc = subprocess.Popen(
-        [MNISTCTL, "predict", "-m", str(model), str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [MNISTCTL_SCRIPT, "predict", "-m", str(model), str(folder)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout.readline().startswith(str(folder))  # busy now, on the big ones
