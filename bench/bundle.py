@@ -16,15 +16,14 @@ import argparse
 import datetime
 import json
 import shlex
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from common import machine, mnistctl_command
+
 from mnistctl import __version__
 from mnistctl.checkpoint import bundled_model_path, load_checkpoint, make_checkpoint, save_checkpoint
-from mnistctl.runtime import cpu_model, read_cpu_flags
 
 LIMIT_BYTES = 1 << 20
 
@@ -36,20 +35,22 @@ def command(seed: int) -> list[str]:
 
 def train(seed: int, out: Path) -> list[str]:
     """Run the real command (writing to ``out``) and return it as a user would type it."""
-    exe = shutil.which("mnistctl") or str(Path(sys.executable).parent / "mnistctl")
-    subprocess.run([exe, *command(seed)[1:], "--force", "-o", str(out), "-q"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*mnistctl_command(), *command(seed)[1:], "--force", "-o", str(out), "-q"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return command(seed)
 
 
 def bundle(source: Path, command: list[str], target: Path) -> dict:
     trained = load_checkpoint(source)
-    flags = sorted(read_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     made = {
         "command": shlex.join(command),
         "mnistctl": __version__,
         "seed": trained["config"]["seed"],
         "test_accuracy": trained["metrics"]["test_accuracy"],
-        "machine": f"{cpu_model()} ({' '.join(flags)})",
+        "machine": machine(),
         "date": datetime.date.today().isoformat(),
     }
     checkpoint = make_checkpoint(

@@ -10,7 +10,8 @@ out=${1:-gpu-out}
 mkdir -p "$out"
 export MNISTCTL_DATA_DIR=${MNISTCTL_DATA_DIR:-$out/data} PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-mnistctl() { PYTHONPATH=${PYTHONPATH:-.} "$py" -m mnistctl "$@"; }
+export PYTHONPATH=${PYTHONPATH:-$PWD}  # this checkout, for the bench scripts and the commands they start
+mnistctl() { "$py" -m mnistctl "$@"; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 mnistctl download -q

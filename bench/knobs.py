@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import torch
+from common import machine
 
 from mnistctl.data.mnist import default_data_dir, load_mnist
+from mnistctl.runtime import default_precision
 from mnistctl.train import TrainConfig, fit
 
 
@@ -48,10 +49,11 @@ def main() -> None:
 
     data = load_mnist(args.data_dir)
     cores = os.cpu_count() or 1
-    base = TrainConfig().resolved()
+    base = TrainConfig().resolved(precision=default_precision(torch.device("cpu")))
     print(
-        f"machine: {platform.machine()}, {cores} cores, torch {torch.__version__}, "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; default: {base.arch}, batch {base.batch_size}"
+        f"machine: {machine()}, {cores} threads, torch {torch.__version__}, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+        f"default: {base.arch}, batch {base.batch_size}, {base.precision}"
     )
     settings: list[tuple[str, int, dict]] = [("default", cores, {})]
     settings += [(f"batch {b}", cores, {"batch_size": b}) for b in (64, 256, 512) if b != base.batch_size]
@@ -61,7 +63,12 @@ def main() -> None:
         if base.channels_last
         else ("channels_last", {"channels_last": True})
     )
-    settings += [(layout[0], cores, layout[1]), ("bf16 autocast (--amp)", cores, {"precision": "bf16"})]
+    precision = (
+        ("fp32 (--no-amp)", {"precision": "fp32"})
+        if base.precision == "bf16"
+        else ("bf16 autocast (--amp)", {"precision": "bf16"})
+    )
+    settings += [(layout[0], cores, layout[1]), (precision[0], cores, precision[1])]
     if not args.skip_compile:
         settings.append(("torch.compile", cores, {"compile": True}))
 

@@ -21,13 +21,14 @@ import argparse
 import os
 import platform
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine, mnistctl_command
 
 
 def load_test_digits(data_dir: Path, mirror: str, n: int):
@@ -48,11 +49,6 @@ def write_pngs(images, directory: Path) -> list[str]:
         Image.fromarray(pixels).save(path)
         paths.append(str(path))
     return paths
-
-
-def mnistctl_exe() -> list[str]:
-    exe = shutil.which("mnistctl") or str(Path(sys.executable).parent / "mnistctl")
-    return [exe] if Path(exe).exists() else [sys.executable, "-m", "mnistctl"]
 
 
 def run_cli(cmd: list[str]) -> tuple[float, tuple[float, int] | None, str]:
@@ -201,8 +197,8 @@ def main() -> None:
     data_dir = args.data_dir or default_data_dir()
     images, labels = load_test_digits(data_dir, args.mirror, args.count)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; {len(images)} MNIST test digits as 28x28 PNG files\n"
+        f"machine: {machine()}, Python {platform.python_version()}; "
+        f"{len(images)} MNIST test digits as 28x28 PNG files\n"
     )
     with tempfile.TemporaryDirectory(prefix="mnistctl-bench-") as tmp:
         paths = write_pngs(images, Path(tmp))
@@ -212,7 +208,7 @@ def main() -> None:
         if args.in_process:
             in_process(paths, labels, args)
             return
-        base = [*mnistctl_exe(), "predict"]
+        base = [*mnistctl_command(), "predict"]
         extra = shlex.split(args.extra)
         # Interleaved (whole, one file, import torch) rounds, so that a slow spell of the machine hits all
         # three alike; the rate is reported from the best times and as the median over rounds.

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import platform
 import statistics
 import time
 
 import torch
+from common import machine
 
 from mnistctl.config import TrainConfig
 from mnistctl.data.mnist import default_data_dir, load_mnist
 from mnistctl.models import ARCHITECTURES, Architecture
-from mnistctl.runtime import read_cpu_flags
 from mnistctl.train import fit
 
 
@@ -64,8 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data = load_mnist(args.data_dir)
-    flags = sorted(f for f in read_cpu_flags() if f.startswith(("avx512_bf16", "amx")))
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {flags}")
+    print(f"{machine()}, torch {torch.__version__}")
     results: dict[str, list[tuple[float, float, float]]] = {c: [] for c in args.candidates}
     for seed in (int(s) for s in args.seeds.split(",")):
         for candidate in args.candidates:

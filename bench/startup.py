@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
+
+from common import machine, mnistctl_command
 
 
 def timed(cmd: list[str], runs: int, env: dict[str, str] | None = None) -> list[float]:
@@ -42,21 +42,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
-    exe = shutil.which("mnistctl") or str(Path(sys.executable).parent / "mnistctl")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}\n"
-    )
+    exe = mnistctl_command()
+    print(f"machine: {machine()}, Python {platform.python_version()}\n")
     print("| what | best s | median s | runs |\n|---|---|---|---|")
-    row("`mnistctl --help`", timed([exe, "--help"], args.runs))
-    row("`mnistctl --version`", timed([exe, "--version"], args.runs))
+    row("`mnistctl --help`", timed([*exe, "--help"], args.runs))
+    row("`mnistctl --version`", timed([*exe, "--version"], args.runs))
     row("`python -c 'import torch'`", timed([sys.executable, "-c", "import torch"], max(3, args.runs // 2)))
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MNISTCTL_DATA_DIR": tmp}
         start = time.perf_counter()
-        subprocess.run([exe, "download", "--mirror", args.mirror, "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*exe, "download", "--mirror", args.mirror, "-q"], check=True, env=env, stdout=subprocess.DEVNULL
+        )
         row("`mnistctl download` (first, from the local mirror)", [time.perf_counter() - start])
-        row("`mnistctl download` (all present)", timed([exe, "download", "-q"], args.runs, env))
+        row("`mnistctl download` (all present)", timed([*exe, "download", "-q"], args.runs, env))
 
         from mnistctl.data.mnist import load_split
 

@@ -16,22 +16,21 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine, mnistctl_command
 
 # The original project: its network, Adam 1e-3, batch 32, no augmentation, plain fp32 (it had no autocast).
 ORIGINAL = ["--arch", "seed", "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "32", "--no-augment", "--no-amp"]
 
 
 def run(label: str, args: list[str], epochs: int, seed: int, out_dir: Path) -> dict:
-    exe = shutil.which("mnistctl") or str(Path(sys.executable).parent / "mnistctl")
     cmd = [
-        exe,
+        *mnistctl_command(),
         "train",
         "--epochs",
         str(epochs),
@@ -90,18 +89,6 @@ def recipe(config: dict) -> str:
         f"{config['schedule']}, wd {config['weight_decay']:g}, ls {config['label_smoothing']:g}, {aug}, "
         f"ema {config.get('ema', 0):g}"
     )
-
-
-def machine() -> str:
-    """CPU model and the flags that decide the precision, or the GPU's name."""
-    import torch
-
-    from mnistctl.runtime import cpu_model, read_cpu_flags
-
-    if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}"
-    flags = sorted(read_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
-    return f"CPU {cpu_model()} ({os.cpu_count()} cores; {' '.join(flags) or 'no AVX'})"
 
 
 def main() -> None:

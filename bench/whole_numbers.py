@@ -20,7 +20,6 @@ counts as right only in a number split into the right count), and the time `segm
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import random
 import shlex
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from common import machine
 from PIL import Image, ImageDraw, ImageFilter
 
 
@@ -160,16 +160,6 @@ def segmentation_ms(images, seed: int) -> float:
     return min(times) * 1000
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def write_samples(numbers: list[Number], preds: list, directory: Path, count: int = 8) -> None:
     """The first ``count`` images as rendered, and each with the boxes found and the reading."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -213,7 +203,7 @@ def main() -> None:
         sys.exit(f"{exc}\n(fetch MNIST with `mnistctl download --data-dir {data_dir}` or pass --data-dir)")
     print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(
-        f"machine: {cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"machine: {machine()}; Python {platform.python_version()}, "
         f"torch {torch.__version__}; {torch.get_num_threads()} torch threads\n"
     )
     with tempfile.TemporaryDirectory(prefix="mnistctl-numbers-") as tmp:
