@@ -566,11 +566,14 @@ def prediction_panel(prediction: Any, show_preview: bool = True) -> Any:
 def prediction_line(prediction: Any, top_k: int = 0) -> str:
     """``path<TAB>digit<TAB>confidence``, then the next ``top_k`` digits and probabilities."""
     fields = [prediction.path, str(prediction.digit), f"{prediction.confidence:.4f}"]
-    if top_k:
-        ranked = sorted(range(10), key=lambda d: -prediction.probabilities[d])[1 : 1 + top_k]
-        for d in ranked:
-            fields += [str(d), f"{prediction.probabilities[d]:.4f}"]
+    for d in _runners_up(prediction.probabilities, top_k) if top_k else ():
+        fields += [str(d), f"{prediction.probabilities[d]:.4f}"]
     return "\t".join(fields)
+
+
+def _runners_up(probabilities: list[float], top_k: int) -> list[int]:
+    """The ``top_k`` most likely digits after the one read, most likely first."""
+    return sorted(range(10), key=lambda d: -probabilities[d])[1 : 1 + top_k]
 
 
 def prediction_json(prediction: Any, top_k: int = 0) -> dict[str, Any]:
@@ -581,7 +584,7 @@ def prediction_json(prediction: Any, top_k: int = 0) -> dict[str, Any]:
         "probabilities": [round(p, 6) for p in prediction.probabilities],
     }
     if top_k:
-        ranked = sorted(range(10), key=lambda d: -prediction.probabilities[d])[1 : 1 + top_k]
+        ranked = _runners_up(prediction.probabilities, top_k)
         out["top_k"] = [{"digit": d, "probability": round(prediction.probabilities[d], 6)} for d in ranked]
     return out
 
