@@ -24,3 +24,13 @@ def machine() -> str:
         return f"GPU {torch.cuda.get_device_name(0)}"
     flags = sorted(read_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
     return f"CPU {cpu_model()} ({os.cpu_count()} cores; {' '.join(flags) or 'no AVX'})"
+
+
+def load_test_digits(data_dir: Path, mirror: str | None, n: int):  # noqa: ANN201 - two torch tensors
+    """The first ``n`` MNIST test digits and their labels (MNIST downloaded from ``mirror`` first if needed)."""
+    from mnistctl.data.download import ensure_mnist
+    from mnistctl.data.mnist import load_split
+
+    ensure_mnist(data_dir, mirror=mirror)
+    images, labels = load_split(data_dir, "test")
+    return images[:n], labels[:n]

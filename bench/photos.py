@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import load_test_digits
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 # --------------------------------------------------------------------------------------------- rendering
@@ -108,15 +109,6 @@ def write_photos(images, count: int, seed: int, directory: Path) -> tuple[list[s
 
 
 # --------------------------------------------------------------------------------------------- measuring
-
-
-def load_test_digits(data_dir: Path, mirror: str, n: int):
-    from mnistctl.data.download import ensure_mnist
-    from mnistctl.data.mnist import load_split
-
-    ensure_mnist(data_dir, mirror=mirror)
-    images, labels = load_split(data_dir, "test")
-    return images[:n], labels[:n]
 
 
 @dataclass

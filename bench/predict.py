@@ -28,16 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, mnistctl_command
-
-
-def load_test_digits(data_dir: Path, mirror: str, n: int):
-    from mnistctl.data.download import ensure_mnist
-    from mnistctl.data.mnist import load_split
-
-    ensure_mnist(data_dir, mirror=mirror)
-    images, labels = load_split(data_dir, "test")
-    return images[:n], labels[:n]
+from common import load_test_digits, machine, mnistctl_command
 
 
 def write_pngs(images, directory: Path) -> list[str]:
