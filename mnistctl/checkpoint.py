@@ -45,13 +45,22 @@ def bundled_model_path() -> Path:
 
 def find_model(explicit: Path | None) -> tuple[Path, str]:
     """The checkpoint ``eval`` and ``predict`` read, and where the choice came from: ``-m`` ("option"), else
-    ``$MNISTCTL_MODEL`` or ``./digit_model.pt`` if it exists, else the model bundled with mnistctl."""
+    ``$MNISTCTL_MODEL`` ("$MNISTCTL_MODEL"), else ``./digit_model.pt`` if it exists, else the model bundled with
+    mnistctl. A model named explicitly (option or variable) is used as named: if it is missing, loading it says
+    so, rather than another model answering in its place."""
     if explicit is not None:
         return explicit.expanduser(), "option"
     env = os.environ.get("MNISTCTL_MODEL")
-    for path, origin in ((env, "$MNISTCTL_MODEL"), ("digit_model.pt", "./digit_model.pt")):
-        if path and Path(path).expanduser().is_file():
-            return Path(path).expanduser(), origin
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise MnistctlError(
+                f"$MNISTCTL_MODEL names {path}, which does not exist",
+                "train it with `mnistctl train`, or unset MNISTCTL_MODEL to use ./digit_model.pt or the bundled model",
+            )
+        return path, "$MNISTCTL_MODEL"
+    if Path("digit_model.pt").is_file():
+        return Path("digit_model.pt"), "./digit_model.pt"
     bundled = bundled_model_path()
     if not bundled.is_file():
         raise MnistctlError(
@@ -149,15 +158,29 @@ def load_checkpoint(path: str | os.PathLike[str], hint: str = RETRAIN) -> dict[s
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global it does not know: those are what can run code when unpickled.
-        if "Unsupported global" in str(exc) or "not an allowed global" in str(exc):
+        if "global" in str(exc).lower() or _pickle_calls_code(path):
             raise MnistctlError(
-                f"refusing to load {path}: it contains Python objects that could run code when loaded",
-                "only load checkpoints you trust; mnistctl loads weights only",
+                f"refusing to load {path}: loading it would run the Python code or objects it holds",
+                "only load checkpoints you trust; mnistctl loads weights only (train one with `mnistctl train`)",
             ) from exc
         raise MnistctlError(f"{path} is not a PyTorch checkpoint", hint) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as exc:
         raise MnistctlError(f"{path} is not a readable PyTorch checkpoint ({first_line(exc, 200)})", hint) from exc
     return _validate(obj, path, hint)
+
+
+CALLS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+
+
+def _pickle_calls_code(path: Path) -> bool:
+    """Whether ``path`` is a plain pickle that imports or calls something when loaded (read, never run)."""
+    import pickletools
+
+    try:
+        with path.open("rb") as f:
+            return any(op.name in CALLS for op, _, _ in pickletools.genops(f))
+    except Exception:  # noqa: BLE001 - not a pickle at all: it calls nothing
+        return False
 
 
 def _validate(obj: Any, path: Path, hint: str) -> dict[str, Any]:
@@ -237,8 +260,8 @@ def training_run(
 
     The writer (rank 0 under torchrun) checks that ``path`` can be written and holds an exclusive lock on it
     for the whole run, so a second run with the same ``-o`` stops at once instead of overwriting this one's
-    checkpoints. A new run may replace ``path`` only if it is absent or holds the same architecture (or with
-    ``force``); ``resume`` continues it (:func:`resume_config`).
+    checkpoints. A new run may replace ``path`` only if it is absent (or with ``force``); ``resume`` continues it
+    (:func:`resume_config`).
     """
     from mnistctl.fsutil import check_writable, exclusive_lock
 
@@ -256,7 +279,8 @@ def training_run(
 
 
 def check_overwrite(path: Path, arch: str) -> None:
-    """A new run may replace ``path`` only if it is absent or holds a finished run of the same architecture."""
+    """A new run may replace ``path`` only if it is absent (or with ``--force``): a trained model is never lost to
+    a typo or a forgotten ``-o``."""
     if not path.exists():
         return
     try:
@@ -266,15 +290,18 @@ def check_overwrite(path: Path, arch: str) -> None:
             f"{path} exists and is not an mnistctl checkpoint", "pass --force to overwrite it"
         ) from None
     existing, done, planned = checkpoint["arch"], checkpoint["epoch"], checkpoint["config"].get("epochs")
-    if checkpoint.get("optimizer") is not None and planned and done < planned:
+    resumable = checkpoint.get("optimizer") is not None
+    if resumable and planned and done < planned:
         raise MnistctlError(
             f"{path} holds an unfinished run ({done} of {planned} epochs)",
             "continue it with --resume, or pass --force to start over",
         )
-    if existing != arch:
-        raise MnistctlError(
-            f"{path} holds a {existing!r} model, not {arch!r}", "pass --force to overwrite it, or -o another path"
-        )
+    accuracy = checkpoint.get("metrics", {}).get("test_accuracy")
+    held = f"a trained {existing!r} model ({done} epoch(s)" + (f", {accuracy:.2%}" if accuracy else "") + ")"
+    extend = f"train it further with `--resume --epochs {done + 10}`, " if resumable and existing == arch else ""
+    raise MnistctlError(
+        f"{path} already holds {held}", f"{extend}write elsewhere with -o, or pass --force to replace it"
+    )
 
 
 # Options that change how a run is computed, not what it learns: a resumed run may set them anew. Precision is

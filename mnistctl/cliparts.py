@@ -6,23 +6,43 @@ Each option is an ``Annotated`` type, so a command's signature reads one option 
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from typer.core import TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup
+
+from mnistctl.errors import BROKEN_PIPE_EXIT
+
+
+class _ArgumentWithoutType(TyperArgument):
+    """An argument whose help names it (``IMAGE``) without Typer's Python type after it (``<list[str]>``)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+# Short value names for help, so that option names and their help fit 80 columns (Typer's ``<int range>``,
+# ``<float range>`` and ``<path>`` take a column of their own).
+_METAVARS = {"<int range>": "N", "<int>": "N", "<float range>": "X", "<float>": "X", "<path>": "PATH", "<str>": "TEXT"}
 
 
 class _FlagsWithoutTypes:
-    """Typer shows ``<bool>`` after plain flags (``--force``, ``--help``), which take no value: hide it."""
+    """Help without type noise: plain flags (``--force``, ``--help``), which take no value, show none; other
+    options show a short value name (``N``, ``X``, ``PATH``); arguments show their name only."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
+            if isinstance(param, TyperArgument):
+                param.__class__ = _ArgumentWithoutType
+            elif getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""
+            elif param.metavar is None and hasattr(param, "display_type"):
+                param.metavar = _METAVARS.get(param.display_type(ctx))
         return params
 
 
@@ -41,7 +61,21 @@ class Group(_FlagsWithoutTypes, TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, **extra: Any) -> Any:
         if not extra.pop("standalone_mode", True):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        stdout = _identity(sys.stdout)
+        try:
+            self._main(args, prog_name, complete_var, **extra)
+        except SystemExit as exc:
+            # A reader that left (`mnistctl --help | head`): Rich, writing help or tables, exits 1 after pointing
+            # stdout at /dev/null. Say it as a closed pipe is said elsewhere in mnistctl (and by cat): 141.
+            if exc.code == 1 and _identity(sys.stdout) != stdout:
+                sys.exit(BROKEN_PIPE_EXIT)
+            raise
+
+    def _main(self, args: Any, prog_name: Any, complete_var: Any, **extra: Any) -> None:
         click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+        args = _debug_anywhere(sys.argv[1:] if args is None else list(args))
+        if args[:1] == ["help"]:  # `mnistctl help [COMMAND]`: what `mnistctl [COMMAND] --help` shows
+            args = [*args[1:], "--help"]
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click_exception as exc:
@@ -51,7 +85,9 @@ class Group(_FlagsWithoutTypes, TyperGroup):
             from mnistctl import report
 
             ctx = getattr(exc, "ctx", None)
-            report.error_line(f"{exc.format_message()} — see `{ctx.command_path if ctx else 'mnistctl'} --help`")
+            # Click's sentence without the validator's wording ("Value error, …") or its full stop before the dash.
+            message = exc.format_message().replace("Value error, ", "").rstrip(".")
+            report.error_line(f"{message} — see `{ctx.command_path if ctx else 'mnistctl'} --help`")
             sys.exit(exc.exit_code)
         except typer.Abort as exc:  # Ctrl-C that reached Typer (only with --debug: see errors.handle_errors)
             from mnistctl import report
@@ -62,6 +98,25 @@ class Group(_FlagsWithoutTypes, TyperGroup):
             report.error_line("interrupted — nothing half-written was left behind")
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _identity(stream: Any) -> tuple[int, int] | None:
+    """What file ``stream`` writes to (device and inode), or None if it has none."""
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _debug_anywhere(args: list[str]) -> list[str]:
+    """``--debug`` is accepted after the command too (``mnistctl eval --debug``), up to a ``--``: it is taken out
+    and turned into ``MNISTCTL_DEBUG=1``, which the error handler and the processes mnistctl starts read."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    os.environ["MNISTCTL_DEBUG"] = "1"
+    return [a for a in args[:end] if a != "--debug"] + args[end:]
 
 
 def _opt(*decls: str, help: str | None = None, panel: str | None = None, **kwargs: Any) -> Any:  # noqa: A002
@@ -125,7 +180,16 @@ Schedule = Annotated[str | None, _opt("--schedule", help="onecycle, cosine, step
 WeightDecay = Annotated[
     float | None, _opt("--weight-decay", help="Weight decay: decoupled for adamw, L2 for the others.", panel=RECIPE)
 ]
-LabelSmoothing = Annotated[float | None, _opt("--label-smoothing", min=0.0, max=0.5, panel=RECIPE)]
+LabelSmoothing = Annotated[
+    float | None,
+    _opt(
+        "--label-smoothing",
+        min=0.0,
+        max=0.5,
+        help="Spread this much of each target over the other digits.",
+        panel=RECIPE,
+    ),
+]
 Ema = Annotated[
     float | None, _opt("--ema", min=0.0, max=0.9999, help="Evaluate and save a moving average (0: off).", panel=RECIPE)
 ]
@@ -152,13 +216,18 @@ Nproc = Annotated[int | None, _opt("--nproc", min=1, help="Data-parallel in N pr
 
 Split = Annotated[Literal["test", "train"], _opt("--split", help="test (10,000 images) or train (60,000).")]
 Top = Annotated[int, _opt("--top", min=0, help="How many of the most confident mistakes to list.")]
-SaveErrors = Annotated[Path | None, _opt("--save-errors", help="Directory to write a PNG of each mistake into.")]
+SaveErrors = Annotated[
+    Path | None, _opt("--save-errors", help="A new or empty folder to write a PNG of each mistake into.")
+]
+AddToFolder = Annotated[bool, _opt("--force", help="Write into a --save-errors folder that is not empty.")]
 
 # --------------------------------------------------------------------------------------------- predict
 
 Inputs = Annotated[
     list[str] | None,
-    typer.Argument(help="Image files, directories, or - to read paths from stdin.", show_default=False),
+    typer.Argument(
+        help="Image files, directories, or - to read paths from stdin.", show_default=False, metavar="IMAGE"
+    ),
 ]
 Multi = Annotated[bool, _opt("--multi", help="Read every digit in each image, left to right, as one number.")]
 TopK = Annotated[int, _opt("--top-k", "-k", min=0, max=9, help="Also print the next K digits.")]

@@ -174,7 +174,8 @@ def train_one_epoch(
         loss_sum += summed.detach()
         correct += (logits.argmax(1) == y).sum()
         seen += size
-        if on_progress is not None and (step % progress_every == 0 or step == batches.steps):
+        # The first step too: it shows at once that training has begun, and how fast it goes.
+        if on_progress is not None and (step == 1 or step % progress_every == 0 or step == batches.steps):
             local = max(1, seen // dist.world_size)
             elapsed = max(1e-9, time.perf_counter() - start)
             on_progress(step, float(loss_sum) / local, float(correct) / local, seen / elapsed)
@@ -186,11 +187,20 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, inputs: torch.Tensor, device: torch.device, batch_size: int = 2000
+    model: nn.Module,
+    inputs: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 2000,
+    on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Logits (float32, on the CPU) for already-normalised ``inputs``, in large batches."""
+    """Logits (float32, on the CPU) for already-normalised ``inputs``, in large batches; ``on_batch(n)`` is
+    told after each batch how many images it held."""
     model.eval()
-    outs = [model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)]
+    outs = []
+    for i in range(0, len(inputs), batch_size):
+        outs.append(model(inputs[i : i + batch_size].to(device)).float().cpu())
+        if on_batch is not None:
+            on_batch(len(outs[-1]))
     return torch.cat(outs) if outs else torch.empty(0, 10)
 
 
@@ -211,12 +221,13 @@ def evaluate_split(
     *,
     batch_size: int = 2000,
     top_mistakes: int = 10,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[EvalResult, torch.Tensor]:
     """``mnistctl eval``: the report on ``split``'s ``images`` (uint8) and the logits it came from. ``seconds``
-    times normalising the images and the forward passes."""
+    times normalising the images and the forward passes; ``on_batch(n)`` follows their progress."""
     start = time.perf_counter()
     inputs = normalise(images, normalization["mean"], normalization["std"])
-    logits = predict_logits(model.to(device), inputs, device, batch_size)
+    logits = predict_logits(model.to(device), inputs, device, batch_size, on_batch)
     seconds = time.perf_counter() - start
     result = summarise(split, logits, labels, top_mistakes=top_mistakes)
     result.seconds = seconds

@@ -90,12 +90,19 @@ def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
         raise describe_os_error(exc, target, option) from exc
 
 
-def check_directory(path: str | os.PathLike[str], option: str) -> None:
+def check_directory(path: str | os.PathLike[str], option: str, *, empty: bool = False) -> None:
     """Fail now, before the work that fills it, if the directory ``path`` (given with ``option``) could not be
-    written into: it is a file, a file stands in its way, or the nearest directory that exists is read-only."""
+    written into: it is a file, a file stands in its way, or the nearest directory that exists is read-only;
+    with ``empty``, also when it already holds something (the output of one run is not mixed into another's)."""
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise MnistctlError(f"{target} is a file, not a directory", f"pass a directory to {option}")
+    if empty and target.is_dir() and any(target.iterdir()):
+        count = sum(1 for _ in target.iterdir())
+        raise MnistctlError(
+            f"{target} is not empty ({count:,} entries)",
+            f"pass a new or empty folder to {option}, or --force to add to what it holds",
+        )
     blocker = _not_a_directory(target)
     if blocker is not None:
         raise MnistctlError(f"cannot create {target}: {blocker} is a file, not a directory", f"fix the {option} path")

@@ -415,6 +415,10 @@ def _ink_levels(gray: np.ndarray, invert: str) -> tuple[bool, int, int]:
     if inverted:
         hi, background = 255 - int(gray.min()), 255 - background
     if hi - background < MIN_CONTRAST:
+        other = (int(gray.max()) - _median(_border(gray))) if inverted else (_median(_border(gray)) - int(gray.min()))
+        if invert != "auto" and other >= MIN_CONTRAST:  # the ink is there, in the polarity the user ruled out
+            ink = "light" if inverted else "dark"
+            raise ImageError(f"blank image with --invert {invert}: the ink is {ink} (pass --invert auto)")
         raise ImageError(BLANK)
     return inverted, background, hi
 

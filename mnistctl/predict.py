@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -22,6 +23,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mnistctl.data.mnist import normalise
 from mnistctl.errors import UsageError, first_line
@@ -304,13 +306,32 @@ def _images_in(directory: str, recursive: bool) -> tuple[list[str], bool, str | 
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         has_subdirs = has_subdirs or bool(dirs)
         for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                found.append(((*parts, name), os.path.join(root, name)))
+            path = os.path.join(root, name)
+            if not name.startswith(".") and (_image_suffix(name) or _image_content(name, path)):
+                found.append(((*parts, name), path))
         if not recursive:
             break
     if not found and errors and os.path.normpath(errors[0].filename or "") == os.path.normpath(directory):
         return [], False, errors[0].strerror or str(errors[0])
     return [path for _, path in sorted(found)], has_subdirs, None
+
+
+def _image_suffix(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def _image_content(name: str, path: str) -> bool:
+    """A file without a suffix (``scan0001``) is an image if Pillow recognises its header: a regular file only
+    (a FIFO would block), and only the header is read."""
+    if os.path.splitext(name)[1]:
+        return False
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with pillow_warnings, Image.open(path) as image:
+            return bool(image.format)
+    except Exception:  # noqa: BLE001 - unreadable or not an image: not one of the directory's images
+        return False
 
 
 def read_path_list(stream: BinaryIO, *, null: bool) -> list[str]:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,15 @@ def _progress(*columns: str, transient: bool, transfer: bool = False) -> Progres
     parts = [TextColumn(head), BarColumn(), *(TextColumn(c) for c in rest)]
     if transfer:
         parts += [DownloadColumn(), TransferSpeedColumn()]
-    return Progress(*parts, TimeRemainingColumn(), console=_console("err"), transient=transient)
+    # Rich redirects sys.stdout into the display by default: results would then land on the terminal instead of
+    # the file or pipe stdout names. Only when stdout is a terminal too do its lines belong above the bars.
+    return Progress(
+        *parts,
+        TimeRemainingColumn(),
+        console=_console("err"),
+        transient=transient,
+        redirect_stdout=sys.stdout.isatty(),
+    )
 
 
 def is_terminal(name: str) -> bool:
@@ -67,6 +75,13 @@ def is_terminal(name: str) -> bool:
     without importing Rich, whose console then has the last word (e.g. for Jupyter)."""
     stream = sys.stdout if name == "out" else sys.stderr
     return stream.isatty() and _console(name).is_terminal
+
+
+def draws_in_colour(name: str) -> bool:
+    """Whether pictures on ``out`` or ``err`` may use colour: a terminal, and neither ``NO_COLOR`` nor a terminal
+    without colours (``TERM=dumb``). Elsewhere they are drawn in shading characters."""
+    console = _console(name)
+    return console.is_terminal and not console.no_color and console.color_system is not None
 
 
 def progress_enabled(quiet: bool) -> bool:
@@ -106,7 +121,7 @@ def _human_bytes(n: int | None) -> str:
     if n is None:
         return "-"
     size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
+    for unit in ("B", "kB", "MB", "GB"):
         if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
@@ -190,7 +205,8 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
     general.add_row("model", f"{model['path']} ({model['source']})" if model["path"] else model["problem"])
     dist = info["distributed"]
     general.add_row(
-        "this rank", f"{dist['rank']} of {dist['world_size']} → {dist['device']} ({dist['backend']}); {dist['rule']}"
+        "distributed",
+        f"rank {dist['rank']} of {dist['world_size']} → {dist['device']} ({dist['backend']}); {dist['rule']}",
     )
 
     devices = _table(title="devices", title_justify="left")
@@ -226,27 +242,34 @@ class RichTrainProgress:
         self.steps = 0
         self.epochs = 0
 
-    def on_start(self, config: Any, steps_per_epoch: int, start_epoch: int, samples: int) -> None:
+    def on_start(self, config: Any, steps_per_epoch: int, start_epoch: int, samples: int, device: str) -> None:
         self.steps, self.epochs = steps_per_epoch, config.epochs
+        log(training_header(config, start_epoch, samples, device, self.prefix))
         self.progress.start()
-        self.overall = self.progress.add_task(
-            self.label, total=config.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, stats=""
-        )
+        if config.epochs - start_epoch > 1:  # one epoch to go: its own bar says it all
+            self.overall = self.progress.add_task(
+                self.label, total=config.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch, stats=""
+            )
         self.epoch_task = self.progress.add_task(
-            f"epoch {start_epoch + 1}/{config.epochs}", total=steps_per_epoch, stats=""
+            f"epoch {start_epoch + 1}/{config.epochs}", total=steps_per_epoch, stats="starting"
         )
 
     def on_batch(self, epoch: int, step: int, loss: float, accuracy: float, images_per_s: float) -> None:
         stats = f"loss {loss:.4f}  acc {accuracy:6.2%}  {images_per_s:,.0f} img/s"
         self.progress.update(self.epoch_task, completed=step, description=f"epoch {epoch}/{self.epochs}", stats=stats)
-        self.progress.update(self.overall, completed=(epoch - 1) * self.steps + step)
+        if self.overall is not None:
+            self.progress.update(self.overall, completed=(epoch - 1) * self.steps + step)
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.label == "training" else f"{self.label}: "
 
     def on_epoch(self, result: Any) -> None:
-        prefix = "" if self.label == "training" else f"{self.label}: "
         _console("err").print(
-            f"{prefix}epoch {result.epoch:>3}  train loss {result.train_loss:.4f}  test loss {result.test_loss:.4f}  "
-            f"test acc {result.test_accuracy:.2%}  {result.seconds:.1f}s",
+            f"{self.prefix}epoch {result.epoch:>3}  train loss {result.train_loss:.4f}  "
+            f"test loss {result.test_loss:.4f}  test acc {result.test_accuracy:.2%}  {result.seconds:.1f}s",
             highlight=False,
+            markup=False,
         )
         if result.epoch < self.epochs:
             self.progress.reset(
@@ -257,18 +280,23 @@ class RichTrainProgress:
         self.progress.stop()
 
 
+def training_header(config: Any, start_epoch: int, samples: int, device: str, prefix: str = "") -> str:
+    """The line a run starts with: what is trained, how, on what."""
+    verb = f"resuming after epoch {start_epoch}" if start_epoch else "training"
+    return (
+        f"{prefix}{verb}: {config.arch}, {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, "
+        f"{samples:,} images, {config.epochs} epoch(s), on {device} in {config.precision}"
+    )
+
+
 class EpochLines:
     """Without a terminal: one plain line per finished epoch on stderr (for logs and CI)."""
 
     def __init__(self, label: str = "") -> None:
         self.prefix = f"{label}: " if label else ""
 
-    def on_start(self, config: Any, steps_per_epoch: int, start_epoch: int, samples: int) -> None:
-        verb = f"resuming after epoch {start_epoch}" if start_epoch else "training"
-        log(
-            f"{self.prefix}{verb}: {config.arch}, {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, "
-            f"{samples} images"
-        )
+    def on_start(self, config: Any, steps_per_epoch: int, start_epoch: int, samples: int, device: str) -> None:
+        log(training_header(config, start_epoch, samples, device, self.prefix))
 
     def on_batch(self, *args: Any) -> None: ...
 
@@ -320,6 +348,41 @@ class Callbacks:
             t.on_end()
 
 
+class Estimate:
+    """After the first epoch of a run: how long the rest of a long job should take at that speed."""
+
+    def __init__(self, label: str, epochs_left: int, quiet: bool) -> None:
+        self.label, self.epochs_left, self.quiet, self.told = label, epochs_left, quiet, False
+
+    def on_start(self, *args: Any) -> None: ...
+
+    def on_batch(self, *args: Any) -> None: ...
+
+    def on_epoch(self, result: Any) -> None:
+        if not self.told and self.epochs_left > 0:
+            remaining = _duration(result.seconds * self.epochs_left)
+            log(f"{self.label}: about {remaining} to go ({result.seconds:.0f}s an epoch).", quiet=self.quiet)
+        self.told = True
+
+    def on_end(self) -> None: ...
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def comparison_callbacks(name: str, i: int, total: int, epochs: int, *, quiet: bool) -> Callbacks:
+    """A comparison's run ``i`` of ``total``: what a training run shows, and after its first epoch an estimate
+    for the whole comparison (this run's remaining epochs and those of the runs after it)."""
+    label = f"{name} ({i}/{total})"
+    shown = train_callbacks(label, quiet=quiet)
+    return Callbacks(*shown.targets, Estimate(label, epochs - 1 + epochs * (total - i), quiet))
+
+
 def train_callbacks(label: str = "", *, quiet: bool, json_out: bool = False) -> Callbacks:
     """What training shows: bars on a terminal, else a line per epoch (unless quiet); JSON epochs with --json."""
     if progress_enabled(quiet):
@@ -330,10 +393,13 @@ def train_callbacks(label: str = "", *, quiet: bool, json_out: bool = False) -> 
 
 
 def train_summary(result: Any, path: Any) -> str:
+    """The closing line. The time is the epochs table's sum; a resumed run also says what this process took."""
     final = result.final
+    total = sum(h.seconds for h in result.history)
+    since = f", {result.seconds:.1f}s of it since resuming after epoch {result.resumed_from}"
     return (
-        f"Saved {path} (test accuracy {final.test_accuracy:.2%} after epoch {final.epoch}, "
-        f"{result.seconds:.1f}s of training)."
+        f"Saved {path} (test accuracy {final.test_accuracy:.2%} after epoch {final.epoch}, {total:.1f}s of training"
+        f"{since if result.resumed_from else ''})."
     )
 
 
@@ -363,7 +429,7 @@ def eval_report(result: Any, model: str, arch: str) -> list[Any]:
     """The headline, the confusion matrix, the per-class table and (if any) the confident mistakes."""
     head = (
         f"[bold]{escape(model)}[/] ({arch}) on the {result.split} set: accuracy [bold]{result.accuracy:.2%}[/] "
-        f"({result.errors} errors in {result.count:,}), loss {result.loss:.4f}"
+        f"({result.errors:,} errors in {result.count:,}), loss {result.loss:.4f}"
     )
     parts = [head, confusion_table(result.confusion), per_class_table(result.per_class)]
     return parts + ([mistakes_table(result.mistakes)] if result.mistakes else [])
@@ -437,13 +503,14 @@ def sparkline(values: list[float]) -> str:
     return "".join(SPARKS[round((v - lo) / (hi - lo) * (len(SPARKS) - 1))] for v in values)
 
 
+def comparison_title(cfg: Mapping[str, Any]) -> str:
+    """What the runs shared: ``network seed, 10 epoch(s), batch 32, seed 0`` (and the training-set limit)."""
+    limit = f", the first {cfg['train_limit']:,} training images" if cfg.get("train_limit") else ""
+    return f"network {cfg['arch']}, {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, seed {cfg['seed']}{limit}"
+
+
 def comparison_table(comparison: Any) -> Table:
-    cfg = comparison.base
-    table = _table(
-        title=f"compare-optimizers: {cfg['arch']}, {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, "
-        f"seed {cfg['seed']}",
-        title_justify="left",
-    )
+    table = _table(title=f"compare-optimizers: {comparison_title(comparison.base)}", title_justify="left")
     for name, justify in (
         ("optimizer", "left"),
         ("lr", "right"),
@@ -490,12 +557,16 @@ def plot_comparison(comparison: Any, path: str) -> None:
     ax_acc.set(title="test accuracy", xlabel="epoch", ylabel="%")
     from matplotlib.ticker import MaxNLocator
 
+    epochs = sorted({h.epoch for run in comparison.runs for h in run.history})
     for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 12:  # a tick for each epoch (one epoch: a single tick, not 0.95 … 1.05)
+            ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
-    cfg = comparison.base
-    fig.suptitle(f"{cfg['arch']}, batch {cfg['batch_size']}, seed {cfg['seed']}")
+    fig.suptitle(comparison_title(comparison.base))
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -558,7 +629,7 @@ def prediction_panel(prediction: Any, show_preview: bool = True) -> Any:
         bars.add_row(str(digit), f"[{style}]{'█' * round(p * 30)}[/]", f"{p:.4f}")
     body: Any = bars
     if show_preview and prediction.pixels is not None:
-        body = Columns([digit_preview(prediction.pixels, _console("out").is_terminal), bars], padding=(0, 3))
+        body = Columns([digit_preview(prediction.pixels, draws_in_colour("out")), bars], padding=(0, 3))
     title = f"[bold]{prediction.digit}[/] ({prediction.confidence:.2%})"
     return Panel(body, title=title, subtitle=prediction.path, expand=False)
 
@@ -629,13 +700,23 @@ def number_panel(prediction: Any) -> Any:
     from rich.panel import Panel
     from rich.text import Text
 
-    color = _console("out").is_terminal
+    color = draws_in_colour("out")
     cells = []
     for d in prediction.digits:
         caption = Text(f"{d.digit} ({d.confidence:.0%})", style="bold green" if d.confidence >= 0.9 else "yellow")
         cells.append(Group(digit_preview(d.pixels, color), caption) if d.pixels is not None else caption)
     title = f"[bold]{prediction.number}[/] (lowest {prediction.confidence:.2%})"
     return Panel(Columns(cells, padding=(0, 2)), title=title, subtitle=prediction.path, expand=False)
+
+
+def _previews(prediction: Any) -> Any:
+    """What the network saw for ``--show``: the digit, or each digit of a number side by side (wrapping as the
+    terminal's width demands), in colour where the terminal draws it, else in shading characters."""
+    from rich.columns import Columns
+
+    colour = draws_in_colour("err")
+    drawings = [digit_preview(p, colour) for p in [d.pixels for d in prediction.digits or ()] or [prediction.pixels]]
+    return drawings[0] if len(drawings) == 1 else Columns(drawings, padding=(0, 2))
 
 
 class CountProgress:
@@ -646,11 +727,24 @@ class CountProgress:
         self.task = self.progress.add_task(label, total=total)
         self.progress.start()
 
-    def advance(self) -> None:
-        self.progress.advance(self.task)
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.task, n)
 
     def stop(self) -> None:
         self.progress.stop()
+
+
+@contextlib.contextmanager
+def counting(label: str, total: int, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A counting bar on a terminal for the block: yields its ``advance(n)``, or None where nothing is shown."""
+    if not progress_enabled(quiet):
+        yield None
+        return
+    progress = CountProgress(label, total)
+    try:
+        yield progress.advance
+    finally:
+        progress.stop()
 
 
 def print_predictions(
@@ -672,9 +766,7 @@ def print_predictions(
             else:
                 _print_prediction(prediction, json_out, top_k)
                 if show:
-                    for pixels in [d.pixels for d in prediction.digits or ()] or [prediction.pixels]:
-                        if pixels is not None:
-                            show_err(digit_preview(pixels, _console("err").is_terminal))
+                    show_err(_previews(prediction))
     finally:
         if progress:
             progress.stop()

@@ -56,7 +56,7 @@ def resolve_device_name(spec: str | None, acc: Accelerators) -> str:
         return "cpu"
     if spec == "mps":
         if not acc.mps:
-            raise MnistctlError("device 'mps' is not available here", f"use one of: {available}")
+            raise UsageError("device 'mps' is not available here", f"use one of: {available}")
         return "mps"
     if spec == "cuda" or spec.startswith("cuda:"):
         index_text = spec.partition(":")[2] or "0"
@@ -64,9 +64,9 @@ def resolve_device_name(spec: str | None, acc: Accelerators) -> str:
             raise UsageError(f"invalid device {spec!r}", f"use {DEVICE_CHOICES}")
         index = int(index_text)
         if not acc.cuda_names:
-            raise MnistctlError(f"device {spec!r} is not available: no CUDA GPU found", f"use one of: {available}")
+            raise UsageError(f"device {spec!r} is not available: no CUDA GPU found", f"use one of: {available}")
         if index >= len(acc.cuda_names):
-            raise MnistctlError(
+            raise UsageError(
                 f"device {spec!r} is not available: only {len(acc.cuda_names)} CUDA GPU(s) found",
                 f"use one of: {available}",
             )

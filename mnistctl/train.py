@@ -76,7 +76,9 @@ class TrainCallbacks:
 
     shows_batches = False  # on_batch shows something: the loop then reads progress back every few steps
 
-    def on_start(self, config: TrainConfig, steps_per_epoch: int, start_epoch: int, samples: int) -> None: ...
+    def on_start(
+        self, config: TrainConfig, steps_per_epoch: int, start_epoch: int, samples: int, device: str
+    ) -> None: ...
 
     def on_batch(self, epoch: int, step: int, loss: float, accuracy: float, images_per_s: float) -> None: ...
 
@@ -228,7 +230,7 @@ class _Loop:
     ) -> TrainResult:
         start_epoch = history[-1].epoch if history else 0
         elapsed_before = history[-1].elapsed if history else 0.0
-        callbacks.on_start(self.cfg, self.batches.steps, start_epoch, len(self.batches))
+        callbacks.on_start(self.cfg, self.batches.steps, start_epoch, len(self.batches), str(self.batches.device))
         run_start = time.perf_counter()
         try:
             for epoch in range(start_epoch + 1, self.cfg.epochs + 1):
@@ -312,7 +314,9 @@ def _interrupted(done: int, out: Path | None) -> Interrupted:
             f"interrupted during epoch {done + 1}; {out} holds the complete epoch {done}",
             f"continue with `mnistctl train --resume -o {out}`",
         )
-    return Interrupted("interrupted before the first epoch finished", "nothing was saved")
+    return Interrupted(
+        "interrupted before the first epoch finished, so nothing was saved", "run the same command again to start over"
+    )
 
 
 def _to_cpu(obj: Any) -> Any:

@@ -31,11 +31,13 @@ MNISTCTL_SCRIPT = shutil.which("mnistctl") or os.path.join(os.path.dirname(sys.e
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Never touch the user's cache, model or mirror settings; never reach the public mirrors."""
+    """Never touch the user's cache, model or mirror settings; never reach the public mirrors. The working
+    directory is a fresh one, so that ./digit_model.pt (train's default output) is the test's own."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("MNISTCTL_DATA_DIR", str(home / "data"))
-    monkeypatch.setenv("MNISTCTL_MODEL", str(home / "digit_model.pt"))
-    for name in ("MNISTCTL_MIRROR", "MNISTCTL_DEVICE", "MNISTCTL_DEBUG"):
+    (home / "work").mkdir()
+    monkeypatch.chdir(home / "work")
+    for name in ("MNISTCTL_MODEL", "MNISTCTL_MIRROR", "MNISTCTL_DEVICE", "MNISTCTL_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     # The tiny synthetic IDX files the tests train on are not MNIST's, so their checksums are not MNIST's: read
     # them as a user reads their own digits in MNIST's format. Tests of the verification itself turn it on.

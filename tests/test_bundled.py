@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from mnistctl.checkpoint import bundled_model_path, find_model, load_checkpoint
 from mnistctl.cli import app
 from mnistctl.config import DEFAULT_ARCH, DEFAULT_EPOCHS, RECIPES
+from mnistctl.errors import MnistctlError
 
 runner = CliRunner()
 BUNDLED = bundled_model_path()
@@ -51,12 +52,12 @@ def test_it_scores_at_least_99_4_percent_on_the_test_set(tmp_path, monkeypatch):
 
 def test_the_model_used_when_none_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MNISTCTL_MODEL")
     assert find_model(None) == (BUNDLED, "the bundled model")
     (tmp_path / "digit_model.pt").write_bytes(b"x")
     assert find_model(None) == (Path("digit_model.pt"), "./digit_model.pt")
-    monkeypatch.setenv("MNISTCTL_MODEL", str(tmp_path / "mine.pt"))  # set, but not there: the next one
-    assert find_model(None) == (Path("digit_model.pt"), "./digit_model.pt")
+    monkeypatch.setenv("MNISTCTL_MODEL", str(tmp_path / "mine.pt"))  # set, but not there: an error, not the next one
+    with pytest.raises(MnistctlError, match=r"\$MNISTCTL_MODEL names .*mine.pt, which does not exist"):
+        find_model(None)
     (tmp_path / "mine.pt").write_bytes(b"x")
     assert find_model(None) == (tmp_path / "mine.pt", "$MNISTCTL_MODEL")
     assert find_model(tmp_path / "none.pt") == (tmp_path / "none.pt", "option")  # -m is never second-guessed

@@ -82,7 +82,7 @@ def test_nproc_on_cuda_without_enough_gpus_is_a_one_line_error():
     assert check_nproc(2, "cpu", Accelerators(cuda_names=("A",))) == "cpu"
     assert check_nproc(4, "auto", Accelerators(cuda_names=("A", "B", "C", "D"))) == "cuda"
     result = runner.invoke(app, ["train", "--nproc", "2", "--device", "cuda"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a device that is not there is a bad option
     assert result.stderr.count("\n") == 1 and "Error: device 'cuda' is not available" in result.stderr
 
 

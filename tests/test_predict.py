@@ -201,11 +201,14 @@ def test_expand_inputs(tmp_path: Path) -> None:
 
 def test_a_directory_scan_takes_image_files_by_suffix_in_any_case(tmp_path: Path) -> None:
     """What a scan of a folder of phone photos and scans picks up: every usual image suffix, upper or lower
-    case; not notes, not files without a suffix, not hidden files (macOS ``._x.png`` resource forks)."""
+    case, and files without a suffix whose content is an image (``scan0001``); not notes, not other suffixes,
+    not a suffixless file that is not an image, not hidden files (macOS ``._x.png`` resource forks)."""
     images = ["a.PNG", "b.jpeg", "c.JPG", "d.Tiff", "e.webp", "f.bmp", "g.gif", "h.pgm", "i.ppm", "j.pnm", "k.tif"]
-    others = ["notes.txt", "README", "photo.png.bak", ".hidden.png", "._a.PNG", "archive.zip"]
+    images.append("scan0001")
+    others = ["notes.txt", "photo.png.bak", ".hidden.png", "._a.PNG", "archive.zip"]
     for name in images + others:
         Image.new("L", (8, 8), 255).save(tmp_path / name, format="PNG")
+    (tmp_path / "README").write_text("a suffixless file that is not an image\n")
     paths, problems = expand_inputs([str(tmp_path)], recursive=False)
     assert paths == [str(tmp_path / name) for name in images] and problems == []
 

@@ -53,7 +53,7 @@ def test_unavailable_device_is_an_error_naming_what_exists(spec, acc, message):
     with pytest.raises(MnistctlError) as info:
         resolve_device_name(spec, acc)
     assert message in str(info.value)
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 2  # a bad option, like an unknown device
 
 
 @pytest.mark.parametrize("spec", ["tpu", "cuda:x", "gpu"])

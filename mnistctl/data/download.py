@@ -3,6 +3,7 @@ install, and a lock so that two downloads into one directory take turns. Never i
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -335,6 +336,7 @@ def download_mnist(
     progress = progress or DownloadProgress()
     sources = mirror_sources(mirror) if sources is None else sources
     rd = raw_dir(data_dir)
+    created = [p for p in (rd, rd.parent, rd.parent.parent) if not p.exists()]  # removed again if this fails
     try:
         rd.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -342,6 +344,23 @@ def download_mnist(
             f"cannot create the data directory {rd}: {exc.strerror or exc}",
             "choose another one with --data-dir or MNISTCTL_DATA_DIR",
         ) from exc
+    try:
+        return _download_all(files, rd, sources, progress, sleep, force)
+    except BaseException:
+        for directory in created:  # deepest first; one still holding something (a .part kept for resuming) stays
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise
+
+
+def _download_all(
+    files: Sequence[MnistFile],
+    rd: Path,
+    sources: list[Source],
+    progress: DownloadProgress,
+    sleep: Callable[[float], None],
+    force: bool,
+) -> list[FileResult]:
     results: list[FileResult] = []
     try:
         # Two downloads into one directory take turns instead of corrupting each other.
@@ -363,10 +382,21 @@ def download_mnist(
         tried = list(dict.fromkeys(t for r in failed for t in r.tried)) or ["no source"]
         raise DownloadError(
             f"could not download {len(failed)} MNIST file(s) ({names}); tried {', '.join(tried)}",
-            OFFLINE_HINT,
+            _files_beside_hint(rd.parent.parent, files) or OFFLINE_HINT,
             results,
         )
     return results
+
+
+def _files_beside_hint(data_dir: Path, files: Sequence[MnistFile]) -> str | None:
+    """When the data directory holds MNIST's files itself (not in MNIST/raw), the user meant it as a mirror."""
+    if any((data_dir / name).is_file() for f in files for name in (f.gz_name, f.name)):
+        return (
+            f"{data_dir} holds MNIST files itself, but a data directory keeps them in MNIST/raw: pass "
+            f"--mirror {data_dir} to install them from there (into the default data directory, or the --data-dir "
+            "you name)"
+        )
+    return None
 
 
 def _interrupted(rd: Path) -> Interrupted:

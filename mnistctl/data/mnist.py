@@ -60,10 +60,13 @@ def resolve_data_dir(value: Path | None, *, create: bool = True) -> Path:
     """The data directory: ``--data-dir`` (or ``MNISTCTL_DATA_DIR``), else the default cache directory.
 
     A directory the user named may be created (``create``), but not its parents: a typo should not grow a tree.
+    ``<dir>/MNIST/raw`` itself, where the files lie, means ``<dir>``.
     """
     if not value:
         return default_data_dir()
     path = value.expanduser()
+    if path.parts[-2:] == ("MNIST", "raw"):  # the files' own folder was named: the data directory is above it
+        path = path.parent.parent
     if create and not path.exists() and not path.parent.is_dir():
         state = "is not a directory" if path.parent.exists() else "does not exist"
         raise MnistctlError(
