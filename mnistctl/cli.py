@@ -169,6 +169,7 @@ def train(
     from mnistctl.checkpoint import default_model_path, training_run
     from mnistctl.config import TrainConfig
     from mnistctl.data.mnist import load_mnist
+    from mnistctl.fsutil import output_path
     from mnistctl.runtime import device_kind, dist_info, launch_torchrun, precision_option, setup_device
     from mnistctl.train import fit
 
@@ -185,7 +186,7 @@ def train(
     requested.validate()  # before any slow work
     torch_device = setup_device(device, threads)
     requested.precision = precision_option(amp, torch_device)
-    path = out.expanduser() if out else default_model_path()
+    path = output_path(out, "-o") if out else default_model_path()
     kind = device_kind(torch_device)
     with training_run(path, requested, resume=resume, force=force, device_kind=kind, writer=main_rank) as run:
         config, checkpoint = run
@@ -337,8 +338,9 @@ def compare_optimizers(
     augment: opt.CompareAugment = False,
     seed: opt.CompareSeed = 0,
     train_limit: opt.TrainLimit = None,
-    results: opt.Results = Path("compare-results.json"),
+    results: opt.Results = "compare-results.json",
     resume: opt.SkipDone = False,
+    force: opt.CompareForce = False,
     csv: opt.Csv = None,
     plot: opt.Plot = None,
     device: opt.Device = None,
@@ -349,11 +351,11 @@ def compare_optimizers(
     quiet: opt.Quiet = False,
 ) -> None:
     from mnistctl import report
+    from mnistctl.compare import check_outputs, history_csv, parse_lrs, parse_optimizers
     from mnistctl.compare import compare_optimizers as run_comparison
-    from mnistctl.compare import history_csv, parse_lrs, parse_optimizers
     from mnistctl.config import TrainConfig
     from mnistctl.data.mnist import load_mnist
-    from mnistctl.fsutil import check_writable, write_text_atomic
+    from mnistctl.fsutil import write_text_atomic
     from mnistctl.runtime import setup_device
 
     names = parse_optimizers(optimizers)
@@ -363,28 +365,28 @@ def compare_optimizers(
         augment=augment, ema=0.0, seed=seed, train_limit=train_limit, precision="fp32",
     )  # fmt: skip
     base.validate()
-    for path, option in ((results, "--results"), (csv, "--csv"), (plot, "--plot")):
-        if path is not None:
-            check_writable(path, option)
+    outputs = check_outputs(results, csv, plot, resume=resume, force=force, json_out=json_out)
     if plot is not None:
         report.check_plotting()
     torch_device = setup_device(device, threads)
     data = load_mnist(_mnist(data_dir, mirror, quiet))
     comparison = run_comparison(
-        names, rates, base, data, torch_device, results=results, resume=resume,
+        names, rates, base, data, torch_device, results=outputs.results, resume=resume,
         callbacks_for=lambda name, i, total: report.comparison_callbacks(name, i, total, epochs, quiet=quiet),
     )  # fmt: skip
     if comparison.skipped:
         report.log(f"Skipped {', '.join(comparison.skipped)}: already in {results}.", quiet=quiet)
-    if csv is not None:
-        write_text_atomic(csv, history_csv(comparison))
-    if plot is not None:
-        report.plot_comparison(comparison, str(plot))
+    if outputs.csv is not None:
+        write_text_atomic(outputs.csv, history_csv(comparison))
+    if outputs.plot is not None:
+        report.plot_comparison(comparison, str(outputs.plot))
     if json_out:
         report.print_json(comparison.to_dict())
+    elif csv == "-":  # the CSV is the result on stdout
+        report.print_text(history_csv(comparison))
     else:
         report.show_result(report.comparison_table(comparison))
-    report.log(f"Wrote {', '.join(str(p) for p in (results, csv, plot) if p is not None)}.", quiet=quiet)
+    report.log(f"Wrote {', '.join(str(p) for p in outputs.files)}.", quiet=quiet)
 
 
 @_command(

@@ -61,6 +61,13 @@ class Group(_FlagsWithoutTypes, TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, **extra: Any) -> Any:
         if not extra.pop("standalone_mode", True):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        if sys.stderr is None:  # started with stderr closed (2>&-): errors then go nowhere, but nothing crashes
+            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+        if sys.stdout is None:  # started with stdout closed (>&-): results could go nowhere
+            from mnistctl import report
+
+            report.error_line("stdout is closed — run the command with its output going to a file, a pipe or /dev/null")
+            sys.exit(1)
         stdout = _identity(sys.stdout)
         try:
             self._main(args, prog_name, complete_var, **extra)
@@ -203,7 +210,8 @@ Elastic = Annotated[
 Seed = Annotated[int | None, _opt("--seed", help="Fixes order, initial weights, augmentation. \\[default: 0]")]
 TrainLimit = Annotated[int | None, _opt("--train-limit", min=1, help="Use only the first N training images.")]
 Out = Annotated[
-    Path | None, _opt("--out", "-o", help="Checkpoint to write. \\[default: $MNISTCTL_MODEL, else digit_model.pt]")
+    str | None,
+    _opt("--out", "-o", metavar="FILE", help="Checkpoint to write. \\[default: $MNISTCTL_MODEL, else digit_model.pt]"),
 ]
 Resume = Annotated[bool, _opt("--resume", help="Continue the run in --out (with --epochs: to a new total).")]
 Overwrite = Annotated[bool, _opt("--force", help="Overwrite --out even if it holds another model or file.")]
@@ -251,7 +259,10 @@ CompareBatch = Annotated[int, _opt("--batch-size", "-b", min=1, help="Images per
 CompareSchedule = Annotated[str, _opt("--schedule", help="onecycle, cosine, step or constant.")]
 CompareAugment = Annotated[bool, _opt("--augment/--no-augment", help="Augment the training images.")]
 CompareSeed = Annotated[int, _opt("--seed", help="Initial weights, batch order and augmentation.")]
-Results = Annotated[Path, _opt("--results", help="JSON file each finished run is saved to.")]
+Results = Annotated[str, _opt("--results", metavar="FILE", help="JSON file each finished run is saved to.")]
 SkipDone = Annotated[bool, _opt("--resume", help="Skip runs already in --results.")]
-Csv = Annotated[Path | None, _opt("--csv", help="Write the per-epoch history as CSV.")]
-Plot = Annotated[Path | None, _opt("--plot", help="Write loss and accuracy curves as a PNG (needs matplotlib).")]
+Csv = Annotated[str | None, _opt("--csv", metavar="FILE", help="Write the per-epoch history as CSV (-: to stdout).")]
+Plot = Annotated[
+    str | None, _opt("--plot", metavar="FILE", help="Write loss and accuracy curves as a PNG (needs matplotlib).")
+]
+CompareForce = Annotated[bool, _opt("--force", help="Replace --results even if it holds another comparison or file.")]

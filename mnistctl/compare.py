@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +23,7 @@ from mnistctl.checkpoint import weights_digest
 from mnistctl.config import DEFAULT_LR, OPTIMIZERS, TrainConfig
 from mnistctl.data.mnist import MnistData
 from mnistctl.errors import Interrupted, MnistctlError, UsageError
-from mnistctl.fsutil import write_text_atomic
+from mnistctl.fsutil import check_writable, output_path, write_text_atomic
 from mnistctl.models import get_architecture
 from mnistctl.runtime import default_precision, device_kind, seed_everything
 from mnistctl.train import EpochResult, fit
@@ -140,16 +141,78 @@ def _load_previous(path: Path, base: dict[str, Any]) -> dict[str, RunResult]:
         return {}
     except (OSError, ValueError) as exc:
         raise MnistctlError(
-            f"cannot read the results file {path} ({exc})", "delete it or run without --resume"
+            f"cannot read the results file {path} ({exc})", "pass --force instead of --resume to start over"
         ) from exc
     if not isinstance(saved, dict) or saved.get("format") != RESULTS_FORMAT:
         raise MnistctlError(f"{path} is not a compare-optimizers results file", "pass another --results path")
     if saved.get("config") != base:
         raise MnistctlError(
             f"{path} holds results of a different comparison (other epochs, data, seed or model)",
-            "rerun without --resume, or pass another --results path",
+            "pass --force instead of --resume to start over, or another --results path",
         )
-    return {r["optimizer"]: RunResult.from_dict(r) for r in saved.get("runs", [])}
+    try:
+        return {r["optimizer"]: RunResult.from_dict(r) for r in saved.get("runs", [])}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MnistctlError(
+            f"{path} is a damaged compare-optimizers results file ({type(exc).__name__}: {exc})",
+            "pass --force instead of --resume to start over, or another --results path",
+        ) from exc
+
+
+@dataclass
+class Outputs:
+    """The files a comparison writes: results (each finished run), and optionally the CSV history and plot."""
+
+    results: Path
+    csv: Path | None = None  # None also for `--csv -` (stdout)
+    plot: Path | None = None
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.results, self.csv, self.plot) if p is not None]
+
+
+def check_outputs(
+    results: str, csv: str | None, plot: str | None, *, resume: bool, force: bool, json_out: bool = False
+) -> Outputs:
+    """The comparison's output files, checked before any training: writable, distinct, and ``results`` absent
+    or (with ``resume``) a results file of this command — anything else only with ``force``, as ``train`` does
+    for its checkpoint."""
+    if csv == "-" and json_out:
+        raise UsageError("--csv - and --json both write to stdout", "choose one, or give --csv a file name")
+    outputs = Outputs(
+        output_path(results, "--results"),
+        output_path(csv, "--csv") if csv not in (None, "-") else None,
+        output_path(plot, "--plot") if plot is not None else None,
+    )
+    given = ((outputs.results, "--results"), (outputs.csv, "--csv"), (outputs.plot, "--plot"))
+    named = [(path, option) for path, option in given if path is not None]
+    for i, (path, option) in enumerate(named):
+        check_writable(path, option)
+        for other, other_option in named[:i]:
+            if os.path.abspath(path) == os.path.abspath(other):
+                raise UsageError(f"{other_option} and {option} name the same file, {path}", "give each its own file")
+    if outputs.results.exists() and not force:
+        _check_replacing(outputs.results, resume)
+    return outputs
+
+
+def _check_replacing(path: Path, resume: bool) -> None:
+    """``path`` exists: only a results file of this command may be resumed; nothing is replaced unasked."""
+    try:
+        saved = json.loads(path.read_bytes())
+        is_results = isinstance(saved, dict) and saved.get("format") == RESULTS_FORMAT
+    except (OSError, ValueError):
+        is_results = False
+    if not is_results:
+        raise MnistctlError(
+            f"{path} exists and is not a compare-optimizers results file", "pass --results another path, or --force"
+        )
+    if not resume:
+        raise MnistctlError(
+            f"{path} already holds a comparison",
+            "pass --resume to skip its finished runs, --force to start over, or --results another path",
+        )
 
 
 def compare_optimizers(

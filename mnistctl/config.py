@@ -171,7 +171,15 @@ def _at_least_one(option: str, value: int | None) -> None:
 
 def _within(option: str, value: float | None, low: float, high: float) -> None:
     if value is not None and not (math.isfinite(value) and low <= value <= high):
-        raise UsageError(f"{option} must be between {low:g} and {high:g}, not {value:g}", "pass a value in that range")
+        raise UsageError(
+            f"{option} must be between {_number(low)} and {_number(high)}, not {_number(value)}",
+            "pass a value in that range",
+        )
+
+
+def _number(value: float) -> str:
+    """Whole numbers in full (4294967295, not 4.29497e+09), others as %g."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _one_of(what: str, value: str | None, choices: tuple[str, ...]) -> None:

@@ -8,10 +8,13 @@ wrapped in :func:`handle_errors`, which prints them (or an unexpected exception)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE: what a shell reports for `cat` stopped by a closed pipe
@@ -57,8 +60,10 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        stopped_by: list[int] = []  # the signal (SIGTERM, SIGHUP) that stopped the command, if one did
         try:
-            return fn(*args, **kwargs)
+            with _signals_as_interrupts(stopped_by):
+                return fn(*args, **kwargs)
         except BrokenPipeError:  # `mnistctl predict … | head`: the reader left; stop quietly, as cat does
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit cannot fail again
@@ -67,13 +72,14 @@ def handle_errors(fn: F) -> F:
             if debug_enabled():
                 raise
             exc = Interrupted("interrupted", "nothing half-written was left behind")
-            _print(str(exc))
-            raise SystemExit(exc.exit_code) from None
+            _print(_stopped(str(exc), stopped_by))
+            raise SystemExit(128 + stopped_by[0] if stopped_by else exc.exit_code) from None
         except MnistctlError as exc:
             if debug_enabled():
                 raise
-            _print(str(exc))
-            raise SystemExit(exc.exit_code) from None
+            signalled = stopped_by if isinstance(exc, Interrupted) else []
+            _print(_stopped(str(exc), signalled))
+            raise SystemExit(128 + signalled[0] if signalled else exc.exit_code) from None
         except Exception as exc:
             if _is_framework_exception(exc) or debug_enabled():
                 raise
@@ -84,6 +90,33 @@ def handle_errors(fn: F) -> F:
             raise SystemExit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _signals_as_interrupts(stopped_by: list[int]) -> Iterator[None]:
+    """SIGTERM (``kill``, a container stopping) and SIGHUP (the terminal closed) stop a command as Ctrl-C does:
+    the last complete checkpoint is kept, locks are released, and the line says how to go on. The exit status
+    stays the signal's (128 + its number), as a shell reports it."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    names = ("SIGTERM", "SIGHUP")
+    wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    previous = {signum: signal.signal(signum, interrupt) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stopped(message: str, stopped_by: list[int]) -> str:
+    return f"{signal.Signals(stopped_by[0]).name}: {message}" if stopped_by else message
 
 
 def debug_enabled() -> bool:
@@ -99,4 +132,5 @@ def _is_framework_exception(exc: BaseException) -> bool:
 def _print(message: str) -> None:
     from mnistctl import report
 
-    report.error_line(message)
+    with contextlib.suppress(OSError):  # stderr gone (SIGHUP: the terminal closed): the exit status still tells
+        report.error_line(message)

@@ -7,10 +7,11 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from mnistctl.errors import MnistctlError
+from mnistctl.errors import MnistctlError, UsageError
 
 
 def _not_a_directory(path: Path) -> Path | None:
@@ -40,21 +41,53 @@ def describe_os_error(exc: OSError, path: Path, option: str | None = None) -> Mn
     return MnistctlError(f"cannot write {path}: {exc.strerror or exc}", "check the path and the disk")
 
 
+# Files mnistctl creates are opened without following a link planted at their name, and created anew.
+CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISLNK: "a symbolic link", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    kinds |= {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a directory"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def check_replaceable(path: str | os.PathLike[str], option: str | None = None) -> None:
+    """An output mnistctl replaces whole (by renaming a new file over it) must be absent or a regular file: a
+    link would be replaced rather than written through, and a device (``/dev/null``) turned into a file."""
+    target = Path(path)
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise describe_os_error(exc, target, option) from exc
+    if not stat.S_ISREG(mode):
+        where = f"pass {option} a path to a regular file" if option else "pass a path to a regular file"
+        also = " (--csv - writes to stdout)" if option == "--csv" else ""
+        raise MnistctlError(
+            f"{target} is {_kind(mode)}: mnistctl writes its outputs as new files and will not replace it",
+            where + also,
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a new temporary file beside ``path``; move it into place only if the block succeeds.
 
     On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` keeps whatever it
     held before. The file is created with the usual permissions (0666 less the umask, applied by the kernel).
+    ``path`` must be absent or a regular file (:func:`check_replaceable`), checked again just before the rename.
     """
     target = Path(path)
+    check_replaceable(target)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.close(os.open(tmp, CREATE_FLAGS, 0o666))
     except OSError as exc:
         raise describe_os_error(exc, target) from exc
     try:
         yield tmp
+        check_replaceable(target)
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -62,6 +95,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def output_path(text: str, option: str) -> Path:
+    """The file an option names. A name ending in a slash names a directory: writing a file called ``newdir``
+    for ``-o newdir/`` would not be what was asked."""
+    if text.endswith(("/", os.sep)):
+        raise UsageError(f"{option} {text} names a directory", f"pass a file name, e.g. {option} {text}x")
+    return Path(text).expanduser()
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -74,6 +115,7 @@ def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
     target = Path(path)
     if target.is_dir():
         raise MnistctlError(f"{target} is a directory", f"pass a file name to {option}, e.g. {option} {target / 'x'}")
+    check_replaceable(target, option)
     blocker = _not_a_directory(target)
     if blocker is not None:
         raise MnistctlError(f"cannot write {target}: {blocker} is a file, not a directory", f"fix the {option} path")
@@ -84,7 +126,7 @@ def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
         )
     probe = target.with_name(f".{target.name}.{secrets.token_hex(4)}.probe")
     try:  # create and remove a file beside the target: the real test (read-only mounts, full disks, ACLs)
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(os.open(probe, CREATE_FLAGS, 0o600))
         os.unlink(probe)
     except OSError as exc:
         raise describe_os_error(exc, target, option) from exc
@@ -138,12 +180,30 @@ def exclusive_lock(path: Path, *, wait: bool, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | os.O_NONBLOCK
+
+
+def _open_lock(path: Path) -> int:
+    """The lock file, opened (created if absent) without following a link planted at its name; it must be a
+    regular file, else whatever it names (a victim's file, a FIFO) would receive the pid."""
+    try:
+        fd = os.open(path, LOCK_FLAGS, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+            raise MnistctlError(
+                f"the lock file {path} is a symbolic link", "remove it: mnistctl does not write through links"
+            ) from exc
+        raise describe_os_error(exc, path) from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise MnistctlError(f"the lock file {path} is {_kind(mode)}", "remove it, then run the command again")
+    return fd
+
+
 def _acquire(path: Path, wait: bool, what: str, fcntl) -> int:  # noqa: ANN001 - the fcntl module
     while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as exc:
-            raise describe_os_error(exc, path) from exc
+        fd = _open_lock(path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -156,7 +216,12 @@ def _acquire(path: Path, wait: bool, what: str, fcntl) -> int:  # noqa: ANN001 -
         except FileNotFoundError:
             same = False
         if same:  # else the previous holder removed the file between our open and our lock: try again
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:  # a full disk: no empty lock file is left behind
+                os.unlink(path)
+                os.close(fd)
+                raise describe_os_error(exc, path) from exc
             return fd
         os.close(fd)

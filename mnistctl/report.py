@@ -95,6 +95,12 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def print_text(text: str) -> None:
+    """Plain text (e.g. CSV) on stdout, as it is."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def log(message: str, *, quiet: bool = False) -> None:
     """An informational line on stderr (silenced by --quiet)."""
     if not quiet:

@@ -5,13 +5,15 @@ torch is imported inside the functions, never at module level, so importing this
 
 from __future__ import annotations
 
+import datetime
+import math
 import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mnistctl.errors import MnistctlError, UsageError
+from mnistctl.errors import MnistctlError, UsageError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -122,7 +124,32 @@ def init_distributed(device: torch.device, dist: DistInfo) -> None:
         import torch
 
         torch.cuda.set_device(device)
-    tdist.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world_size)
+    timeout = rendezvous_timeout()
+    try:
+        tdist.init_process_group(
+            backend=backend, rank=dist.rank, world_size=dist.world_size, timeout=datetime.timedelta(seconds=timeout)
+        )
+    except (RuntimeError, ValueError) as exc:  # torch's DistNetworkError / DistStoreError are RuntimeErrors
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        raise MnistctlError(
+            f"could not join the {dist.world_size} processes of WORLD_SIZE={dist.world_size} at {where} as "
+            f"RANK={dist.rank} within {timeout:g} s ({first_line(exc, 120)})",
+            "start every process with torchrun, or unset RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (left over "
+            "from another run?) to train in one process",
+        ) from exc
+
+
+def rendezvous_timeout() -> float:
+    """How long to wait for the other processes: ``$MNISTCTL_RENDEZVOUS_TIMEOUT`` seconds, else five minutes
+    (time for the other machines of a multi-node run to start; a stale environment should not wait for ever)."""
+    text = os.environ.get("MNISTCTL_RENDEZVOUS_TIMEOUT", "300")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"MNISTCTL_RENDEZVOUS_TIMEOUT={text!r} is not a positive number of seconds", "e.g. 300")
+    return value
 
 
 def shutdown_distributed() -> None:
@@ -264,10 +291,20 @@ class DistInfo:
 def dist_info(environ: dict[str, str] | None = None) -> DistInfo:
     """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as torchrun sets them (absent: one process)."""
     env = os.environ if environ is None else environ
+    fix = "start the command with torchrun, or unset RANK, WORLD_SIZE and LOCAL_RANK to train in one process"
     try:
-        return DistInfo(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
+        info = DistInfo(int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1")), int(env.get("LOCAL_RANK", "0")))
     except ValueError as exc:
-        raise MnistctlError(f"torchrun's environment is malformed ({exc})", "start the command with torchrun") from exc
+        raise MnistctlError(f"torchrun's environment is malformed ({exc})", fix) from exc
+    if info.world_size < 1 or not 0 <= info.rank < info.world_size or info.local_rank < 0:
+        raise MnistctlError(
+            f"torchrun's environment is inconsistent: RANK={env.get('RANK', '(unset)')}, "
+            f"WORLD_SIZE={env.get('WORLD_SIZE', '(unset)')}, LOCAL_RANK={env.get('LOCAL_RANK', '(unset)')}",
+            fix,
+        )
+    if info.enabled and not (env.get("MASTER_ADDR") and env.get("MASTER_PORT")):
+        raise MnistctlError(f"WORLD_SIZE={info.world_size} is set but MASTER_ADDR or MASTER_PORT is not", fix)
+    return info
 
 
 def describe_devices(acc: Accelerators) -> list[dict[str, str]]:

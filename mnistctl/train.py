@@ -247,10 +247,12 @@ class _Loop:
                     # Reading progress back makes the device wait for the host: only when something shows it.
                     on_progress=functools.partial(callbacks.on_batch, epoch) if _shows_batches(callbacks) else None,
                 )
+                _check_finite(stats.loss, epoch, self.saved or start_epoch, out, self.cfg.lr)
                 if self.dist.is_main:
                     t0 = time.perf_counter()
                     network = in_precision(self.evaluated, self.cfg.precision, self.batches.device)
                     loss, accuracy = evaluate(network, *test, self.batches.device)
+                    _check_finite(loss, epoch, self.saved or start_epoch, out, self.cfg.lr)
                     elapsed = elapsed_before + time.perf_counter() - run_start
                     history.append(self._result(epoch, stats, loss, accuracy, time.perf_counter() - t0, elapsed))
                     if out is not None:
@@ -305,6 +307,17 @@ class _Loop:
 
 def _shows_batches(callbacks: TrainCallbacks) -> bool:
     return getattr(callbacks, "shows_batches", False)
+
+
+def _check_finite(loss: float, epoch: int, saved: int, out: Path | None, lr: float) -> None:
+    """A loss that is NaN or infinite means the weights are too: stop before they are saved."""
+    if math.isfinite(loss):
+        return
+    kept = f"; {out} still holds epoch {saved}" if out is not None and saved else "; nothing was saved"
+    raise MnistctlError(
+        f"training diverged in epoch {epoch}: the loss is {loss}{kept}",
+        f"train again with a lower --lr (this run's is {lr:g})",
+    )
 
 
 def _interrupted(done: int, out: Path | None) -> Interrupted:
