@@ -1,24 +1,35 @@
 """Checkpoints: what they hold, how they are written and read, and when a run may write or resume one.
 
 A checkpoint is a dict of tensors and plain values (:func:`make_checkpoint`), saved atomically and loaded only
-through ``torch.load(..., weights_only=True)``. It carries a sha256 of its weights, checked on every load, so
-a damaged file is an error rather than slightly different answers. A plain state_dict of the original
-project's ``DigitClassifier`` (its ``digit_model.pt``) loads too, as architecture ``seed``.
+through ``torch.load(..., weights_only=True)``, once the file is known to be a regular file whose zip archive
+inflates to a bounded size (:func:`open_archive`); :mod:`mnistctl.checkfile` then checks what it holds. It
+carries a sha256 of its weights and of what decides its network, checked on every load, so a damaged file is an
+error rather than slightly different answers. A plain state_dict of the original project's ``DigitClassifier``
+(its ``digit_model.pt``) loads too, as architecture ``seed``, and one of mnistctl's own networks as that network.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import io
 import os
 import pickle
-import sys
+import stat
+import struct
 import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from mnistctl.checkfile import (  # noqa: F401 - FORMAT, VERSION, make_checkpoint, weights_digest: re-exported
+    FORMAT,
+    VERSION,
+    check_resumable,
+    make_checkpoint,
+    validate,
+    weights_digest,
+)
 from mnistctl.config import TrainConfig
 from mnistctl.errors import MnistctlError, UsageError, first_line
 
@@ -26,9 +37,15 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-FORMAT = "mnistctl-checkpoint"
-VERSION = 2  # 2: weights_sha256
 RETRAIN = "train one with `mnistctl train`, or pass another with -m/--model"
+
+# What reading a file may cost. The largest network models.py's bounds allow needs about 120 MB with its training
+# state; the files `mnistctl train` writes hold under 2 MB, their pickle a few kB.
+MAX_UNPACKED = 256 << 20  # bytes: the file, and its zip records once inflated, together
+MAX_PICKLE = 4 << 20  # bytes of pickle: one opcode byte can make an object many times its size
+MAX_RECORDS = 10_000  # zip records: one per tensor storage, and a few more
+MAX_RATIO = 100  # deflate gains little on weights: a big record inflating more than this is a decompression bomb
+LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)  # how torch.save's format before 1.6 begins
 
 
 def default_model_path() -> Path:
@@ -70,164 +87,177 @@ def find_model(explicit: Path | None) -> tuple[Path, str]:
     return bundled, "the bundled model"
 
 
-def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
-    import torch
-
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        t = state_dict[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def make_checkpoint(
-    *,
-    arch: str,
-    arch_config: dict[str, Any],
-    state_dict: dict[str, Any],
-    normalization: tuple[float, float],
-    epoch: int,
-    config: dict[str, Any],
-    history: list[dict[str, Any]],
-    metrics: dict[str, Any],
-    training_state: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A checkpoint dict. ``training_state`` (optimizer, scheduler, RNG) is what ``--resume`` needs; a
-    checkpoint without it holds weights only."""
-    import torch
-
-    from mnistctl import __version__
-
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "arch": arch,
-        "arch_config": arch_config,
-        "state_dict": state_dict,
-        "weights_sha256": weights_digest(state_dict),
-        **_training_digest(training_state),
-        "normalization": {"mean": float(normalization[0]), "std": float(normalization[1])},
-        "epoch": epoch,
-        **(training_state or {"optimizer": None, "scheduler": None, "rng": None}),
-        "config": config,
-        "history": history,
-        "metrics": metrics,
-        "versions": {"mnistctl": __version__, "torch": str(torch.__version__), "python": sys.version.split()[0]},
-    }
-
-
-def _training_digest(training_state: dict[str, Any] | None) -> dict[str, str]:
-    """With an EMA, the weights being trained (what --resume continues) are kept beside the average: checked too."""
-    model_state = (training_state or {}).get("model_state")
-    return {"model_state_sha256": weights_digest(model_state)} if model_state else {}
-
-
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> None:
-    """Write ``checkpoint`` to a temporary file beside ``path`` and move it into place."""
+    """Write ``checkpoint`` to a temporary file beside ``path`` and move it into place: ``path`` holds the old
+    file or the whole new one, never part of either. It is serialised in memory first, so that the file is
+    written by Python, whose errors say why (a full disk), not by torch's writer, which does not."""
     import torch
 
     from mnistctl.fsutil import atomic_path
 
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-
-
-SEED_KEYS = {f"model.{i}.{kind}" for i in (0, 2, 4, 7) for kind in ("weight", "bias")}
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.write(buffer.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it replaces the old file
 
 
 def load_checkpoint(path: str | os.PathLike[str], hint: str = RETRAIN) -> dict[str, Any]:
-    """Load and validate a checkpoint; a plain seed state_dict is wrapped into one.
+    """Load and validate a checkpoint (:mod:`mnistctl.checkfile`); a plain state_dict of one of mnistctl's
+    networks, such as the original project's ``digit_model.pt``, is wrapped into one.
 
-    Everything that can go wrong — missing, empty, truncated, damaged, not a torch file, a pickle that would run
-    code, a state_dict of an unknown network — becomes a one-line :class:`MnistctlError`.
+    Everything that can go wrong — missing, not a regular file, empty, truncated, damaged, too big to inflate, a
+    pickle that would run code, a network mnistctl does not know or will not build, NaN weights, a malformed
+    entry — becomes a one-line :class:`MnistctlError` that names the file.
     """
+    path = Path(path)
+    with open_archive(path, hint) as f:
+        obj = _torch_load(f, path, hint)
+    return validate(obj, path, hint)
+
+
+def _torch_load(f: IO[bytes], path: Path, hint: str) -> Any:
     import torch
 
-    path = Path(path)
-    if not path.exists():
-        raise MnistctlError(f"model file {path} does not exist", hint)
-    if path.is_dir():
-        raise MnistctlError(f"model path {path} is a directory", "pass the checkpoint file itself")
-    if path.stat().st_size == 0:
-        raise MnistctlError(f"model file {path} is empty", hint)
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": our error says it better
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global it does not know: those are what can run code when unpickled.
-        if "global" in str(exc).lower() or _pickle_calls_code(path):
-            raise MnistctlError(
-                f"refusing to load {path}: loading it would run the Python code or objects it holds",
-                "only load checkpoints you trust; mnistctl loads weights only (train one with `mnistctl train`)",
-            ) from exc
+        if "global" in str(exc).lower():
+            raise refusing_code(path) from exc
         raise MnistctlError(f"{path} is not a PyTorch checkpoint", hint) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a hostile archive can fail torch's reader in any way: all mean unreadable
         raise MnistctlError(f"{path} is not a readable PyTorch checkpoint ({first_line(exc, 200)})", hint) from exc
-    return _validate(obj, path, hint)
+
+
+def open_archive(path: Path, hint: str) -> IO[bytes]:
+    """``path`` opened for ``torch.load``, once it is known to be a regular file holding a zip archive that
+    inflates to at most :data:`MAX_UNPACKED` bytes; else a one-line error that says what it is instead."""
+    try:  # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _unreadable(exc, path, hint) from exc
+    try:
+        _check_file(fd, path, hint)
+    except BaseException:
+        os.close(fd)
+        raise
+    f = os.fdopen(fd, "rb")
+    try:
+        _check_zip(f, path, hint)
+    except BaseException:
+        f.close()
+        raise
+    f.seek(0)
+    return f
+
+
+def _unreadable(exc: OSError, path: Path, hint: str) -> MnistctlError:
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return MnistctlError(f"model file {path} does not exist", hint)
+    if isinstance(exc, IsADirectoryError):
+        return MnistctlError(f"model path {path} is a directory", "pass the checkpoint file itself")
+    if isinstance(exc, PermissionError):
+        return MnistctlError(f"cannot read {path}: permission denied", "check its permissions, or pass another file")
+    return MnistctlError(f"cannot read {path}: {exc.strerror or exc}", hint)
+
+
+def _check_file(fd: int, path: Path, hint: str) -> None:
+    mode, size = (st := os.fstat(fd)).st_mode, st.st_size
+    if stat.S_ISDIR(mode):
+        raise MnistctlError(f"model path {path} is a directory", "pass the checkpoint file itself")
+    # A size of 0 with content: a file the kernel makes up as it is read (/proc, /sys), not a stored one.
+    if not stat.S_ISREG(mode) or (size == 0 and os.read(fd, 1)):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else None
+        what = kind or ("a socket" if stat.S_ISSOCK(mode) else "a file the kernel makes up as it is read")
+        raise MnistctlError(
+            f"model file {path} is not a regular file ({what})", "pass a checkpoint file written by `mnistctl train`"
+        )
+    if size == 0:
+        raise MnistctlError(f"model file {path} is empty", hint)
+    if size > MAX_UNPACKED:
+        raise MnistctlError(f"refusing to load {path}: it is {size >> 20:,} MB, more than any checkpoint", hint)
+
+
+def _check_zip(f: IO[bytes], path: Path, hint: str) -> None:
+    if f.read(4) != b"PK\x03\x04":
+        raise _not_a_zip(f, path, hint)
+    f.seek(0)
+    try:
+        end = zipfile._EndRecData(f)  # noqa: SLF001 - the stdlib's own reader of the zip's last record
+        if end is None:
+            raise zipfile.BadZipFile("its end record is missing")
+        records = end[zipfile._ECD_ENTRIES_TOTAL]  # noqa: SLF001
+        if records > MAX_RECORDS:  # checked before zipfile makes an object for each
+            raise MnistctlError(
+                f"refusing to load {path}: it holds {records:,} records, more than any checkpoint", hint
+            )
+        with zipfile.ZipFile(f) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as exc:
+        detail = first_line(exc, 120)
+        raise MnistctlError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or damaged: {detail})", hint
+        ) from exc
+    problem = _archive_problem(infos)
+    if problem:
+        raise MnistctlError(f"refusing to load {path}: {problem}", hint)
+
+
+def _archive_problem(infos: list[zipfile.ZipInfo]) -> str | None:
+    """Why reading these records would cost more than any checkpoint may (the sizes are the archive's own word:
+    torch's reader allocates what a record declares and fails if it inflates to more)."""
+    total = sum(info.file_size for info in infos)
+    if total > MAX_UNPACKED:
+        return f"it would inflate to {total >> 20:,} MB, more than any checkpoint ({MAX_UNPACKED >> 20} MB)"
+    for info in infos:
+        ratio = info.file_size / max(1, info.compress_size)
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1 << 20 and ratio > MAX_RATIO:
+            return f"its record {info.filename[:60]!r} would inflate {ratio:,.0f}-fold (a decompression bomb)"
+        if info.filename.endswith(".pkl") and info.file_size > MAX_PICKLE:
+            return f"its pickle is {info.file_size >> 20:,} MB, more than any checkpoint's ({MAX_PICKLE >> 20} MB)"
+    return None
+
+
+def _not_a_zip(f: IO[bytes], path: Path, hint: str) -> MnistctlError:
+    f.seek(0)
+    if f.read(len(LEGACY_MAGIC)) == LEGACY_MAGIC:  # its loader allocates whatever sizes the file declares
+        return MnistctlError(
+            f"{path} is in PyTorch's format from before 1.6, which mnistctl does not read",
+            "load it with a PyTorch you trust and save it again with torch.save",
+        )
+    f.seek(0)
+    if pickle_calls_code(f):
+        return refusing_code(path)
+    return MnistctlError(f"{path} is not a PyTorch checkpoint", hint)
 
 
 CALLS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
 
 
-def _pickle_calls_code(path: Path) -> bool:
-    """Whether ``path`` is a plain pickle that imports or calls something when loaded (read, never run)."""
+def pickle_calls_code(f: IO[bytes]) -> bool:
+    """Whether ``f`` is a plain pickle, whole, that imports or calls something when loaded (read, never run)."""
     import pickletools
 
+    ops = set()
     try:
-        with path.open("rb") as f:
-            return any(op.name in CALLS for op, _, _ in pickletools.genops(f))
+        for op, _, position in pickletools.genops(f):  # up to its STOP; an error if it has none
+            if position > MAX_PICKLE:
+                return False
+            ops.add(op.name)
     except Exception:  # noqa: BLE001 - not a pickle at all: it calls nothing
         return False
+    return bool(ops & CALLS)
 
 
-def _validate(obj: Any, path: Path, hint: str) -> dict[str, Any]:
-    import torch
-
-    from mnistctl.models import ARCHITECTURES
-
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if obj.get("version", 0) > VERSION:
-            raise MnistctlError(
-                f"{path} was written by a newer mnistctl (checkpoint format {obj['version']})", "upgrade mnistctl"
-            )
-        if obj.get("arch") not in ARCHITECTURES:
-            raise MnistctlError(
-                f"{path} uses an architecture this mnistctl does not know ({obj.get('arch')!r})", "upgrade mnistctl"
-            )
-        # No checksums in version 1; model_state (the weights being trained) only in runs with an EMA.
-        for weights, digest in (("state_dict", "weights_sha256"), ("model_state", "model_state_sha256")):
-            expected = obj.get(digest)
-            if expected is not None and _digest_or_none(obj.get(weights)) != expected:
-                raise MnistctlError(f"{path} is corrupt: its weights do not match their checksum", hint)
-        obj.setdefault("config", {})
-        return obj
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        if set(obj) == SEED_KEYS:
-            return make_checkpoint(
-                arch="seed",
-                arch_config={},
-                state_dict=obj,
-                normalization=ARCHITECTURES["seed"].normalization,
-                epoch=0,
-                config={"source": "plain state_dict of the original DigitClassifier"},
-                history=[],
-                metrics={},
-            )
-        raise MnistctlError(
-            f"{path} is a state_dict of a network mnistctl does not know (keys: {', '.join(list(obj)[:4])}, …)",
-            "pass a checkpoint written by `mnistctl train` or the original project's digit_model.pt",
-        )
-    raise MnistctlError(f"{path} is not an mnistctl checkpoint", "pass a file written by `mnistctl train`")
-
-
-def _digest_or_none(state_dict: Any) -> str | None:
-    try:
-        return weights_digest(state_dict)
-    except (AttributeError, TypeError, RuntimeError):
-        return None
+def refusing_code(path: Path) -> MnistctlError:
+    return MnistctlError(
+        f"refusing to load {path}: loading it would run the Python code or objects it holds",
+        "only load checkpoints you trust; mnistctl loads weights only (train one with `mnistctl train`)",
+    )
 
 
 def build_model(checkpoint: dict[str, Any], device: torch.device | None = None, precision: str = "fp32") -> nn.Module:
@@ -316,6 +346,7 @@ def resume_config(checkpoint: dict[str, Any], path: Path, requested: TrainConfig
     if checkpoint.get("optimizer") is None:
         raise MnistctlError(f"{path} holds weights only, no training state to resume", "train without --resume")
     stored = TrainConfig.from_dict(checkpoint["config"])
+    check_resumable(checkpoint, path, stored)
     conflicts = [
         f"{_flag(name, value)} (the run has {getattr(stored, name)!r})"
         for name, value in vars(requested).items()

@@ -292,13 +292,15 @@ def predict(
 
     if not inputs:
         raise UsageError("no images given", "pass image files, directories, or - to read paths from stdin")
+    if multi and top_k and not json_out:  # a line holds one number: no room for each digit's runners-up
+        raise UsageError("--top-k with --multi is shown only in --json", "add --json, or leave out --top-k")
     if "-" in inputs and sys.stdin.isatty():
         separator = "NUL-separated" if null else "one per line"
         report.log(f"Reading image paths from stdin ({separator}); end the list with Ctrl-D.", quiet=quiet)
     names = [n for item in inputs for n in (read_path_list(sys.stdin.buffer, null=null) if item == "-" else [item])]
     paths, problems = expand_inputs(names, recursive)
     for problem in problems:
-        report.error_line(f"{problem} — check the path")
+        report.path_error(*problem)
     _, checkpoint, torch_device, net = _network(model, amp, device, threads, quiet)
     panel = len(paths) == 1 and not problems and not json_out and report.is_terminal("out")
     predictions = predict_paths(

@@ -115,7 +115,6 @@ def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
     target = Path(path)
     if target.is_dir():
         raise MnistctlError(f"{target} is a directory", f"pass a file name to {option}, e.g. {option} {target / 'x'}")
-    check_replaceable(target, option)
     blocker = _not_a_directory(target)
     if blocker is not None:
         raise MnistctlError(f"cannot write {target}: {blocker} is a file, not a directory", f"fix the {option} path")
@@ -124,6 +123,7 @@ def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
             f"cannot write {target}: the directory {target.parent} does not exist",
             f"create it or choose another {option} path",
         )
+    check_replaceable(target, option)
     probe = target.with_name(f".{target.name}.{secrets.token_hex(4)}.probe")
     try:  # create and remove a file beside the target: the real test (read-only mounts, full disks, ACLs)
         os.close(os.open(probe, CREATE_FLAGS, 0o600))

@@ -169,6 +169,8 @@ def _os_reason(exc: OSError) -> str:
         return "permission denied"
     if exc.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
         return NOT_REGULAR
+    if exc.errno == errno.ENAMETOOLONG:
+        return "file name too long (over the system's limit: 255 bytes a name)"
     return f"cannot read the file ({exc.strerror or first_line(exc)})"
 
 
@@ -216,7 +218,7 @@ def _to_gray(im: Image.Image) -> np.ndarray:
     """Any Pillow mode → H×W uint8; alpha is composited onto white (a transparent background is paper)."""
     mode = im.mode
     if mode.startswith("I;16"):
-        return _scale_to_8bit(np.asarray(im.convert("I")), 1 / 257, 0.0)  # 0..65535 → 0..255, not clipped
+        return _deep_to_8bit(np.asarray(im.convert("I")))
     if mode in ("I", "F"):
         return _deep_to_8bit(np.asarray(im))
     if mode != "L":
@@ -240,18 +242,41 @@ def _to_mode_l(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
+# What 16-bit files hold: cameras, scanners and microscopes store 10, 12 or 14 bits in them, some just 8.
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+
 def _deep_to_8bit(a: np.ndarray) -> np.ndarray:
-    """A 32-bit integer or float image: the mode says nothing of the bit depth, so look at the values. 8-bit
-    values stay, 16-bit ones are scaled, floats up to 1 are fractions of white, anything else is stretched."""
+    """A 16-bit, 32-bit integer or float image: the mode says nothing of the bit depth, so look at the values.
+
+    Non-negative values are read in the smallest of BIT_DEPTHS that holds the largest (12-bit values in a 16-bit
+    file are not nearly black); floats from 0 to 1 are fractions of white; anything else (negative values, more
+    than 16 bits) is stretched from its lowest value to its highest. Non-finite floats are not values: -inf and
+    NaN count as the lowest finite value, +inf as the highest (one inf must not make the rest black).
+    """
+    a = _finite(a)
     lo, hi = float(a.min()), float(a.max())
-    if a.dtype.kind == "f" and hi <= 1.0:
+    if lo >= 0 and a.dtype.kind == "f" and hi <= 1.0:
         return _scale_to_8bit(a, 255.0, 0.0)
-    if lo >= 0 and hi <= 255:
-        return _scale_to_8bit(a, 1.0, 0.0)
-    if lo >= 0 and hi <= 65535:
-        return _scale_to_8bit(a, 1 / 257, 0.0)
+    if lo >= 0:
+        for bits in BIT_DEPTHS:
+            if hi <= 2**bits - 1:
+                return _scale_to_8bit(a, 255 / (2**bits - 1), 0.0)
     scale = 255.0 / (hi - lo) if hi > lo else 1.0
     return _scale_to_8bit(a, scale, -lo * scale)
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    """``a`` with NaN and -inf as its lowest finite value and +inf as its highest (all zeros: none is finite)."""
+    if a.dtype.kind != "f":
+        return a
+    finite = np.isfinite(a)
+    if finite.all():
+        return a
+    if not finite.any():
+        return np.zeros(a.shape, np.float32)
+    lo, hi = float(a[finite].min()), float(a[finite].max())
+    return np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo)
 
 
 def _scale_to_8bit(a: np.ndarray, scale: float, offset: float) -> np.ndarray:
@@ -281,6 +306,18 @@ def _describe_size(fp: BinaryIO) -> str:
     except Exception:  # noqa: BLE001 - only for the message
         pass
     return "too many pixels"
+
+
+def image_format(data: bytes) -> str | None:
+    """The format of the image file ``data`` holds ("PNG", "JPEG" ...), or None: what Pillow recognises in its
+    header, or the start of a file Pillow reads (a damaged or cut-off one). Only the header is read."""
+    try:
+        with pillow_warnings, Image.open(io.BytesIO(data)) as im:
+            if im.format:
+                return str(im.format)
+    except Exception:  # noqa: BLE001 - not an image Pillow recognises: look at the first bytes
+        pass
+    return next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
 
 
 def _unidentified_reason(fp: BinaryIO) -> str:

@@ -3,6 +3,7 @@ default: the same shape, twice the width, which a GPU computes in about the same
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,15 +65,58 @@ class CompactNet(nn.Module):
 
 
 @dataclass(frozen=True)
+class Bound:
+    """What one argument of an architecture's factory may be when a checkpoint sets it: a number of ``kind``
+    from ``low`` to ``high``, or with ``items``, a list of (fewest, most) such numbers. A file names the network
+    to build, so it must not be able to ask for one of any size."""
+
+    kind: type  # int or float (an int is a float too, a bool neither)
+    low: float
+    high: float
+    items: tuple[int, int] | None = None
+
+    def allows(self, value: Any) -> bool:
+        if self.items is not None:
+            fewest, most = self.items
+            return isinstance(value, list | tuple) and fewest <= len(value) <= most and all(map(self._one, value))
+        return self._one(value)
+
+    def _one(self, value: Any) -> bool:
+        kinds = (int, float) if self.kind is float else (self.kind,)
+        return isinstance(value, kinds) and not isinstance(value, bool) and self.low <= value <= self.high
+
+    def __str__(self) -> str:
+        what = "whole numbers" if self.kind is int else "numbers"
+        if self.items is None:
+            return f"a {what[:-1]} from {self.low:g} to {self.high:g}"
+        return f"a list of {self.items[0]} to {self.items[1]} {what} from {self.low:g} to {self.high:g}"
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: str
     summary: str
     factory: Callable[..., nn.Module]
     normalization: tuple[float, float]  # (mean, std) applied to pixels scaled to [0, 1]
     defaults: dict[str, Any] = field(default_factory=dict)  # the factory's arguments, stored in checkpoints
+    bounds: dict[str, Bound] = field(default_factory=dict)  # what a checkpoint may set each of them to
 
     def build(self, **config: Any) -> nn.Module:
         return self.factory(**{**self.defaults, **config})
+
+    def build_on_meta(self, **config: Any) -> nn.Module:
+        """The network on torch's "meta" device: every shape and dtype, no memory for the values."""
+        with torch.device("meta"):
+            return self.build(**config)
+
+    def config_problem(self, config: dict[Any, Any]) -> str | None:
+        """What in a checkpoint's ``arch_config`` this network cannot be built with, or None."""
+        for key, value in config.items():
+            if key not in self.bounds:
+                return f"{reprlib.repr(key)} is not a setting of the {self.name} network"
+            if not self.bounds[key].allows(value):
+                return f"{key} must be {self.bounds[key]}"
+        return None
 
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -82,6 +126,10 @@ def _compact(widths: list[int], dropout: float = 0.0) -> nn.Module:
     return CompactNet(tuple(widths), dropout)
 
 
+# The compact network's settings a checkpoint may hold: at most 4 convolutions (the maps are 1x1 after the
+# fourth), at most 512 channels each (a few hundred MB of weights, training state included; wide has 128).
+COMPACT_BOUNDS = {"widths": Bound(int, 1, 512, items=(1, 4)), "dropout": Bound(float, 0.0, 0.9)}
+
 ARCHITECTURES: dict[str, Architecture] = {
     "compact": Architecture(
         "compact",
@@ -89,6 +137,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         _compact,
         (MNIST_MEAN, MNIST_STD),
         {"widths": [24, 48, 64], "dropout": 0.0},
+        COMPACT_BOUNDS,
     ),
     "wide": Architecture(
         "wide",
@@ -96,6 +145,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         _compact,
         (MNIST_MEAN, MNIST_STD),
         {"widths": [48, 96, 128], "dropout": 0.0},
+        COMPACT_BOUNDS,
     ),
     "seed": Architecture(
         "seed",

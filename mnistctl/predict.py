@@ -32,6 +32,7 @@ from mnistctl.imaging import (
     INVERT_CHOICES,
     Box,
     ImageError,
+    image_format,
     load_digit,
     load_image,
     pillow_warnings,
@@ -265,38 +266,69 @@ def _infer(
 # --------------------------------------------------------------------------------------------- inputs
 
 
-def expand_inputs(inputs: Sequence[str], recursive: bool) -> tuple[list[str], list[str]]:
-    """The image files named by ``inputs``, and one problem line for each input that gave none.
+class InputProblem(NamedTuple):
+    """An input that gave no image to read: its path, what is wrong, and what to do (or what became of it)."""
 
-    A file is taken as it is, whatever its suffix. A directory gives its image files (by suffix, any case),
-    sorted, skipping hidden ones (e.g. macOS ``._x.png`` resource forks); subdirectories only with
-    ``recursive``.
+    path: str
+    problem: str
+    hint: str = "check the path"
+
+
+def expand_inputs(inputs: Sequence[str], recursive: bool) -> tuple[list[str], list[InputProblem]]:
+    """The image files named by ``inputs``, and a problem for each input that gave none and each directory that
+    could not be read (with ``recursive``, a subdirectory's images are skipped, and said to be).
+
+    A file is taken as it is, whatever its suffix; so is a path that cannot even be looked at (a name too long,
+    a directory on the way that may not be searched): reading it fails with its reason, in its place among the
+    others. A directory gives its image files (by suffix, any case), sorted, skipping hidden ones (e.g. macOS
+    ``._x.png`` resource forks); subdirectories only with ``recursive``.
     """
     paths: list[str] = []
-    problems: list[str] = []
+    problems: list[InputProblem] = []
     for raw in inputs:
-        p = Path(raw)
-        if not raw:
-            problems.append("no such file or directory: ''")
-        elif p.is_dir():
-            found, has_subdirs, error = _images_in(raw, recursive)
-            if error:
-                problems.append(f"cannot read directory {raw}: {error}")
-            elif found:
+        kind = _kind(raw)
+        if kind is None:
+            problems.append(InputProblem(raw, "no such file or directory"))
+        elif kind == "directory":
+            found, has_subdirs, unreadable = _images_in(raw, recursive)
+            problems.extend(_unreadable(raw, unreadable))
+            if found:
                 paths.extend(found)
-            elif has_subdirs and not recursive:
-                problems.append(f"no images in directory {raw} (add --recursive to search its subdirectories)")
-            else:
-                problems.append(f"no images in directory {raw}")
-        elif p.exists():
-            paths.append(raw)
+            elif not unreadable:  # (one that could not be read is said above)
+                problem = InputProblem(raw, "no images in the directory")
+                if has_subdirs and not recursive:
+                    problem = problem._replace(hint="add --recursive to search its subdirectories")
+                problems.append(problem)
         else:
-            problems.append(f"no such file or directory: {raw}")
+            paths.append(raw)
     return paths, problems
 
 
-def _images_in(directory: str, recursive: bool) -> tuple[list[str], bool, str | None]:
-    """(sorted image paths, whether there are subdirectories, error reading the top directory)."""
+def _kind(path: str) -> str | None:
+    """What is at ``path``: "directory", "other" (a file, or a path stat cannot look at: reading it will say
+    why), or None for nothing."""
+    try:
+        return "directory" if stat.S_ISDIR(os.stat(path).st_mode) else "other"
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the name, or ""
+        return None
+    except OSError:
+        return "other"
+
+
+def _unreadable(directory: str, errors: list[OSError]) -> Iterator[InputProblem]:
+    """A problem for each directory os.walk could not read, below ``directory`` or ``directory`` itself."""
+    for exc in errors:
+        where = os.fsdecode(exc.filename) if exc.filename is not None else directory
+        top = os.path.normpath(where) == os.path.normpath(directory)
+        reason = (exc.strerror or type(exc).__name__).lower()
+        yield InputProblem(
+            where, f"cannot read the directory ({reason})", "check the path" if top else "its images were skipped"
+        )
+
+
+def _images_in(directory: str, recursive: bool) -> tuple[list[str], bool, list[OSError]]:
+    """(sorted image paths, whether there are subdirectories, the errors of the directories that could not be
+    read: the top one, or with ``recursive`` any below it)."""
     found: list[tuple[tuple[str, ...], str]] = []
     has_subdirs = False
     errors: list[OSError] = []
@@ -311,9 +343,7 @@ def _images_in(directory: str, recursive: bool) -> tuple[list[str], bool, str | 
                 found.append(((*parts, name), path))
         if not recursive:
             break
-    if not found and errors and os.path.normpath(errors[0].filename or "") == os.path.normpath(directory):
-        return [], False, errors[0].strerror or str(errors[0])
-    return [path for _, path in sorted(found)], has_subdirs, None
+    return [path for _, path in sorted(found)], has_subdirs, errors
 
 
 def _image_suffix(name: str) -> bool:
@@ -340,9 +370,11 @@ def read_path_list(stream: BinaryIO, *, null: bool) -> list[str]:
 
     Lines lose their ``\\n`` or ``\\r\\n``; empty lines and empty NUL-separated entries are skipped. Names are
     decoded as the filesystem does (``os.fsdecode``), so any name that exists can be read back. A NUL byte in a
-    newline-separated list means a NUL-separated one was meant: that is a :class:`UsageError`.
+    newline-separated list means a NUL-separated one was meant: that is a :class:`UsageError`; so is an image
+    (``predict - < photo.png``: its content, where its path was meant).
     """
     data = stream.read()
+    _refuse_an_image(data, null)
     if null:
         return [os.fsdecode(name) for name in data.split(b"\0") if name]
     if b"\0" in data:
@@ -353,3 +385,19 @@ def read_path_list(stream: BinaryIO, *, null: bool) -> list[str]:
         )
     lines = (line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n"))
     return [os.fsdecode(line) for line in lines if line]
+
+
+def _refuse_an_image(data: bytes, null: bool) -> None:
+    """A UsageError if ``data`` is an image file rather than a list of paths. Pillow takes no ordinary list of
+    paths for an image, but a name can be anything (even "P1 1 1", a PBM header): a list whose first entry
+    exists is a list."""
+    kind = image_format(data)
+    if kind is None:
+        return
+    first = data.split(b"\0" if null else b"\n", 1)[0].removesuffix(b"\r")
+    if first and os.path.lexists(os.fsdecode(first)):
+        return
+    raise UsageError(
+        f"stdin holds a {kind} image, not a list of paths",
+        "pass the file's path, not its content: `mnistctl predict FILE` (`-` reads image paths from stdin)",
+    )

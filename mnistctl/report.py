@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import functools
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -50,6 +54,14 @@ def _table(*args: Any, **kwargs: Any) -> Table:
     return Table(*args, **kwargs)
 
 
+def _plain(text: Any) -> Any:
+    """A table cell or title shown literally on stdout (a path, a URL, a name from outside): Rich Text, so that
+    no ``[tag]`` is taken for markup nor ``:name:`` for an emoji, with control characters visible."""
+    from rich.text import Text
+
+    return Text(visible(str(text), _encoding(sys.stdout)))
+
+
 def _progress(*columns: str, transient: bool, transfer: bool = False) -> Progress:
     """A Rich progress display on stderr: text columns (format strings) around a bar, then bytes and speed
     (``transfer``), then the time remaining."""
@@ -90,9 +102,35 @@ def progress_enabled(quiet: bool) -> bool:
 
 
 def print_json(obj: Any) -> None:
-    """One JSON document on stdout, unwrapped, so that ``jq`` and friends can read it."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    """One JSON document on stdout, unwrapped, so that ``jq`` and friends can read it.
+
+    Always valid JSON in UTF-8: NaN and infinities are written as null; a string holding bytes that are not
+    UTF-8 (a file name) is written as :func:`quote_name` writes it; control characters that JSON itself leaves
+    raw (DEL, C1, line separators, bidirectional controls) as ``\\uXXXX``, so that the decoded text is the same
+    but a terminal showing the JSON obeys none of them. Where stdout is not UTF-8, the output is all ASCII.
+    """
+    utf8 = _is_utf8(_encoding(sys.stdout))
+    text = json.dumps(_json_safe(obj), ensure_ascii=not utf8, allow_nan=False)
+    if utf8:
+        text = _JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+_JSON_RAW_CONTROLS = re.compile(r"[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as None and undecodable strings (lone surrogates) escaped."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return quote_name(value) if _UNDECODABLE.search(value) else value
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def print_text(text: str) -> None:
@@ -102,14 +140,23 @@ def print_text(text: str) -> None:
 
 
 def log(message: str, *, quiet: bool = False) -> None:
-    """An informational line on stderr (silenced by --quiet)."""
+    """An informational line on stderr (silenced by --quiet); control characters in it are shown, not obeyed."""
     if not quiet:
-        _console("err").print(message, markup=False, soft_wrap=True)
+        shown = "\n".join(visible(line, _encoding(sys.stderr)) for line in message.split("\n"))
+        _console("err").print(shown, markup=False, emoji=False, soft_wrap=True)
 
 
 def error_line(message: str) -> None:
     """The one line a failed command prints: ``Error: <what is wrong> — <what to do>``."""
-    _console("err").print(f"[bold red]Error:[/] {_one_line(message)}", soft_wrap=True)
+    from rich.text import Text
+
+    line = Text.assemble(("Error:", "bold red"), " ", _one_line(message))  # Text: no markup, no :emoji: codes
+    _console("err").print(line, soft_wrap=True)
+
+
+def path_error(path: str, problem: str, hint: str = "this file was skipped") -> None:
+    """``Error: <path>: <problem> — <hint>`` for one input, its name written as in the results (quote_name)."""
+    error_line(f"{quote_name(path, _encoding(sys.stderr))}: {problem} — {hint}")
 
 
 def escape(text: str) -> str:
@@ -120,7 +167,90 @@ def escape(text: str) -> str:
 
 
 def _one_line(text: str) -> str:
-    return escape(" ".join(text.split()))  # one line, whatever the message holds
+    """One line, whatever the message holds: line breaks become spaces, other control characters visible."""
+    return visible(_LINE_BREAKS.sub(" ", text.strip()), _encoding(sys.stderr))
+
+
+_LINE_BREAKS = re.compile(r"[ \t]*[\r\n]+[ \t]*")
+
+# --------------------------------------------------------------------------------------------- names
+
+# A file name may hold anything but "/" and NUL. Written raw it could split a TSV record (tab, newline), move the
+# cursor or change colours (ESC, C1 controls), reorder what follows it (bidirectional controls), or not be
+# writable at all (bytes that are not UTF-8, which os.fsdecode keeps as lone surrogates U+DC80-U+DCFF). So every
+# name is written escaped, as GNU tools do with --quoting-style=escape (but in hex): see quote_name.
+_UNSAFE = r"\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_NAME_ESCAPED = re.compile(rf"[\\{_UNSAFE}]")
+_TEXT_ESCAPED = re.compile(rf"[{_UNSAFE}]")
+_UNDECODABLE = re.compile(r"[\ud800-\udfff]")
+_NAMED_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n"}
+
+
+def quote_name(name: str, encoding: str | None = None) -> str:
+    r"""``name`` (a path as ``os.fsdecode`` gives it) as printable text on one line, as mnistctl writes names.
+
+    ``\`` becomes ``\\``, a tab ``\t``, a newline ``\n``; every other control character (U+0000-U+001F,
+    DEL, U+0080-U+009F), each byte that is not UTF-8, U+2028/U+2029 and the bidirectional controls (U+061C,
+    U+200E, U+200F, U+202A-U+202E, U+2066-U+2069) become ``\xHH``, one for each byte the character has in the
+    name; so do the characters ``encoding`` (the stream's) cannot write. Reading the escapes back as C escapes
+    gives the name's bytes exactly. Every other name is written as it is; the empty name as ``''``.
+    """
+    return _escape(name, _NAME_ESCAPED, encoding) if name else "''"
+
+
+def visible(text: str, encoding: str | None = None) -> str:
+    """``text`` with its control characters shown as :func:`quote_name` shows them, backslashes left as they
+    are: for messages and table cells, which a person reads and no program splits."""
+    return _escape(text, _TEXT_ESCAPED, encoding)
+
+
+def _escape(text: str, pattern: re.Pattern[str], encoding: str | None) -> str:
+    text = pattern.sub(_escape_match, text)
+    if encoding and not _is_utf8(encoding):
+        try:
+            text.encode(encoding)
+        except UnicodeEncodeError:  # e.g. "é" on an ASCII terminal: its bytes, escaped
+            text = "".join(ch if _encodes(ch, encoding) else _byte_escapes(ch) for ch in text)
+        except LookupError:
+            pass
+    return text
+
+
+def _escape_match(match: re.Match[str]) -> str:
+    ch = match.group()
+    return _NAMED_ESCAPES.get(ch) or _byte_escapes(ch)
+
+
+def _byte_escapes(ch: str) -> str:
+    """``\\xHH`` for each byte of ``ch`` in a file name (a lone surrogate from os.fsdecode: the byte it stands for)."""
+    try:
+        data = ch.encode(sys.getfilesystemencoding(), "surrogateescape")
+    except UnicodeEncodeError:
+        data = ch.encode("utf-8", "surrogatepass")
+    return "".join(f"\\x{b:02x}" for b in data)
+
+
+def _encodes(ch: str, encoding: str) -> bool:
+    try:
+        ch.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _encoding(stream: Any) -> str | None:
+    return getattr(stream, "encoding", None)
+
+
+@functools.lru_cache(maxsize=8)
+def _is_utf8(encoding: str | None) -> bool:
+    """Whether ``encoding`` writes every character (None: a stream that takes str as it is, e.g. StringIO)."""
+    if encoding is None:
+        return True
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
 
 
 def _human_bytes(n: int | None) -> str:
@@ -184,7 +314,7 @@ def download_summary(results: list[FileResult]) -> str:
 
 
 def download_table(results: Iterable[FileResult], data_dir: str) -> Table:
-    table = _table(title=f"MNIST files in {data_dir}", title_justify="left")
+    table = _table(title=_plain(f"MNIST files in {data_dir}"), title_justify="left")
     table.add_column("file")
     table.add_column("status")
     table.add_column(".gz size", justify="right")
@@ -192,7 +322,7 @@ def download_table(results: Iterable[FileResult], data_dir: str) -> Table:
     styles = {"present": "green", "downloaded": "cyan", "failed": "red"}
     for r in results:
         status = f"[{styles.get(r.status, '')}]{r.status}[/]"
-        table.add_row(r.file, status, _human_bytes(r.bytes), r.source or "-")
+        table.add_row(_plain(r.file), status, _human_bytes(r.bytes), _plain(r.source or "-"))
     return table
 
 
@@ -205,28 +335,29 @@ def info_tables(info: Mapping[str, Any]) -> list[Table]:
     general.add_column("value", overflow="fold")
     for key in ("mnistctl", "python", "platform", "torch", "torchvision", "threads", "auto_device", "precision"):
         value = info.get(key)
-        general.add_row(key.replace("_", " "), "not installed" if value is None else str(value))
-    general.add_row("data dir", f"{info['data_dir']} ({'all files valid' if info['data_ok'] else 'incomplete'})")
+        general.add_row(key.replace("_", " "), _plain("not installed" if value is None else value))
+    data_state = "all files valid" if info["data_ok"] else "incomplete"
+    general.add_row("data dir", _plain(f"{info['data_dir']} ({data_state})"))
     model = info["model"]
-    general.add_row("model", f"{model['path']} ({model['source']})" if model["path"] else model["problem"])
+    general.add_row("model", _plain(f"{model['path']} ({model['source']})" if model["path"] else model["problem"]))
     dist = info["distributed"]
     general.add_row(
         "distributed",
-        f"rank {dist['rank']} of {dist['world_size']} → {dist['device']} ({dist['backend']}); {dist['rule']}",
+        _plain(f"rank {dist['rank']} of {dist['world_size']} → {dist['device']} ({dist['backend']}); {dist['rule']}"),
     )
 
     devices = _table(title="devices", title_justify="left")
     devices.add_column("device")
     devices.add_column("name")
     for row in info["devices"]:
-        devices.add_row(row["device"], row["name"])
+        devices.add_row(_plain(row["device"]), _plain(row["name"]))
 
     files = _table(title="data files", title_justify="left")
     files.add_column("file")
     files.add_column("state")
     styles = {"present": "green", "corrupt": "bold red", "missing": "red"}
     for f in info["data_files"]:
-        files.add_row(f["name"], f"[{styles[f['state']]}]{f['state']}[/]")
+        files.add_row(_plain(f["name"]), f"[{styles[f['state']]}]{f['state']}[/]")
     return [general, devices, files]
 
 
@@ -433,8 +564,9 @@ def epochs_table(history: Iterable[Any], title: str = "training") -> Table:
 
 def eval_report(result: Any, model: str, arch: str) -> list[Any]:
     """The headline, the confusion matrix, the per-class table and (if any) the confident mistakes."""
+    shown = escape(visible(model, _encoding(sys.stdout)))
     head = (
-        f"[bold]{escape(model)}[/] ({arch}) on the {result.split} set: accuracy [bold]{result.accuracy:.2%}[/] "
+        f"[bold]{shown}[/] ({arch}) on the {result.split} set: accuracy [bold]{result.accuracy:.2%}[/] "
         f"({result.errors:,} errors in {result.count:,}), loss {result.loss:.4f}"
     )
     parts = [head, confusion_table(result.confusion), per_class_table(result.per_class)]
@@ -632,17 +764,41 @@ def prediction_panel(prediction: Any, show_preview: bool = True) -> Any:
     bars.add_column(justify="right")
     for digit, p in enumerate(prediction.probabilities):
         style = "bold green" if digit == prediction.digit else "cyan"
-        bars.add_row(str(digit), f"[{style}]{'█' * round(p * 30)}[/]", f"{p:.4f}")
+        bars.add_row(str(digit), f"[{style}]{'█' * _bar_length(p)}[/]", f"{p:.4f}")
     body: Any = bars
     if show_preview and prediction.pixels is not None:
         body = Columns([digit_preview(prediction.pixels, draws_in_colour("out")), bars], padding=(0, 3))
     title = f"[bold]{prediction.digit}[/] ({prediction.confidence:.2%})"
-    return Panel(body, title=title, subtitle=prediction.path, expand=False)
+    return Panel(body, title=title, subtitle=_shown_path(prediction.path), expand=False)
+
+
+def _bar_length(p: float) -> int:
+    return round(p * 30) if math.isfinite(p) else 0  # a broken model's NaN draws no bar (and "nan" beside it)
+
+
+def _shown_path(path: str) -> Any:
+    """A panel's subtitle: the name as the TSV line writes it, as Rich Text (no markup, no emoji codes)."""
+    from rich.text import Text
+
+    return Text(quote_name(path, _encoding(sys.stdout)))
+
+
+def _tsv_path(path: str) -> str:
+    """The first column of a result line: the name escaped (quote_name), so that it is one field of one line."""
+    return quote_name(path, _encoding(sys.stdout))
+
+
+def _json_path(path: str) -> dict[str, Any]:
+    """The name in a JSON line: as it is, JSON escaping what needs it. A name whose bytes are not UTF-8 cannot be
+    a JSON string: it is written as quote_name writes it, and ``"path_escaped": true`` says so."""
+    if _UNDECODABLE.search(path):
+        return {"path": quote_name(path), "path_escaped": True}
+    return {"path": path}
 
 
 def prediction_line(prediction: Any, top_k: int = 0) -> str:
     """``path<TAB>digit<TAB>confidence``, then the next ``top_k`` digits and probabilities."""
-    fields = [prediction.path, str(prediction.digit), f"{prediction.confidence:.4f}"]
+    fields = [_tsv_path(prediction.path), str(prediction.digit), f"{prediction.confidence:.4f}"]
     for d in _runners_up(prediction.probabilities, top_k) if top_k else ():
         fields += [str(d), f"{prediction.probabilities[d]:.4f}"]
     return "\t".join(fields)
@@ -654,23 +810,28 @@ def _runners_up(probabilities: list[float], top_k: int) -> list[int]:
 
 
 def prediction_json(prediction: Any, top_k: int = 0) -> dict[str, Any]:
-    out = {
-        "path": prediction.path,
+    return {
+        **_json_path(prediction.path),
         "digit": prediction.digit,
         "confidence": round(prediction.confidence, 6),
         "probabilities": [round(p, 6) for p in prediction.probabilities],
+        **_top_k_json(prediction.probabilities, top_k),
     }
-    if top_k:
-        ranked = _runners_up(prediction.probabilities, top_k)
-        out["top_k"] = [{"digit": d, "probability": round(prediction.probabilities[d], 6)} for d in ranked]
-    return out
+
+
+def _top_k_json(probabilities: list[float], top_k: int) -> dict[str, Any]:
+    """``{"top_k": [...]}``: the runners-up and their probabilities (nothing when ``top_k`` is 0)."""
+    if not top_k:
+        return {}
+    ranked = _runners_up(probabilities, top_k)
+    return {"top_k": [{"digit": d, "probability": round(probabilities[d], 6)} for d in ranked]}
 
 
 def _print_prediction(prediction: Any, json_out: bool, top_k: int) -> None:
     """One image's answer as a line (or JSON line) on stdout, flushed: pipelines see it as soon as it is known."""
     number = prediction.digits is not None
     if json_out:
-        print_json(number_json(prediction) if number else prediction_json(prediction, top_k))
+        print_json(number_json(prediction, top_k) if number else prediction_json(prediction, top_k))
     else:
         sys.stdout.write((number_line(prediction) if number else prediction_line(prediction, top_k)) + "\n")
         sys.stdout.flush()
@@ -678,13 +839,14 @@ def _print_prediction(prediction: Any, json_out: bool, top_k: int) -> None:
 
 def number_line(prediction: Any) -> str:
     """``path<TAB>number<TAB>confidence`` for a number read with ``multi`` (the least confident digit's)."""
-    return "\t".join([prediction.path, prediction.number, f"{prediction.confidence:.4f}"])
+    return "\t".join([_tsv_path(prediction.path), prediction.number, f"{prediction.confidence:.4f}"])
 
 
-def number_json(prediction: Any) -> dict[str, Any]:
-    """A number read with ``multi``: the reading, and each digit with its box and all ten probabilities."""
+def number_json(prediction: Any, top_k: int = 0) -> dict[str, Any]:
+    """A number read with ``multi``: the reading, and each digit with its box, all ten probabilities and (with
+    ``top_k``) its runners-up."""
     return {
-        "path": prediction.path,
+        **_json_path(prediction.path),
         "number": prediction.number,
         "confidence": round(prediction.confidence, 6),
         "digits": [
@@ -693,6 +855,7 @@ def number_json(prediction: Any) -> dict[str, Any]:
                 "digit": d.digit,
                 "confidence": round(d.confidence, 6),
                 "probabilities": [round(p, 6) for p in d.probabilities],
+                **_top_k_json(d.probabilities, top_k),
             }
             for d in prediction.digits
         ],
@@ -712,7 +875,7 @@ def number_panel(prediction: Any) -> Any:
         caption = Text(f"{d.digit} ({d.confidence:.0%})", style="bold green" if d.confidence >= 0.9 else "yellow")
         cells.append(Group(digit_preview(d.pixels, color), caption) if d.pixels is not None else caption)
     title = f"[bold]{prediction.number}[/] (lowest {prediction.confidence:.2%})"
-    return Panel(Columns(cells, padding=(0, 2)), title=title, subtitle=prediction.path, expand=False)
+    return Panel(Columns(cells, padding=(0, 2)), title=title, subtitle=_shown_path(prediction.path), expand=False)
 
 
 def _previews(prediction: Any) -> Any:
@@ -766,7 +929,7 @@ def print_predictions(
                 progress.advance()
             if prediction.error is not None:
                 failed += 1
-                error_line(f"{prediction.path}: {prediction.error} — this file was skipped")
+                path_error(prediction.path, prediction.error)
             elif panel:
                 show_result(number_panel(prediction) if prediction.digits is not None else prediction_panel(prediction))
             else:

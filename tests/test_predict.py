@@ -19,7 +19,7 @@ from test_imaging import black_on_white, mnist_like, save
 
 from mnistctl.errors import UsageError
 from mnistctl.imaging import load_digit
-from mnistctl.predict import Prediction, expand_inputs, predict_paths, read_path_list, share_cores
+from mnistctl.predict import InputProblem, Prediction, expand_inputs, predict_paths, read_path_list, share_cores
 
 NORM = {"mean": 0.0, "std": 1.0}
 CPU = torch.device("cpu")
@@ -188,12 +188,12 @@ def test_expand_inputs(tmp_path: Path) -> None:
     paths, problems = expand_inputs(inputs, recursive=False)
     assert paths == [str(tmp_path / "odd.name"), str(d / "c.txt")]  # files are taken whatever their suffix
     assert problems == [
-        f"no such file or directory: {tmp_path / 'nope.png'}",
-        f"no images in directory {tmp_path / 'empty'}",
+        InputProblem(str(tmp_path / "nope.png"), "no such file or directory", "check the path"),
+        InputProblem(str(tmp_path / "empty"), "no images in the directory", "check the path"),
     ]
 
     paths, problems = expand_inputs([str(tmp_path / "only-dirs")], recursive=False)
-    assert paths == [] and "--recursive" in problems[0]
+    assert paths == [] and "--recursive" in problems[0].hint
     assert expand_inputs([str(tmp_path / "only-dirs")], recursive=True)[0] == [
         str(tmp_path / "only-dirs" / "inner" / "x.png")
     ]

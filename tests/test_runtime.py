@@ -70,10 +70,12 @@ def test_environment_variable_is_the_default(monkeypatch):
 
 def test_dist_info_reads_torchrun_environment():
     assert dist_info({}).world_size == 1 and dist_info({}).is_main
-    info = dist_info({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    master = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    info = dist_info({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", **master})
     assert (info.rank, info.world_size, info.local_rank, info.enabled, info.is_main) == (3, 4, 1, True, False)
-    with pytest.raises(MnistctlError):
-        dist_info({"RANK": "x"})
+    for broken in ({"RANK": "x"}, {"RANK": "4", "WORLD_SIZE": "4", **master}, {"WORLD_SIZE": "2"}):
+        with pytest.raises(MnistctlError):
+            dist_info(broken)
 
 
 def test_seeding_repeats_torch_random_numbers():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -45,6 +46,15 @@ SPLIT_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 REFETCH = "run `mnistctl download --force` to fetch it again"
+
+
+def own_files_hint(them: str = "it") -> str:
+    """The hint with MNISTCTL_VERIFY_DATA=0, where the files are the user's own: `download --force` alone would
+    overwrite them, so it is offered only together with going back to MNIST's files."""
+    return (
+        f"fix or replace {them} yourself (MNISTCTL_VERIFY_DATA=0 reads your own files), or unset "
+        "MNISTCTL_VERIFY_DATA and run `mnistctl download --force` to use MNIST's"
+    )
 
 
 def default_data_dir() -> Path:
@@ -140,36 +150,53 @@ def verification_enabled() -> bool:
 _IDX_UBYTE = 0x08  # the only element type MNIST uses
 
 
-def read_idx(path: str | os.PathLike[str], sha256: str | None = None) -> torch.Tensor:
+def read_idx(path: str | os.PathLike[str], sha256: str | None = None, hint: str = REFETCH) -> torch.Tensor:
     """Read an IDX file (optionally gzipped) into a uint8 tensor, validating magic, dimensions and length, and
-    (given ``sha256``) that its decompressed content is exactly the expected one."""
+    (given ``sha256``) that its decompressed content is exactly the expected one. ``hint``: what an error about
+    the file's content tells the user to do."""
     import torch
 
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_bytes(path, hint)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise MnistctlError(f"{path} is corrupt (its content is not MNIST's)", REFETCH)
+        raise MnistctlError(f"{path} is corrupt (its content is not MNIST's)", hint)
+    if not data:
+        raise MnistctlError(f"{path} is not an IDX file (wrong magic number: the file is empty, 0 bytes)", hint)
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != _IDX_UBYTE or not 1 <= data[3] <= 4:
-        raise MnistctlError(f"{path} is not an IDX file (wrong magic number {bytes(data[:4]).hex()})", REFETCH)
+        raise MnistctlError(f"{path} is not an IDX file (wrong magic number {bytes(data[:4]).hex()})", hint)
     ndim = data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise MnistctlError(f"{path} is truncated (its header is incomplete)", REFETCH)
+        raise MnistctlError(f"{path} is truncated (its header is incomplete)", hint)
     dims = struct.unpack(f">{ndim}I", data[4:header])
+    shape = "x".join(map(str, dims))
     count = 1
     for d in dims:
         count *= d
     if len(data) != header + count:
         state = "truncated" if len(data) < header + count else "longer than its header says"
-        raise MnistctlError(
-            f"{path} is {state}: {len(data) - header} data bytes for dimensions {'x'.join(map(str, dims))}", REFETCH
-        )
+        raise MnistctlError(f"{path} is {state}: {len(data) - header} data bytes for dimensions {shape}", hint)
+    if count == 0:  # a header alone: nothing to train on or evaluate (and torch cannot view an empty buffer)
+        raise MnistctlError(f"{path} holds no data (its dimensions are {shape})", hint)
     return torch.frombuffer(data, dtype=torch.uint8, count=count, offset=header).view(*dims)
 
 
-def _read_bytes(path: Path) -> bytearray:
+def _regular_file(path: str, flags: int) -> int:
+    """``open``'s opener for an IDX file: a FIFO or a device (/dev/zero) is refused instead of blocking or
+    never ending; O_NONBLOCK lets a FIFO open at once, and changes nothing for a regular file."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return fd
+    os.close(fd)
+    if stat.S_ISDIR(mode):
+        raise MnistctlError(f"{path} is a directory, not an IDX file", "check the path")
+    raise MnistctlError(f"{path} is not a regular file (a FIFO or a device)", "replace it with the IDX file")
+
+
+def _read_bytes(path: Path, hint: str) -> bytearray:
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", opener=_regular_file) as f:
             if f.read(2) != b"\x1f\x8b":
                 f.seek(0)
                 return bytearray(f.read())
@@ -177,7 +204,7 @@ def _read_bytes(path: Path) -> bytearray:
             try:
                 return bytearray(gzip.GzipFile(fileobj=f).read())
             except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                raise MnistctlError(f"{path} is a damaged gzip file ({exc})", REFETCH) from exc
+                raise MnistctlError(f"{path} is a damaged gzip file ({exc})", hint) from exc
     except FileNotFoundError as exc:
         raise MnistctlError(f"{path} does not exist", "run `mnistctl download` first") from exc
     except IsADirectoryError as exc:
@@ -205,9 +232,10 @@ def load_split(data_dir: str | os.PathLike[str], split: str) -> tuple[torch.Tens
     rd = raw_dir(data_dir)
     image_name, label_name = SPLIT_FILES[split]
     verify = verification_enabled()
-    images = read_idx(rd / image_name, spec(image_name).sha256 if verify else None)
-    labels = read_idx(rd / label_name, spec(label_name).sha256 if verify else None)
-    fix = "run `mnistctl download --force` to fetch the files again"
+    hint = REFETCH if verify else own_files_hint()
+    images = read_idx(rd / image_name, spec(image_name).sha256 if verify else None, hint)
+    labels = read_idx(rd / label_name, spec(label_name).sha256 if verify else None, hint)
+    fix = "run `mnistctl download --force` to fetch the files again" if verify else own_files_hint("them")
     if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
         raise MnistctlError(f"{rd / image_name} does not hold 28x28 images (its shape is {tuple(images.shape)})", fix)
     if labels.dim() != 1:
