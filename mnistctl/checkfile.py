@@ -316,12 +316,19 @@ def _check_values(obj: Any) -> None:
     bytes over a huge shape would cost its full size when copied or checksummed."""
     import torch
 
+    from mnistctl.checkpoint import MAX_UNPACKED
+
+    referred = 0  # bytes over every reference: one tensor listed a million times costs a million checks
     for value, where in _walk(obj):
         if isinstance(value, torch.Tensor):
             if value.layout != torch.strided or value.device.type != "cpu":
                 _fail(value, where, "a plain tensor")
-            if value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            nbytes = value.numel() * value.element_size()
+            if nbytes > value.untyped_storage().nbytes():
                 raise Invalid(f"{_place(where)} is a tensor larger than the data it is made of")
+            referred += nbytes
+            if referred > MAX_UNPACKED:
+                raise Invalid(f"it refers to more tensor data than any checkpoint holds ({MAX_UNPACKED:,} bytes)")
 
 
 def _walk(obj: Any, root: Where = ()) -> Iterator[tuple[Any, Where]]:

@@ -106,7 +106,12 @@ def _signals_as_interrupts(stopped_by: list[int]) -> Iterator[None]:
         raise KeyboardInterrupt
 
     names = ("SIGTERM", "SIGHUP")
-    wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    # A signal ignored when we started (`nohup mnistctl train &`) stays ignored: that is what nohup is for.
+    wanted = [
+        getattr(signal, n)
+        for n in names
+        if hasattr(signal, n) and signal.getsignal(getattr(signal, n)) is not signal.SIG_IGN
+    ]
     previous = {signum: signal.signal(signum, interrupt) for signum in wanted}
     try:
         yield

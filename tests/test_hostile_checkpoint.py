@@ -456,3 +456,15 @@ def test_a_full_disk_while_train_saves_is_one_line_and_keeps_the_previous_file(t
     ]
     assert (out / "listing").read_text().split() == ["m.pt"]  # no temporary file, no lock file left
     assert (out / "same").exists()  # the previous checkpoint, byte for byte
+
+
+def test_one_tensor_listed_many_times_is_refused_at_once(tmp_path):
+    """A 4 MB tensor referred to 2,000 times fits a small pickle but would be checked 2,000 times: refused."""
+    import torch
+
+    path = tmp_path / "repeated.pt"
+    tensor = torch.zeros(1 << 20)
+    torch.save({"format": "mnistctl-checkpoint", "version": 2, "arch": "compact", "scheduler": [tensor] * 2000}, path)
+    result = runner.invoke(app, ["eval", "-m", str(path)])
+    assert result.exit_code == 1
+    assert "refers to more tensor data than any checkpoint holds" in result.stderr

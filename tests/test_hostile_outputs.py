@@ -253,3 +253,25 @@ def test_closed_stdout_is_one_line(tmp_path):
     proc = subprocess.run(f"'{MNISTCTL_SCRIPT}' info >&-", shell=True, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("Error: stdout is closed — ")
+
+
+def test_a_hangup_ignored_at_start_stays_ignored(tmp_path, tiny_model):
+    """`nohup mnistctl …`: SIGHUP was ignored when mnistctl started, so a hangup does not stop it."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (60, 80), 255)
+    ImageDraw.Draw(image).line([(30, 10), (30, 70)], fill=0, width=6)
+    image.save(tmp_path / "one.png")
+    proc = subprocess.Popen(
+        [MNISTCTL_SCRIPT, "predict", "-m", str(tiny_model), "-"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )  # fmt: skip
+    try:
+        time.sleep(3)  # it is reading stdin, with its handlers set (a wait, not a timing assertion)
+        proc.send_signal(signal.SIGHUP)
+        out, err = proc.communicate(f"{tmp_path / 'one.png'}\n".encode(), timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.decode().startswith(str(tmp_path / "one.png") + "\t")

@@ -328,7 +328,7 @@ def _fetch_http(source: Source, spec: MnistFile, part: Path, progress: DownloadP
         resume = bool(have) and resp.status == 206  # else the server ignored the Range header: start again
         have = have if resume else 0
         length = resp.headers.get("Content-Length")
-        expected = int(length) if length and length.isdigit() else None
+        expected = int(length) if length and length.isascii() and length.isdigit() else None  # not "²"
         if expected is not None and have + expected > limit:
             raise _NotMnist(f"the server sends {have + expected:,} bytes, more than {spec.gz_name} can be")
         progress.start(spec.name, source.shown, None if expected is None else have + expected, have)
@@ -349,7 +349,7 @@ def _receive(resp, out, spec: MnistFile, have: int, deadline: float, progress: D
             block = resp.read1(CHUNK)
         except TimeoutError as exc:
             raise _Transient("timed out while reading") from exc
-        except (ConnectionError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # resets, TLS cut short (ssl.SSLError), unreachable
             raise _Transient(f"connection broke: {type(exc).__name__}") from exc
         if not block:
             return got
