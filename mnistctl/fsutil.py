@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
 import stat
@@ -110,6 +111,21 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_bytes(text.encode("utf-8"))
 
 
+def _os_errors_said(check):  # noqa: ANN001, ANN202 - a check below
+    """A check whose own probing (``is_dir``, ``exists`` under an unsearchable directory) raises an OSError says
+    it as one line, like every other reason a path cannot be written."""
+
+    @functools.wraps(check)
+    def checked(path: str | os.PathLike[str], option: str = "-o", **kwargs: bool) -> None:
+        try:
+            check(path, option, **kwargs)
+        except OSError as exc:
+            raise describe_os_error(exc, Path(path), option) from exc
+
+    return checked
+
+
+@_os_errors_said
 def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
     """Fail now, not after an hour of work, if ``path`` (given with ``option``) could not be written."""
     target = Path(path)
@@ -132,6 +148,7 @@ def check_writable(path: str | os.PathLike[str], option: str = "-o") -> None:
         raise describe_os_error(exc, target, option) from exc
 
 
+@_os_errors_said
 def check_directory(path: str | os.PathLike[str], option: str, *, empty: bool = False) -> None:
     """Fail now, before the work that fills it, if the directory ``path`` (given with ``option``) could not be
     written into: it is a file, a file stands in its way, or the nearest directory that exists is read-only;

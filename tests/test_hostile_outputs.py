@@ -275,3 +275,13 @@ def test_a_hangup_ignored_at_start_stays_ignored(tmp_path, tiny_model):
         proc.kill()
     assert proc.returncode == 0, err
     assert out.decode().startswith(str(tmp_path / "one.png") + "\t")
+
+
+def test_an_output_path_the_system_cannot_look_up_is_one_line(tiny_data, tmp_path):
+    """Probing the path itself fails (a name over 255 bytes; an unsearchable directory likewise): one line."""
+    for option in (["-o"], ["--save-errors"]):
+        args = [*TRAIN] if option == ["-o"] else ["eval"]
+        result = runner.invoke(app, [*args, *option, str(tmp_path / ("a" * 300) / "x")])
+        assert result.exit_code == 1, result.output
+        (line,) = errors_of(result)
+        assert line.startswith("Error: cannot write ") and "unexpected" not in line
