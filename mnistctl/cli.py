@@ -320,8 +320,8 @@ def predict(
     help="Train the same model once per optimizer — same data, seed and initial weights — and compare.\n\nThe "
     "defaults repeat the original project's comparison: its network (--arch seed), batch 32, no augmentation, "
     "a constant rate, Adam 1e-3 against SGD with Nesterov momentum 0.9 at 1e-3. That is 20 epochs of training: "
-    "about 25 minutes on a 2-core CPU (an estimate is printed after the first epoch); --epochs and --train-limit "
-    "make it shorter.",
+    "25 minutes to over an hour on a 2-core CPU (an estimate is printed after the first epoch); --epochs and "
+    "--train-limit make it shorter.",
     examples="""
 mnistctl compare-optimizers                      the original question: Adam 1e-3 vs SGD-Nesterov 1e-3
 mnistctl compare-optimizers --epochs 2 --train-limit 10000 --plot c.png  a quick look, with curves
