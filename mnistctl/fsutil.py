@@ -156,8 +156,8 @@ def check_directory(path: str | os.PathLike[str], option: str, *, empty: bool = 
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise MnistctlError(f"{target} is a file, not a directory", f"pass a directory to {option}")
-    if empty and target.is_dir() and any(target.iterdir()):
-        count = sum(1 for _ in target.iterdir())
+    count = sum(1 for _ in target.iterdir()) if empty and target.is_dir() else 0
+    if count:
         raise MnistctlError(
             f"{target} is not empty ({count:,} entries)",
             f"pass a new or empty folder to {option}, or --force to add to what it holds",

@@ -369,8 +369,9 @@ class RichTrainProgress:
 
     shows_batches = True
 
-    def __init__(self, label: str = "training") -> None:
-        self.label = label
+    def __init__(self, label: str = "") -> None:
+        self.label = label or "training"  # the overall bar's name
+        self.prefix = f"{label}: " if label else ""  # before each line, as EpochLines writes it
         self.progress = _progress(
             "{task.description}", "{task.completed}/{task.total}", "{task.fields[stats]}", transient=True
         )
@@ -396,10 +397,6 @@ class RichTrainProgress:
         self.progress.update(self.epoch_task, completed=step, description=f"epoch {epoch}/{self.epochs}", stats=stats)
         if self.overall is not None:
             self.progress.update(self.overall, completed=(epoch - 1) * self.steps + step)
-
-    @property
-    def prefix(self) -> str:
-        return "" if self.label == "training" else f"{self.label}: "
 
     def on_epoch(self, result: Any) -> None:
         _console("err").print(
@@ -523,7 +520,7 @@ def comparison_callbacks(name: str, i: int, total: int, epochs: int, *, quiet: b
 def train_callbacks(label: str = "", *, quiet: bool, json_out: bool = False) -> Callbacks:
     """What training shows: bars on a terminal, else a line per epoch (unless quiet); JSON epochs with --json."""
     if progress_enabled(quiet):
-        shown: Any = RichTrainProgress(label or "training")
+        shown: Any = RichTrainProgress(label)
     else:
         shown = None if quiet or json_out else EpochLines(label)
     return Callbacks(shown, JsonEpochs() if json_out else None)
