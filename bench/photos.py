@@ -6,7 +6,7 @@
 Renders MNIST *test* digits the way people's images look — dark ink (black or blue pen, pencil gray) on light,
 slightly uneven and noisy paper; a canvas 2–10× the digit's size with the digit off-centre; thicker or thinner
 strokes; a slight rotation (±10°); saved as RGB JPEG (quality 60–95) or as PNG with a transparent background
-and dark strokes — a seeded random mix. Then runs every --model on them through `predict_paths` with
+and dark strokes — a seeded random mix. Then runs every --model on them through `Reader.read_digits` with
 preprocessing on and off (`--no-preprocess`: only resized to 28×28, polarity still decided from the border),
 and prints a markdown table (with a row that leaves the stroke width as drawn, to show what normalising it
 brings); a reference row gives each model's accuracy on the same digits as clean 28×28
@@ -125,65 +125,39 @@ class Row:
 def evaluate(
     paths: list[str], styles: list[str], labels, model_path: str, args: argparse.Namespace, images
 ) -> list[Row]:
-    import torch
+    import mnistctl
 
-    from mnistctl.checkpoint import build_model, load_checkpoint
-    from mnistctl.data.mnist import normalise
-    from mnistctl.engine import predict_logits
-    from mnistctl.predict import predict_paths
-    from mnistctl.runtime import default_precision
-
-    checkpoint = load_checkpoint(model_path)
-    cpu = torch.device("cpu")
-    model = build_model(checkpoint, cpu, args.precision or default_precision(cpu))  # as the CLI runs it
-    norm = checkpoint["normalization"]
-    device = torch.device("cpu")
+    reader = mnistctl.load_reader(model_path, device="cpu", precision=args.precision)  # as the CLI runs it
+    arch = reader.meta.arch
     rows = []
     n = len(paths)
     start = time.perf_counter()
-    logits = predict_logits(model, normalise(images[:n], norm["mean"], norm["std"]), device)
-    clean = int((logits.argmax(1) == labels[:n]).sum()) / n
-    rows.append(Row(model_path, checkpoint["arch"], "— (clean 28x28 MNIST)", clean, n, time.perf_counter() - start))
-    import mnistctl.imaging as imaging
-
+    clean = list(reader.read_digits(list(images[:n].numpy()), workers=args.workers))  # 28×28 MNIST: used as it is
+    accuracy = sum(r.digit == int(label) for r, label in zip(clean, labels[:n], strict=True)) / n
+    rows.append(Row(model_path, arch, "— (clean 28x28 MNIST)", accuracy, n, time.perf_counter() - start))
     modes = (("on", True, True), ("on, stroke width left as drawn", True, False), ("off", False, True))
     for label, on, strokes in modes:
-        imaging.NORMALISE_STROKES = strokes
         start = time.perf_counter()
-        try:
-            preds = list(
-                predict_paths(paths, model, norm, device, workers=args.workers, preprocess_image=on, invert="auto")
-            )
-        finally:
-            imaging.NORMALISE_STROKES = True
+        results = list(reader.read_digits(paths, workers=args.workers, preprocess=on, normalise_strokes=strokes))
         seconds = time.perf_counter() - start
-        failed = [p for p in preds if p.error]
-        for p in failed[:3]:
-            print(f"warning: {p.path}: {p.error}", file=sys.stderr)
-        hits = [p.digit == int(labels[p.index]) for p in preds]
+        failed = [(path, r) for path, r in zip(paths, results, strict=True) if isinstance(r, mnistctl.ReadFailure)]
+        for path, r in failed[:3]:
+            print(f"warning: {path}: {r.error}", file=sys.stderr)
+        hits = [getattr(r, "digit", None) == int(lab) for r, lab in zip(results, labels[:n], strict=True)]
         by_style: dict[str, tuple[int, int]] = {}
         for hit, style in zip(hits, styles, strict=True):
             for part in style.split(", "):
                 right, total = by_style.get(part, (0, 0))
                 by_style[part] = (right + hit, total + 1)
-        rows.append(Row(model_path, checkpoint["arch"], label, sum(hits) / n, n, seconds, by_style))
+        rows.append(Row(model_path, arch, label, sum(hits) / n, n, seconds, by_style))
     return rows
 
 
 def contact_sheet(paths: list[str], labels, model_path: str, out: Path, per_row: int = 4) -> Path:
     """Each sample image beside the 28×28 the network saw (×4), with the label and the prediction."""
-    import torch
+    import mnistctl
 
-    from mnistctl.checkpoint import build_model, load_checkpoint
-    from mnistctl.predict import predict_paths
-    from mnistctl.runtime import default_precision
-
-    checkpoint = load_checkpoint(model_path)
-    cpu = torch.device("cpu")
-    model = build_model(checkpoint, cpu, default_precision(cpu))  # as the CLI runs it
-    preds = list(
-        predict_paths(paths, model, checkpoint["normalization"], torch.device("cpu"), workers=0, keep_pixels=True)
-    )
+    preds = list(mnistctl.load_reader(model_path, device="cpu").read_digits(paths, workers=0))
     cell, pad, caption = 112, 8, 16
     pair_w = 2 * cell + pad
     rows = -(-len(paths) // per_row)
@@ -198,11 +172,13 @@ def contact_sheet(paths: list[str], labels, model_path: str, out: Path, per_row:
         shown = Image.alpha_composite(backdrop, shown).convert("RGB")
         shown.thumbnail((cell, cell), Image.Resampling.LANCZOS)
         sheet.paste(shown, (x + (cell - shown.width) // 2, y + (cell - shown.height) // 2))
-        if pred.pixels is not None:
-            seen = Image.fromarray(pred.pixels)
-            sheet.paste(seen.resize((cell, cell), Image.Resampling.NEAREST).convert("RGB"), (x + cell + pad, y))
-        label = int(labels[pred.index])
-        text = f"true {label}  read {pred.digit} ({pred.confidence:.0%})" if pred.error is None else pred.error
+        label = int(labels[k])
+        if isinstance(pred, mnistctl.ReadFailure):
+            draw.text((x, y + cell + 2), pred.error, fill=(200, 0, 0))
+            continue
+        seen = Image.fromarray(pred.pixels)
+        sheet.paste(seen.resize((cell, cell), Image.Resampling.NEAREST).convert("RGB"), (x + cell + pad, y))
+        text = f"true {label}  read {pred.digit} ({pred.confidence:.0%})"
         draw.text((x, y + cell + 2), text, fill=(0, 0, 0) if pred.digit == label else (200, 0, 0))
     target = out / "contact-sheet.png"
     sheet.save(target)

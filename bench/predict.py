@@ -1,7 +1,7 @@
 """Throughput of `mnistctl predict` on many small image files, the figure the README quotes.
 
     python bench/predict.py --model digit_model.pt --mirror ../shared/mnist
-    python bench/predict.py --model digit_model.pt --in-process      # predict_paths only, no subprocess
+    python bench/predict.py --model digit_model.pt --in-process      # Reader.read_digits only, no subprocess
 
 Writes the first N (default 10,000) MNIST test digits as 28×28 PNG files into a temporary directory, then:
 - times (a) `mnistctl predict DIR -m MODEL` as a whole subprocess, (b) the same command on one image
@@ -11,7 +11,7 @@ Writes the first N (default 10,000) MNIST test digits as 28×28 PNG files into a
   every line) — the second does not subtract two noisy start-ups. Then the accuracy of the printed digits;
 - measures in-process what one file costs: Pillow's open + decode, `load_image` (Pillow's decoding into an 8-bit
   gray array), and read + preprocess as a decoding thread does it.
-With --in-process it times `predict_paths` directly instead of the CLI (model loaded once, outside the timing).
+With --in-process it times `Reader.read_digits` (the public API) instead of the CLI, the model loaded once.
 Timings from a busy machine are not worth quoting: run it alone.
 """
 
@@ -89,14 +89,9 @@ def accuracy_of_lines(stdout: str, labels) -> tuple[float, int]:
 def per_file_costs(paths: list[str], sample: int = 2000, rounds: int = 7) -> dict[str, float]:
     """Microseconds per file, in this process and one thread: the median of ``rounds`` passes over ``sample``
     files, the steps taking turns within each round so that a slow spell of the machine hits them alike."""
-    import threading
-
     from PIL import Image
 
-    from mnistctl.imaging import load_image
-    from mnistctl.predict import CHUNK, _load_chunk
-
-    never = threading.Event()  # the stop flag a decoding thread checks between files
+    from mnistctl.imaging import load_image, preprocess
 
     def pillow(path: str) -> None:
         with Image.open(path) as im:
@@ -105,14 +100,10 @@ def per_file_costs(paths: list[str], sample: int = 2000, rounds: int = 7) -> dic
     def each(step):
         return lambda files: [step(p) for p in files]
 
-    def as_the_pool_does(files: list[str]) -> None:
-        for start in range(0, len(files), CHUNK):
-            _load_chunk(start, files[start : start + CHUNK], True, "auto", False, never)
-
     steps = {
         "Pillow `Image.open` + `load`": each(pillow),
         "`load_image` (Pillow, then an 8-bit gray array)": each(load_image),
-        "read + preprocess, as a decoding thread does it": as_the_pool_does,
+        "read + preprocess, as a decoding thread does it": each(lambda p: preprocess(load_image(p))),
     }
     files = paths[:sample]
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -125,41 +116,27 @@ def per_file_costs(paths: list[str], sample: int = 2000, rounds: int = 7) -> dic
 
 
 def in_process(paths: list[str], labels, args: argparse.Namespace) -> None:
-    import torch
+    """``Reader.read_digits`` on the files, the model loaded once (outside the timing)."""
+    import mnistctl
+    from mnistctl.reader import default_workers
 
-    from mnistctl.checkpoint import build_model, load_checkpoint
-    from mnistctl.predict import predict_paths, share_cores
-    from mnistctl.runtime import default_precision
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cpu")
-    workers = share_cores(device, args.workers, args.threads)  # as `mnistctl predict` splits the cores
+    workers = default_workers() if args.workers is None else args.workers
     start = time.perf_counter()
-    checkpoint = load_checkpoint(args.model)
-    cpu = torch.device("cpu")
-    model = build_model(checkpoint, cpu, default_precision(cpu))  # as the CLI runs it
+    reader = mnistctl.load_reader(args.model, device="cpu", threads=args.threads)
     load_s = time.perf_counter() - start
     times = []
     for _ in range(args.runs):
         start = time.perf_counter()
-        preds = list(
-            predict_paths(
-                paths,
-                model,
-                checkpoint["normalization"],
-                device,
-                batch_size=args.batch_size,
-                workers=workers,
-            )
-        )
+        results = list(reader.read_digits(paths, batch_size=args.batch_size, workers=workers))
         times.append(time.perf_counter() - start)
-    right = sum(p.digit == int(labels[p.index]) for p in preds)
-    errors = sum(p.error is not None for p in preds)
+    right = sum(getattr(r, "digit", None) == int(labels[i]) for i, r in enumerate(results))
+    errors = sum(isinstance(r, mnistctl.ReadFailure) for r in results)
     n = len(paths)
-    print(f"| checkpoint load ({checkpoint['arch']}) | {load_s:.3f} s | |")
+    import torch
+
+    print(f"| checkpoint load ({reader.meta.arch}) | {load_s:.3f} s | |")
     print(
-        f"| predict_paths, {n} files, {workers} workers, {torch.get_num_threads()} torch threads "
+        f"| read_digits, {n} files, {workers} workers, {torch.get_num_threads()} torch threads "
         f"| best {min(times):.3f} s, median {statistics.median(times):.3f} s | {n / min(times):,.0f} images/s |"
     )
     print(f"| accuracy | {right / n:.2%} ({errors} errors) | |")
@@ -174,7 +151,7 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=int, default=3, help="rounds (CLI) or repetitions (--in-process); best and median (default 3)"
     )
-    parser.add_argument("--in-process", action="store_true", help="time predict_paths instead of the CLI")
+    parser.add_argument("--in-process", action="store_true", help="time Reader.read_digits instead of the CLI")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (--in-process; default as the CLI)")
     parser.add_argument("--batch-size", type=int, default=512, help="network batch size (--in-process)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (--in-process)")

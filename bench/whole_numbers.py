@@ -10,7 +10,7 @@ Renders -n numbers of 2-6 MNIST *test* digits each (never the training set), the
 numbers look: dark ink on light, uneven, grainy paper (or light ink on a dark board, one in three); one digit
 size per number (28-130 px for the 28x28 digit) with each digit up to ±15 % bigger or smaller and its
 baseline up to ±12 % of the size off the line; gaps between digits uneven (2 % to 60 % of the size) but never
-touching; saved as RGB JPEG (quality 60-95) or PNG. Then reads them all with `predict_paths(..., multi=True)`
+touching; saved as RGB JPEG (quality 60-95) or PNG. Then reads them all with `Reader.read_numbers`
 (segmentation, then every digit of every image through the network in shared batches) and prints: the share
 of numbers read exactly, the share split into the right number of digits, the per-digit accuracy (a digit
 counts as right only in a number split into the right count), and the time `segment_digits` takes on a
@@ -114,27 +114,12 @@ def write_numbers(images, labels, count: int, seed: int, directory: Path) -> lis
 
 
 def read_numbers(numbers: list[Number], model_path: str, workers: int) -> tuple[list, float]:
-    import torch
+    """Every number read through the public API (``Reader.read_numbers``), as `mnistctl predict --multi` does."""
+    import mnistctl
 
-    from mnistctl.checkpoint import build_model, load_checkpoint
-    from mnistctl.predict import predict_paths
-    from mnistctl.runtime import default_precision
-
-    checkpoint = load_checkpoint(model_path)
-    cpu = torch.device("cpu")
-    model = build_model(checkpoint, cpu, default_precision(cpu))  # as the CLI runs it
+    reader = mnistctl.load_reader(model_path, device="cpu")  # as the CLI runs it
     start = time.perf_counter()
-    preds = list(
-        predict_paths(
-            [n.path for n in numbers],
-            model,
-            checkpoint["normalization"],
-            torch.device("cpu"),
-            workers=workers,
-            multi=True,
-            keep_pixels=True,
-        )
-    )
+    preds = list(reader.read_numbers([n.path for n in numbers], workers=workers))
     return preds, time.perf_counter() - start
 
 
@@ -170,10 +155,10 @@ def write_samples(numbers: list[Number], preds: list, directory: Path, count: in
             shown = im.convert("RGB")
         shown.save(directory / f"number-{k}-{number.digits}{Path(number.path).suffix}")
         draw = ImageDraw.Draw(shown)
-        for d in pred.digits or []:
+        for d in getattr(pred, "digits", ()):
             draw.rectangle((d.box[0], d.box[1], d.box[2] - 1, d.box[3] - 1), outline=(255, 0, 0))
             draw.text((d.box[0], max(0, d.box[1] - 12)), str(d.digit), fill=(255, 0, 0))
-        reading = pred.number if pred.error is None else pred.error
+        reading = getattr(pred, "text", None) or pred.error
         draw.text((4, 4), f"true {number.digits}  read {reading}", fill=(255, 0, 0))
         shown.save(directory / f"number-{k}-{number.digits}-read.png")
 
@@ -214,17 +199,19 @@ def main() -> None:
         preds, read_s = read_numbers(numbers, args.model, args.workers)
         if args.samples:
             write_samples(numbers, preds, args.samples)
-    exact = sum(p.number == n.digits for p, n in zip(preds, numbers, strict=True))
-    split = [p.digits is not None and len(p.digits) == len(n.digits) for p, n in zip(preds, numbers, strict=True)]
+    import mnistctl
+
+    exact = sum(getattr(p, "text", None) == n.digits for p, n in zip(preds, numbers, strict=True))
+    split = [len(getattr(p, "digits", ())) == len(n.digits) for p, n in zip(preds, numbers, strict=True)]
     digits_total = sum(len(n.digits) for n in numbers)
     digits_right = sum(
-        sum(a == b for a, b in zip(p.number, n.digits, strict=True))
+        sum(a == b for a, b in zip(p.text, n.digits, strict=True))
         for p, n, ok in zip(preds, numbers, split, strict=True)
         if ok
     )
-    failed = [p for p in preds if p.error]
-    for p in failed[:3]:
-        print(f"warning: {p.path}: {p.error}", file=sys.stderr)
+    failed = [(n.path, p) for p, n in zip(preds, numbers, strict=True) if isinstance(p, mnistctl.ReadFailure)]
+    for path, p in failed[:3]:
+        print(f"warning: {path}: {p.error}", file=sys.stderr)
     n = len(numbers)
     per_image = statistics.mean(len(x.digits) for x in numbers)
     print("| what | value |\n|---|---|")
@@ -235,9 +222,7 @@ def main() -> None:
     print(f"| per-digit accuracy | {digits_right / digits_total:.2%} ({digits_right}/{digits_total}) |")
     print(f"| files that failed | {len(failed)} |")
     print(f"| rendering | {render_s:.1f} s |")
-    print(
-        f"| reading (predict_paths, multi=True, {args.workers} worker) | {read_s:.1f} s, {n / read_s:.0f} numbers/s |"
-    )
+    print(f"| reading (Reader.read_numbers, {args.workers} worker) | {read_s:.1f} s, {n / read_s:.0f} numbers/s |")
     seg_ms = segmentation_ms(images, args.seed)
     print(f"| segment_digits, 1000x300 photo of 6 digits, beyond decoding (best of 5) | {seg_ms:.1f} ms |")
     if args.samples:

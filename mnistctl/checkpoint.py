@@ -65,18 +65,18 @@ def find_model(explicit: Path | None) -> tuple[Path, str]:
     ``$MNISTCTL_MODEL`` ("$MNISTCTL_MODEL"), else ``./digit_model.pt`` if it exists, else the model bundled with
     mnistctl. A model named explicitly (option or variable) is used as named: if it is missing, loading it says
     so, rather than another model answering in its place."""
-    if explicit is not None:
+    if explicit is not None:  # loading it probes it (open_archive): every reason it cannot be read is one line
         return explicit.expanduser(), "option"
     env = os.environ.get("MNISTCTL_MODEL")
     if env:
         path = Path(env).expanduser()
-        if not path.exists():
+        unset = "unset MNISTCTL_MODEL to use ./digit_model.pt or the bundled model"
+        if not _exists(path, "$MNISTCTL_MODEL", f"fix the path, or {unset}"):
             raise MnistctlError(
-                f"$MNISTCTL_MODEL names {path}, which does not exist",
-                "train it with `mnistctl train`, or unset MNISTCTL_MODEL to use ./digit_model.pt or the bundled model",
+                f"$MNISTCTL_MODEL names {path}, which does not exist", f"train it with `mnistctl train`, or {unset}"
             )
         return path, "$MNISTCTL_MODEL"
-    if Path("digit_model.pt").is_file():
+    if _exists(Path("digit_model.pt"), "the default model", "pass a model with -m"):
         return Path("digit_model.pt"), "./digit_model.pt"
     bundled = bundled_model_path()
     if not bundled.is_file():
@@ -87,20 +87,31 @@ def find_model(explicit: Path | None) -> tuple[Path, str]:
     return bundled, "the bundled model"
 
 
+def _exists(path: Path, what: str, hint: str) -> bool:
+    """Whether ``path`` (from ``what``) names something. ``Path.exists`` raises where the system cannot look the
+    name up at all — a name over 255 bytes, a directory on the way that may not be searched, a loop of links:
+    that is one line saying so, not an unexpected OSError."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        reason = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or str(exc)
+        raise MnistctlError(f"cannot look up {path} ({what}): {reason}", hint) from exc
+
+
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: dict[str, Any]) -> None:
     """Write ``checkpoint`` to a temporary file beside ``path`` and move it into place: ``path`` holds the old
     file or the whole new one, never part of either. It is serialised in memory first, so that the file is
-    written by Python, whose errors say why (a full disk), not by torch's writer, which does not."""
+    written by Python, whose errors say why (a full disk), not by torch's writer, which does not. It is written
+    into the very file :func:`~mnistctl.fsutil.atomic_file` created, never reopened by name, and is on disk
+    (fsynced) before it replaces the old file."""
     import torch
 
-    from mnistctl.fsutil import atomic_path
+    from mnistctl.fsutil import atomic_file
 
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
+    with atomic_file(path) as f:
         f.write(buffer.getbuffer())
-        f.flush()
-        os.fsync(f.fileno())  # on disk before it replaces the old file
 
 
 def load_checkpoint(path: str | os.PathLike[str], hint: str = RETRAIN) -> dict[str, Any]:
@@ -310,14 +321,16 @@ def training_run(
 
 def check_overwrite(path: Path, arch: str) -> None:
     """A new run may replace ``path`` only if it is absent (or with ``--force``): a trained model is never lost to
-    a typo or a forgotten ``-o``."""
-    if not path.exists():
+    a typo or a forgotten ``-o``. A file that is there but does not load is named with the reason it does not
+    (a newer format, a damaged file, not a checkpoint at all): that reason may be a reason to keep it."""
+    if not _exists(path, "-o", "choose another -o path"):
         return
     try:
         checkpoint = load_checkpoint(path)
-    except MnistctlError:
+    except MnistctlError as exc:
         raise MnistctlError(
-            f"{path} exists and is not an mnistctl checkpoint", "pass --force to overwrite it"
+            f"{path} exists and does not load as a checkpoint ({_reason(exc.message, path)})",
+            "pass --force to overwrite it, or write elsewhere with -o",
         ) from None
     existing, done, planned = checkpoint["arch"], checkpoint["epoch"], checkpoint["config"].get("epochs")
     resumable = checkpoint.get("optimizer") is not None
@@ -332,6 +345,14 @@ def check_overwrite(path: Path, arch: str) -> None:
     raise MnistctlError(
         f"{path} already holds {held}", f"{extend}write elsewhere with -o, or pass --force to replace it"
     )
+
+
+def _reason(message: str, path: Path) -> str:
+    """load_checkpoint's message about ``path`` without the path, as a parenthesis in a line that names it."""
+    for prefix in (f"model file {path} ", f"model path {path} ", f"refusing to load {path}: ", f"{path} "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
 
 
 # Options that change how a run is computed, not what it learns: a resumed run may set them anew. Precision is

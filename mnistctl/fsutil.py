@@ -11,15 +11,19 @@ import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from mnistctl.errors import MnistctlError, UsageError
 
 
 def _not_a_directory(path: Path) -> Path | None:
     """The nearest ancestor of ``path`` that exists but is not a directory (``FILE`` for ``FILE/sub/x.pt``)."""
-    for parent in path.parents:
-        if parent.exists():
-            return None if parent.is_dir() else parent
+    try:  # this runs while an error is being described: a parent that cannot be looked up is no answer
+        for parent in path.parents:
+            if parent.exists():
+                return None if parent.is_dir() else parent
+    except OSError:
+        return None
     return None
 
 
@@ -73,7 +77,10 @@ def check_replaceable(path: str | os.PathLike[str], option: str | None = None) -
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a new temporary file beside ``path``; move it into place only if the block succeeds.
+    """Yield the name of a new temporary file beside ``path``; move it into place only if the block succeeds.
+
+    For writers that take only a name. The file is reopened by that name, so in a directory others may write to
+    it could be swapped for a link in between: prefer :func:`atomic_file`, which yields the created file itself.
 
     On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` keeps whatever it
     held before. The file is created with the usual permissions (0666 less the umask, applied by the kernel).
@@ -98,6 +105,59 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Yield a binary file object for a new temporary file beside ``path``; move it into place only if the block
+    succeeds.
+
+    The file object is opened on the very descriptor that created the file (``O_EXCL | O_NOFOLLOW``): the file
+    written is the file created, even in a directory others may write to, where a name reopened later could by
+    then be a link planted in its place. It is flushed and fsynced before the rename (the data is on disk before
+    it replaces the old file); ``path`` must be absent or a regular file (:func:`check_replaceable`), checked
+    before and again just before the rename. On any exception (KeyboardInterrupt included) the temporary file is
+    removed and ``path`` keeps whatever it held before; an OSError (a full disk) is :func:`describe_os_error`'s line.
+    """
+    target = Path(path)
+    check_replaceable(target)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, CREATE_FLAGS, 0o666)
+    except OSError as exc:
+        raise describe_os_error(exc, target) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+            _check_still_ours(f.fileno(), tmp)
+        check_replaceable(target)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # a link planted at its name is removed, never followed
+        raise describe_os_error(exc, target) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a link planted at its name is removed, never followed
+        raise
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _check_still_ours(fd: int, tmp: Path) -> None:
+    """The name about to be renamed into place is still the file written: a name swapped for a link meanwhile
+    (by someone who may write to the directory) would otherwise become the output."""
+    try:
+        same = _same_file(os.fstat(fd), tmp.lstat())
+    except FileNotFoundError:
+        same = False
+    if not same:
+        raise MnistctlError(
+            f"the temporary file {tmp} was replaced or removed while mnistctl wrote it",
+            "write to a directory only you can write to",
+        )
+
+
 def output_path(text: str, option: str) -> Path:
     """The file an option names. A name ending in a slash names a directory: writing a file called ``newdir``
     for ``-o newdir/`` would not be what was asked."""
@@ -107,8 +167,9 @@ def output_path(text: str, option: str) -> Path:
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(text.encode("utf-8"))
+    """Replace ``path`` with ``text`` (UTF-8) in one step (:func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def _os_errors_said(check):  # noqa: ANN001, ANN202 - a check below

@@ -167,7 +167,6 @@ def setup_device(spec: str | None, threads: int | None) -> torch.device:
 
 def launch_torchrun(nproc: int, spec: str | None, argv: Sequence[str]) -> int:
     """Run ``mnistctl <argv>`` (without its ``--nproc``) under ``torchrun --standalone --nproc_per_node N``."""
-    import subprocess
     import sys
 
     check_nproc(nproc, spec, Accelerators.detect())
@@ -179,8 +178,57 @@ def launch_torchrun(nproc: int, spec: str | None, argv: Sequence[str]) -> int:
             skip = True
         elif not arg.startswith("--nproc="):
             args.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return subprocess.run([*cmd, "-m", "mnistctl", *args]).returncode
+    cmd = [sys.executable, "-c", TORCHRUN, "--standalone", f"--nproc_per_node={nproc}"]
+    return run_forwarding_signals([*cmd, "-m", "mnistctl", *args])
+
+
+# torchrun (torch.distributed.run's main), except that a signal, once its workers are stopped, ends it with the
+# signal's exit status instead of the traceback of its SignalException: each worker has said what it kept.
+TORCHRUN = """import sys
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.run import main
+sys.argv[0] = "torchrun"
+try:
+    main()
+except SignalException as exc:
+    sys.exit(128 + int(exc.sigval))
+"""
+
+
+FORWARDED_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")
+
+
+def run_forwarding_signals(cmd: Sequence[str]) -> int:
+    """Run ``cmd`` (torchrun) to its end and return its exit status; SIGTERM, SIGHUP and SIGINT sent to this
+    process are passed on to it, so that it stops its workers (it sends them the same signal and waits for
+    them) before this process goes on to stop too.
+
+    torchrun runs in a session of its own, so that a signal reaches it once, from here: a terminal's Ctrl-C or
+    hangup would otherwise reach it twice (from the terminal and from here), and torchrun's handler, raising
+    again while it waits for its workers, would stop waiting. After it has ended, the first signal received is
+    raised again in this process, whose handlers (:func:`mnistctl.errors.handle_errors`) end the command with
+    the signal's exit status (128 + its number). A signal ignored when we started (``nohup``) stays ignored.
+    """
+    import signal
+    import subprocess
+
+    received: list[int] = []
+    proc = subprocess.Popen(list(cmd), start_new_session=True)
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        proc.send_signal(signum)
+
+    wanted = [getattr(signal, name) for name in FORWARDED_SIGNALS if hasattr(signal, name)]
+    previous = {s: signal.signal(s, forward) for s in wanted if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        code = proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        signal.raise_signal(received[0])
+    return code
 
 
 def set_threads(threads: int | None) -> int:
@@ -191,6 +239,18 @@ def set_threads(threads: int | None) -> int:
         if threads < 1:
             raise UsageError(f"--threads must be at least 1, not {threads}", "pass a positive number")
         torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def leave_cores(workers: int) -> int:
+    """Give torch the cores ``workers`` busy threads of our own leave it (at least one), and return its thread
+    count. torch's threads spin while they wait: as many of them as there are cores, next to busy decoding
+    threads, make both several times slower. torch has one thread count per process, so only the command
+    line, which owns the process, calls this."""
+    import torch
+
+    if workers > 0:
+        torch.set_num_threads(max(1, torch.get_num_threads() - workers))
     return torch.get_num_threads()
 
 

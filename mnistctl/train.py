@@ -247,18 +247,21 @@ class _Loop:
                     # Reading progress back makes the device wait for the host: only when something shows it.
                     on_progress=functools.partial(callbacks.on_batch, epoch) if _shows_batches(callbacks) else None,
                 )
+                # The training loss is the epoch's sums all-reduced: every rank holds the same value, so all stop.
                 _check_finite(stats.loss, epoch, self.saved or start_epoch, out, self.cfg.lr)
+                t0 = time.perf_counter()
+                loss, accuracy = self._evaluate(test)
+                # The test loss, computed on rank 0 alone, is shared with every rank first: a rank 0 that stopped
+                # alone would leave the others waiting in the next collective until its timeout.
+                _check_finite(loss, epoch, self.saved or start_epoch, out, self.cfg.lr)
                 if self.dist.is_main:
-                    t0 = time.perf_counter()
-                    network = in_precision(self.evaluated, self.cfg.precision, self.batches.device)
-                    loss, accuracy = evaluate(network, *test, self.batches.device)
-                    _check_finite(loss, epoch, self.saved or start_epoch, out, self.cfg.lr)
                     elapsed = elapsed_before + time.perf_counter() - run_start
                     history.append(self._result(epoch, stats, loss, accuracy, time.perf_counter() - t0, elapsed))
                     if out is not None:
                         save_checkpoint(out, self.checkpoint(history))
-                        self.saved = epoch
                 self.dist.barrier()
+                if out is not None:  # every rank knows it (rank 0 saved before the barrier), so says it if stopped
+                    self.saved = epoch
                 if self.dist.is_main:
                     callbacks.on_epoch(history[-1])
         except KeyboardInterrupt:
@@ -269,6 +272,18 @@ class _Loop:
         device = str(self.batches.device)
         seconds = time.perf_counter() - run_start
         return TrainResult(self.cfg, history, parameters, device, str(out) if out else None, seconds, start_epoch)
+
+    def _evaluate(self, test: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+        """Test loss and accuracy: computed on rank 0, then the same on every rank (an all-reduce of rank 0's
+        values and zeros), so that every rank takes the same decision on them."""
+        loss, accuracy = 0.0, 0.0
+        if self.dist.is_main:
+            network = in_precision(self.evaluated, self.cfg.precision, self.batches.device)
+            loss, accuracy = evaluate(network, *test, self.batches.device)
+        if not self.dist.enabled:
+            return loss, accuracy
+        shared = self.dist.sum(torch.tensor([loss, accuracy], dtype=torch.float64, device=self.batches.device))
+        return (loss, accuracy) if self.dist.is_main else (float(shared[0]), float(shared[1]))
 
     def _result(
         self, epoch: int, stats: EpochStats, loss: float, accuracy: float, eval_s: float, elapsed: float

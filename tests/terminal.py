@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import MNISTCTL_SCRIPT
+from helpers import MNISTCTL_SCRIPT
 
 
 @dataclass
@@ -42,7 +42,7 @@ def run_at_terminal(
     """Run ``mnistctl ARGS`` with stderr a terminal ``columns`` wide. ``stdout``: ``"pipe"``, ``"terminal"``
     or the path of a file to redirect it to. ``stdin``: bytes to feed through a pipe, ``"terminal"``, or None
     (/dev/null); with ``"terminal"``, ``typed`` is what the person types (``\\x04``: Ctrl-D). ``argv0``
-    replaces the ``mnistctl`` script (e.g. ``[python, -c, code]``)."""
+    replaces the ``mnistctl`` script (e.g. ``helpers.cli_expecting(fake)``)."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     full_env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), **(env or {})}

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import MNISTCTL_SCRIPT, SHARED_MNIST
+from helpers import MNISTCTL_SCRIPT, SHARED_MNIST
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -77,10 +77,29 @@ def test_info_json(isolated_env, tmp_path, monkeypatch):
     assert info["threads"] >= 1
 
 
-def test_info_human_output():
-    result = runner.invoke(app, ["info"])
-    assert result.exit_code == 0
-    assert "torch" in result.stdout and "devices" in result.stdout and "incomplete" in result.stdout
+def _table_rows(text: str) -> list[tuple[str, str]]:
+    """(first column, second column) of every row of the two-column tables in ``text``."""
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("│")]
+        if len(cells) == 4 and cells[0] == cells[3] == "":
+            rows.append((cells[1], cells[2]))
+    return rows
+
+
+def test_info_human_output_shows_what_json_says():
+    facts = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
+    result = runner.invoke(app, ["info"], env={"COLUMNS": "300"})  # wide enough that no value wraps
+    assert result.exit_code == 0, result.output
+    rows = _table_rows(result.stdout)
+    for key in ("mnistctl", "python", "torch", "threads", "precision"):
+        assert (key, str(facts[key])) in rows, key
+    assert ("data dir", f"{facts['data_dir']} (incomplete)") in rows  # none of the four files is there
+    assert ("model", f"{facts['model']['path']} (the bundled model)") in rows
+    assert [row for row in rows if row[0] in {d["device"] for d in facts["devices"]}] == [
+        (d["device"], d["name"]) for d in facts["devices"]
+    ]
+    assert [row for row in rows if row[0].endswith("-ubyte")] == [(f["name"], "missing") for f in facts["data_files"]]
 
 
 def test_bad_device_environment_is_reported_by_info(monkeypatch):

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import MNISTCTL_SCRIPT, write_tiny_mnist
+from helpers import MNISTCTL_SCRIPT, write_tiny_mnist
 from typer.testing import CliRunner
 
 from mnistctl.batches import shard

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import MNISTCTL_SCRIPT, SHARED_MNIST
+from helpers import MNISTCTL_SCRIPT, SHARED_MNIST
 
 from mnistctl.data.mnist import MNIST_FILES, check_files, load_split
 

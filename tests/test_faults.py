@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Route, launch_with_fake_mnist, write_tiny_mnist
+from helpers import Route, cli_expecting, write_tiny_mnist
 from typer.testing import CliRunner
 
-import mnistctl.data.download as download_mod
 from mnistctl.checkpoint import load_checkpoint
 from mnistctl.cli import app
 from mnistctl.data.download import download_mnist
@@ -130,14 +129,19 @@ def test_full_disk_while_downloading_keeps_the_old_files(tmp_path, fake_mnist, m
     download_mnist(tmp_path / "d", mirror=str(fake_mnist.directory))
     rd = raw_dir(tmp_path / "d")
     before = {p.name: p.read_bytes() for p in rd.iterdir() if p.is_file()}
-    real_open = open
+    real_fdopen = os.fdopen
 
     class FullDisk:
+        """A temporary file whose writes fail as on a full disk."""
+
         def __init__(self, f):
             self.f = f
 
         def write(self, block):
             raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
 
         def __enter__(self):
             return self
@@ -145,11 +149,11 @@ def test_full_disk_while_downloading_keeps_the_old_files(tmp_path, fake_mnist, m
         def __exit__(self, *exc):
             self.f.close()
 
-    def opener(path, mode="r", *args, **kwargs):
-        f = real_open(path, mode, *args, **kwargs)
-        return FullDisk(f) if "w" in mode and str(path).endswith(".tmp") else f
+    def fdopen(fd, mode="r", *args, **kwargs):
+        f = real_fdopen(fd, mode, *args, **kwargs)
+        return FullDisk(f) if "w" in mode and os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") else f
 
-    monkeypatch.setattr(download_mod, "open", opener, raising=False)
+    monkeypatch.setattr(os, "fdopen", fdopen)  # what fsutil.atomic_file writes an installed file through
     result = runner.invoke(
         app, ["download", "--force", "--data-dir", str(tmp_path / "d"), "--mirror", str(fake_mnist.directory)]
     )
@@ -168,9 +172,7 @@ def test_sigkilled_download_never_leaves_a_partial_file_and_resumes(tmp_path, fa
     data_dir = tmp_path / "d"
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-c",
-            launch_with_fake_mnist(fake_mnist),
+            *cli_expecting(fake_mnist),
             "download",
             "--data-dir",
             str(data_dir),

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import MNISTCTL_SCRIPT, write_tiny_mnist
+from helpers import MNISTCTL_SCRIPT, write_tiny_mnist
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
@@ -222,7 +222,7 @@ def test_show_multi_draws_the_digits_side_by_side(tmp_path, tiny_model):
 
 def test_sizes_counts_and_info_wording(tiny_data):
     from mnistctl.metrics import summarise
-    from mnistctl.report import _human_bytes, eval_report
+    from mnistctl.report.tables import _human_bytes, eval_report
 
     assert _human_bytes(190_000) == "190.0 kB"
     import torch

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import MNISTCTL_SCRIPT, write_tiny_mnist
+from helpers import MNISTCTL_SCRIPT, write_tiny_mnist
 from PIL import Image
 from typer.testing import CliRunner
 

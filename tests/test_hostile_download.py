@@ -17,14 +17,11 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import idx_bytes, launch_with_fake_mnist, make_fake_mnist, write_tiny_mnist
+from helpers import Handler, MirrorServer, cli_expecting, idx_bytes, make_fake_mnist, redirect, send, write_tiny_mnist
 from typer.testing import CliRunner
 
 import mnistctl.data.download as download_mod
@@ -61,74 +58,6 @@ def download(data_dir: Path, mirror: str, *extra: str):  # noqa: ANN201 - a clic
     return runner.invoke(app, ["download", "--data-dir", str(data_dir), "--mirror", mirror, *extra])
 
 
-# --------------------------------------------------------------------------------------------- a hostile server
-
-Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
-
-
-class HostileServer:
-    """An HTTP server on 127.0.0.1 where each path answers as the test's own function says."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Handler] = {}
-        self.requests: list[tuple[str, dict[str, str]]] = []  # (path, headers)
-        server = self
-
-        class Request(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                server.requests.append((self.path, dict(self.headers)))
-                route = server.routes.get(self.path)
-                if route is None:
-                    self.send_error(404)
-                    return
-                try:
-                    route(self)
-                except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: as it should
-                    self.close_connection = True
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Request)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def url(self, prefix: str = "/m/") -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{prefix}"
-
-    def serve(self, prefix: str, files: dict[str, bytes]) -> None:
-        for name, body in files.items():
-            self.routes[f"{prefix}{name}.gz"] = send(body)
-
-
-def send(body: bytes, status: int = 200) -> Handler:
-    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(status)
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
-
-    return handle
-
-
-def redirect(location: str) -> Handler:
-    def handle(h: http.server.BaseHTTPRequestHandler) -> None:
-        h.send_response(302)
-        h.send_header("Location", location)
-        h.send_header("Content-Length", "0")
-        h.end_headers()
-
-    return handle
-
-
-@pytest.fixture
-def hostile() -> HostileServer:
-    server = HostileServer()
-    server.thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
-
-
 # --------------------------------------------------------------------------------------------- subprocesses
 
 
@@ -141,7 +70,7 @@ def run_download(fake, *args: str, timeout: float = PROCESS_TIMEOUT_S) -> subpro
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
     return subprocess.run(
-        [sys.executable, "-c", launch_with_fake_mnist(fake), "download", *args],
+        [*cli_expecting(fake), "download", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -153,8 +82,8 @@ def run_download(fake, *args: str, timeout: float = PROCESS_TIMEOUT_S) -> subpro
 
 
 @pytest.mark.parametrize("planted", [".gz.part", ".gz", ""], ids=["part", "gz", "raw-file"])
-def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path, fake_mnist, hostile, planted):
-    hostile.serve("/m/", fake_mnist.gz)  # a mirror that ignores Range: a resumed .part would be rewritten
+def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path, fake_mnist, mirror_server, planted):
+    mirror_server.serve("/m/", fake_mnist.gz, ranges=False)  # a resumed .part would be rewritten
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's own file\n")
     rd = raw_dir(tmp_path / "d")
@@ -162,7 +91,7 @@ def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path, fake_mn
     link = rd / f"t10k-labels-idx1-ubyte{planted}"
     link.symlink_to(victim)
 
-    result = download(tmp_path / "d", hostile.url("/m/"))
+    result = download(tmp_path / "d", mirror_server.url("/m/"))
 
     assert result.exit_code == 1, result.output
     line = error_line(result.stderr)
@@ -174,15 +103,15 @@ def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path, fake_mn
     assert leftovers(tmp_path / "d") == ([str(link)] if planted == ".gz.part" else [])
 
 
-def test_a_planted_fifo_part_is_refused_without_hanging(tmp_path, hostile):
+def test_a_planted_fifo_part_is_refused_without_hanging(tmp_path, mirror_server):
     fake = make_fake_mnist(tmp_path / "mirror")
-    hostile.serve("/m/", fake.gz)
+    mirror_server.serve("/m/", fake.gz)
     rd = raw_dir(tmp_path / "d")
     rd.mkdir(parents=True)
     fifo = rd / "train-images-idx3-ubyte.gz.part"
     os.mkfifo(fifo)
 
-    proc = run_download(fake, "--data-dir", str(tmp_path / "d"), "--mirror", hostile.url("/m/"))
+    proc = run_download(fake, "--data-dir", str(tmp_path / "d"), "--mirror", mirror_server.url("/m/"))
 
     assert proc.returncode == 1, proc.stderr
     line = error_line(proc.stderr)
@@ -193,8 +122,8 @@ def test_a_planted_fifo_part_is_refused_without_hanging(tmp_path, hostile):
 # --------------------------------------------------------------------------------------------- 2. passwords
 
 
-def test_a_mirror_password_is_never_shown(tmp_path, fake_mnist, hostile):
-    wrong = hostile.url("/m/").replace("http://", "http://alice:hunter2@")
+def test_a_mirror_password_is_never_shown(tmp_path, fake_mnist, mirror_server):
+    wrong = mirror_server.url("/m/").replace("http://", "http://alice:hunter2@")
     result = download(tmp_path / "d", wrong, "--json")
     assert result.exit_code == 1
     line = error_line(result.stderr)
@@ -203,7 +132,7 @@ def test_a_mirror_password_is_never_shown(tmp_path, fake_mnist, hostile):
     assert all("alice:***@" in t for f in json.loads(result.stdout)["files"] for t in f["tried"])
 
 
-def test_a_password_in_the_mirror_url_logs_in_and_stays_hidden(tmp_path, fake_mnist, hostile):
+def test_a_password_in_the_mirror_url_logs_in_and_stays_hidden(tmp_path, fake_mnist, mirror_server):
     token = "Basic " + base64.b64encode(b"alice:s3cr:et@x").decode()
 
     def protected(body: bytes) -> Handler:
@@ -214,8 +143,8 @@ def test_a_password_in_the_mirror_url_logs_in_and_stays_hidden(tmp_path, fake_mn
         return handle
 
     for name, body in fake_mnist.gz.items():
-        hostile.routes[f"/m/{name}.gz"] = protected(body)
-    mirror = hostile.url("/m/").replace("http://", "http://alice:s3cr%3Aet%40x@")
+        mirror_server.routes[f"/m/{name}.gz"] = protected(body)
+    mirror = mirror_server.url("/m/").replace("http://", "http://alice:s3cr%3Aet%40x@")
 
     result = download(tmp_path / "d", mirror, "--json")
 
@@ -223,24 +152,19 @@ def test_a_password_in_the_mirror_url_logs_in_and_stays_hidden(tmp_path, fake_mn
     assert "s3cr" not in result.output
     files = json.loads(result.stdout)["files"]
     assert [f["status"] for f in files] == ["downloaded"] * 4
-    assert all(f["source"].startswith(hostile.url("/m/").replace("http://", "http://alice:***@")) for f in files)
+    assert all(f["source"].startswith(mirror_server.url("/m/").replace("http://", "http://alice:***@")) for f in files)
     assert_installed(tmp_path / "d", fake_mnist, list(fake_mnist.raw))
 
 
-def test_the_password_is_not_sent_on_where_a_redirect_leads(tmp_path, fake_mnist, hostile):
-    other = HostileServer()  # another port: another origin
-    other.thread.start()
-    try:
+def test_the_password_is_not_sent_on_where_a_redirect_leads(tmp_path, fake_mnist, mirror_server):
+    with MirrorServer() as other:  # another port: another origin
         other.serve("/elsewhere/", fake_mnist.gz)
         for name in fake_mnist.gz:
-            hostile.routes[f"/m/{name}.gz"] = redirect(f"{other.url('/elsewhere/')}{name}.gz")
-        mirror = hostile.url("/m/").replace("http://", "http://alice:hunter2@")
+            mirror_server.routes[f"/m/{name}.gz"] = redirect(f"{other.url('/elsewhere/')}{name}.gz")
+        mirror = mirror_server.url("/m/").replace("http://", "http://alice:hunter2@")
         result = download(tmp_path / "d", mirror)
-    finally:
-        other.httpd.shutdown()
-        other.httpd.server_close()
     assert result.exit_code == 0, result.output
-    assert all("Authorization" in headers for _, headers in hostile.requests)
+    assert all("Authorization" in headers for _, headers in mirror_server.requests)
     assert other.requests and not any("Authorization" in headers for _, headers in other.requests)
 
 
@@ -262,10 +186,11 @@ def _tmpfs_refusal(directory: Path) -> str | None:
     return None if probe.returncode == 0 else f"cannot mount a tmpfs here: {probe.stderr.strip()}"
 
 
-# Mount a small tmpfs at $1 (seen by this command only), run the CLI there, then list what is left on it.
+# Mount a small tmpfs at $1 (seen by this command only), run the CLI ($2 $3 $4: cli_expecting) there with the
+# mirror $5, then list what is left on it.
 ON_A_SMALL_DISK = """
 mount -t tmpfs -o size=128k tmpfs "$1" || exit 99
-"$2" -c "$3" download --data-dir "$1/d" --mirror "$4"
+"$2" "$3" "$4" download --data-dir "$1/d" --mirror "$5"
 rc=$?
 echo "--- left on the disk:"
 find "$1" -type f
@@ -274,7 +199,7 @@ exit $rc
 
 
 @pytest.mark.parametrize("via", ["http", "directory"])
-def test_a_full_disk_while_fetching_is_one_line_and_leaves_no_part(tmp_path, hostile, via):
+def test_a_full_disk_while_fetching_is_one_line_and_leaves_no_part(tmp_path, mirror_server, via):
     small = tmp_path / "small-disk"
     small.mkdir()
     why_not = _tmpfs_refusal(small)
@@ -282,12 +207,12 @@ def test_a_full_disk_while_fetching_is_one_line_and_leaves_no_part(tmp_path, hos
         pytest.skip(why_not)
     fake = make_fake_mnist(tmp_path / "mirror", n_train=400)  # its train images: ~310 kB, the disk: 128 kB
     assert len(fake.gz["train-images-idx3-ubyte"]) > 128 * 1024
-    hostile.serve("/m/", fake.gz)
-    mirror = hostile.url("/m/") if via == "http" else str(fake.directory)
+    mirror_server.serve("/m/", fake.gz)
+    mirror = mirror_server.url("/m/") if via == "http" else str(fake.directory)
 
     proc = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", ON_A_SMALL_DISK, "sh"]
-        + [str(small), sys.executable, launch_with_fake_mnist(fake), mirror],
+        + [str(small), *cli_expecting(fake), mirror],
         capture_output=True,
         text=True,
         timeout=PROCESS_TIMEOUT_S,
@@ -323,22 +248,22 @@ def drip(body: bytes, every_s: float, for_s: float) -> Handler:
     return handle
 
 
-def test_a_drip_feeding_mirror_is_given_up_at_the_deadline(tmp_path, fake_mnist, hostile, monkeypatch):
+def test_a_drip_feeding_mirror_is_given_up_at_the_deadline(tmp_path, fake_mnist, mirror_server, monkeypatch):
     monkeypatch.setattr(download_mod, "DEADLINE_S", 1.0)  # the drip lasts 20 s: far past it
-    hostile.serve("/m/", fake_mnist.gz)
-    hostile.routes["/m/train-images-idx3-ubyte.gz"] = drip(fake_mnist.gz["train-images-idx3-ubyte"], 0.25, 20)
+    mirror_server.serve("/m/", fake_mnist.gz)
+    mirror_server.routes["/m/train-images-idx3-ubyte.gz"] = drip(fake_mnist.gz["train-images-idx3-ubyte"], 0.25, 20)
 
-    result = download(tmp_path / "d", hostile.url("/m/"))
+    result = download(tmp_path / "d", mirror_server.url("/m/"))
 
     assert result.exit_code == 1
     line = error_line(result.stderr)
     assert "train-images-idx3-ubyte.gz" in line and "too slow: not complete after 1 s" in line
     # The source is given up for every file, not dripped from four times over.
-    assert [path for path, _ in hostile.requests] == ["/m/train-images-idx3-ubyte.gz"]
+    assert [path for path, _ in mirror_server.requests] == ["/m/train-images-idx3-ubyte.gz"]
 
 
 @pytest.mark.parametrize("announced", [None, 10**12], ids=["no-length", "huge-length"])
-def test_an_endless_body_is_cut_off_at_what_the_file_can_be(tmp_path, fake_mnist, hostile, announced):
+def test_an_endless_body_is_cut_off_at_what_the_file_can_be(tmp_path, fake_mnist, mirror_server, announced):
     cap = 64 << 20  # the server stops there; a client that reads it all has not stopped at the file's size
     sent = [0]
 
@@ -353,11 +278,11 @@ def test_an_endless_body_is_cut_off_at_what_the_file_can_be(tmp_path, fake_mnist
             sent[0] += len(block)
         h.close_connection = True
 
-    hostile.serve("/m/", fake_mnist.gz)
-    hostile.routes["/m/t10k-labels-idx1-ubyte.gz"] = endless
+    mirror_server.serve("/m/", fake_mnist.gz)
+    mirror_server.routes["/m/t10k-labels-idx1-ubyte.gz"] = endless
     limit = download_mod.max_gz_size(fake_mnist.specs[3])
 
-    result = download(tmp_path / "d", hostile.url("/m/"))
+    result = download(tmp_path / "d", mirror_server.url("/m/"))
 
     assert result.exit_code == 1
     line = error_line(result.stderr)
@@ -470,11 +395,11 @@ def test_a_mirror_url_that_does_not_parse_is_a_usage_error(tmp_path, mirror):
     ],
     ids=["loop", "ftp", "file"],
 )
-def test_redirects_that_go_nowhere_say_so(tmp_path, fake_mnist, hostile, location, says):
-    hostile.serve("/m/", fake_mnist.gz)
-    hostile.routes["/m/train-images-idx3-ubyte.gz"] = redirect(location)
+def test_redirects_that_go_nowhere_say_so(tmp_path, fake_mnist, mirror_server, location, says):
+    mirror_server.serve("/m/", fake_mnist.gz)
+    mirror_server.routes["/m/train-images-idx3-ubyte.gz"] = redirect(location)
 
-    result = download(tmp_path / "d", hostile.url("/m/"))
+    result = download(tmp_path / "d", mirror_server.url("/m/"))
 
     assert result.exit_code == 1
     line = error_line(result.stderr)
@@ -484,10 +409,10 @@ def test_redirects_that_go_nowhere_say_so(tmp_path, fake_mnist, hostile, locatio
     assert_installed(tmp_path / "d", fake_mnist, ["train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"])
 
 
-def test_a_redirect_to_another_http_url_is_still_followed(tmp_path, fake_mnist, hostile):
-    hostile.serve("/real/", fake_mnist.gz)
+def test_a_redirect_to_another_http_url_is_still_followed(tmp_path, fake_mnist, mirror_server):
+    mirror_server.serve("/real/", fake_mnist.gz)
     for name in fake_mnist.gz:
-        hostile.routes[f"/m/{name}.gz"] = redirect(f"/real/{name}.gz")
-    result = download(tmp_path / "d", hostile.url("/m/"))
+        mirror_server.routes[f"/m/{name}.gz"] = redirect(f"/real/{name}.gz")
+    result = download(tmp_path / "d", mirror_server.url("/m/"))
     assert result.exit_code == 0, result.output
     assert_installed(tmp_path / "d", fake_mnist, list(fake_mnist.raw))

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import MNISTCTL_SCRIPT, write_tiny_mnist
+from helpers import MNISTCTL_SCRIPT, write_tiny_mnist
 from typer.testing import CliRunner
 
 from mnistctl.checkpoint import load_checkpoint

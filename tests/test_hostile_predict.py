@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MNISTCTL_SCRIPT
+from helpers import MNISTCTL_SCRIPT
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 

@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 import torch
-from conftest import idx_bytes, make_fake_mnist
+from helpers import idx_bytes, make_fake_mnist
 
 from mnistctl.data.mnist import load_split, raw_dir, read_idx
 from mnistctl.errors import MnistctlError

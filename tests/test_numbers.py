@@ -1,4 +1,4 @@
-"""Reading a number: segmentation into digits (`segment_digits`) and `predict_paths(..., multi=True)`.
+"""Reading a number: segmentation into digits (`segment_digits`) and `Reader.read_numbers`.
 
 Digits are drawn with Pillow as pen strokes in a box, so each test knows where every digit is. The network is
 a tiny one with random weights: what it reads is arbitrary; boxes, order and counts are what is tested.
@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import centre_of_mass, reader_of
 from PIL import Image, ImageDraw
-from test_imaging import centre_of_mass
 
-from mnistctl.errors import UsageError
 from mnistctl.imaging import ImageError, load_image, segment_digits
-from mnistctl.predict import predict_paths
+from mnistctl.results import NumberReading, ReadFailure
 
 # Pen strokes of each digit in a unit box (x right, y down): a list of polylines.
 STROKES = {
@@ -183,10 +182,6 @@ def test_segment_digits_wants_a_gray_array() -> None:
 # --------------------------------------------------------------------------------------------- predicting numbers
 
 
-NORM = {"mean": 0.1307, "std": 0.3081}
-CPU = torch.device("cpu")
-
-
 def _numbers(tmp_path: Path) -> list[str]:
     first = page([("2", (40, 40, 100, 160)), ("0", (130, 50, 200, 150)), ("4", (230, 40, 300, 170))])
     second = page([("7", (30, 30, 110, 170)), ("1", (150, 40, 190, 160))], dark_on_light=False)
@@ -198,18 +193,17 @@ def _numbers(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_predict_paths_reads_numbers(tmp_path: Path, tiny_net: torch.nn.Module, workers: int) -> None:
+def test_read_numbers(tmp_path: Path, tiny_net: torch.nn.Module, workers: int) -> None:
     paths = _numbers(tmp_path)
-    preds = list(predict_paths(paths, tiny_net, NORM, CPU, workers=workers, multi=True, keep_pixels=True))
-    assert [p.path for p in preds] == paths
-    assert [len(p.digits or []) for p in preds] == [3, 2, 0]
-    assert preds[2].error == "blank image: no ink found" and preds[2].number is None
-    for p in preds[:2]:
-        assert p.error is None and p.digit is None and p.probabilities is None
-        assert p.number == "".join(str(d.digit) for d in p.digits)
-        assert p.confidence == min(d.confidence for d in p.digits)
-        assert [d.box for d in p.digits] == [d.box for d in segment_digits(load_image(p.path))]
-        for d in p.digits:
+    results = list(reader_of(tiny_net).read_numbers(paths, workers=workers))
+    assert [len(getattr(r, "digits", ())) for r in results] == [3, 2, 0]
+    assert isinstance(results[2], ReadFailure) and results[2].error == "blank image: no ink found"
+    for path, n in zip(paths[:2], results[:2], strict=True):
+        assert isinstance(n, NumberReading)
+        assert n.text == "".join(str(d.digit) for d in n.digits)
+        assert n.confidence == min(d.confidence for d in n.digits)
+        assert [d.box for d in n.digits] == [d.box for d in segment_digits(load_image(path))]
+        for d in n.digits:
             assert 0 <= d.digit <= 9 and abs(sum(d.probabilities) - 1) < 1e-5
             assert d.confidence == pytest.approx(max(d.probabilities))
             assert d.pixels.shape == (28, 28)
@@ -219,20 +213,16 @@ def test_the_digits_of_all_images_go_through_the_network_together(tmp_path: Path
     paths = _numbers(tmp_path)[:2] * 3
     calls: list[int] = []
     tiny_net.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
-    batched = list(predict_paths(paths, tiny_net, NORM, CPU, workers=0, multi=True, batch_size=512))
+    reader = reader_of(tiny_net)
+    batched = list(reader.read_numbers(paths, workers=0, batch_size=512))
     assert calls == [15]  # the six images' digits in one batch
     calls.clear()
-    small = list(predict_paths(paths, tiny_net, NORM, CPU, workers=0, multi=True, batch_size=4))
+    small = list(reader.read_numbers(paths, workers=0, batch_size=4))
     assert all(n <= 4 + 2 for n in calls)  # batches of about 4 inputs; a number's digits are never split
     for a, b in zip(batched, small, strict=True):
-        assert a.number == b.number
+        assert a.text == b.text
         for da, db in zip(a.digits, b.digits, strict=True):
             assert da.probabilities == pytest.approx(db.probabilities, abs=1e-5)
-
-
-def test_reading_a_number_needs_the_preprocessing(tiny_net: torch.nn.Module) -> None:
-    with pytest.raises(UsageError, match="preprocess"):
-        list(predict_paths(["a.png"], tiny_net, NORM, CPU, multi=True, preprocess_image=False))
 
 
 def test_a_number_renders_as_a_line_json_and_a_panel(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
@@ -240,19 +230,19 @@ def test_a_number_renders_as_a_line_json_and_a_panel(tmp_path: Path, tiny_net: t
 
     from rich.console import Console
 
-    from mnistctl import report
+    from mnistctl.report import predictions as report
 
     path = _numbers(tmp_path)[0]
-    (pred,) = predict_paths([path], tiny_net, NORM, CPU, multi=True, keep_pixels=True)
-    assert report.number_line(pred) == f"{path}\t{pred.number}\t{pred.confidence:.4f}"
-    data = json.loads(json.dumps(report.number_json(pred)))
-    assert data["number"] == pred.number and len(data["digits"]) == 3
-    assert [tuple(d["box"]) for d in data["digits"]] == [d.box for d in pred.digits]
+    (n,) = reader_of(tiny_net).read_numbers([path])
+    assert report.number_line(path, n) == f"{path}\t{n.text}\t{n.confidence:.4f}"
+    data = json.loads(json.dumps(report.result_json(path, n)))
+    assert data["number"] == n.text and len(data["digits"]) == 3
+    assert [tuple(d["box"]) for d in data["digits"]] == [d.box for d in n.digits]
     console = Console(record=True, width=200, color_system=None)
-    console.print(report.number_panel(pred))
+    console.print(report.number_panel(path, n))
     text = console.export_text()
-    assert pred.number in text and path in text
-    assert all(f"{d.digit} ({d.confidence:.0%})" in text for d in pred.digits)
+    assert n.text in text and path in text
+    assert all(f"{d.digit} ({d.confidence:.0%})" in text for d in n.digits)
 
 
 # --------------------------------------------------------------------------------------------- through the CLI
@@ -296,7 +286,7 @@ def test_predict_multi_prints_path_number_confidence(tmp_path: Path, tiny_model:
 def test_predict_multi_in_a_pipeline_with_nul_separated_names(tmp_path: Path, tiny_model: Path) -> None:
     import subprocess
 
-    from conftest import MNISTCTL_SCRIPT
+    from helpers import MNISTCTL_SCRIPT
 
     odd = _number_file(tmp_path, "with\nnewline.png", "31")
     plain = _number_file(tmp_path, "plain.png", "777")

@@ -1,4 +1,4 @@
-"""Streaming predictions over many files (`predict_paths`) and finding the files (`expand_inputs`).
+"""Streaming many images through a reader (`Reader.read_digits`) and finding the files (`expand_inputs`).
 
 The network is a tiny one with random weights: the digits are arbitrary, the plumbing is what is tested.
 """
@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import black_on_white, mnist_like, reader_of, save
 from PIL import Image
-from test_imaging import black_on_white, mnist_like, save
 
 from mnistctl.errors import UsageError
-from mnistctl.imaging import load_digit
-from mnistctl.predict import InputProblem, Prediction, expand_inputs, predict_paths, read_path_list, share_cores
-
-NORM = {"mean": 0.0, "std": 1.0}
-CPU = torch.device("cpu")
+from mnistctl.imaging import digit_input
+from mnistctl.inputs import InputProblem, expand_inputs, read_path_list
+from mnistctl.results import DigitReading, ReadFailure
 
 
 def _mixed_files(tmp_path: Path, n: int = 40) -> list[str]:
@@ -36,82 +33,87 @@ def _mixed_files(tmp_path: Path, n: int = 40) -> list[str]:
     return paths
 
 
-# --------------------------------------------------------------------------------------------- predicting
+class SlowImage(io.RawIOBase):
+    """An image that takes ``seconds`` to read (a big photo, a slow disk), and says when it was read."""
+
+    def __init__(self, data: bytes, seconds: float, log: list[int], index: int) -> None:
+        self.data, self.seconds, self.log, self.index = io.BytesIO(data), seconds, log, index
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # noqa: ANN001
+        if self.data.tell() == 0:
+            time.sleep(self.seconds)
+            self.log.append(self.index)
+        return self.data.readinto(b)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------- reading
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_predict_paths_keeps_order_and_reports_bad_files(
-    tmp_path: Path, tiny_net: torch.nn.Module, workers: int
-) -> None:
+def test_read_digits_keeps_order_and_reports_bad_files(tmp_path: Path, tiny_net: torch.nn.Module, workers: int) -> None:
     paths = _mixed_files(tmp_path)
-    preds = list(predict_paths(paths, tiny_net, NORM, CPU, batch_size=8, workers=workers, keep_pixels=True))
-    assert [p.index for p in preds] == list(range(len(paths)))
-    assert [p.path for p in preds] == paths
-    bad = [p for p in preds if p.error]
-    assert [p.path for p in bad] == [str(tmp_path / "bad.png"), str(tmp_path / "missing.png")]
-    assert bad[0].error.startswith("not an image file") and bad[1].error == "no such file"
-    assert all(p.digit is None and p.probabilities is None for p in bad)
-    for p in preds:
-        if p.error:
+    results = list(reader_of(tiny_net).read_digits(paths, batch_size=8, workers=workers))
+    assert len(results) == len(paths)
+    bad = [(path, r) for path, r in zip(paths, results, strict=True) if isinstance(r, ReadFailure)]
+    assert [path for path, _ in bad] == [str(tmp_path / "bad.png"), str(tmp_path / "missing.png")]
+    assert bad[0][1].error.startswith("not an image file") and bad[1][1].error == "no such file"
+    for path, r in zip(paths, results, strict=True):
+        if isinstance(r, ReadFailure):
             continue
-        assert isinstance(p, Prediction) and 0 <= p.digit <= 9
-        assert len(p.probabilities) == 10 and abs(sum(p.probabilities) - 1) < 1e-5
-        assert p.confidence == pytest.approx(max(p.probabilities))
-        assert p.probabilities.index(max(p.probabilities)) == p.digit
-        assert p.pixels.shape == (28, 28) and p.pixels.dtype == np.uint8
-        assert np.array_equal(p.pixels, load_digit(p.path))
+        assert isinstance(r, DigitReading) and 0 <= r.digit <= 9
+        assert len(r.probabilities) == 10 and abs(sum(r.probabilities) - 1) < 1e-5
+        assert r.confidence == pytest.approx(max(r.probabilities))
+        assert r.probabilities.index(max(r.probabilities)) == r.digit
+        assert r.pixels.shape == (28, 28) and r.pixels.dtype == np.uint8
+        assert np.array_equal(r.pixels, digit_input(path))
 
 
-def test_predict_paths_matches_a_plain_forward_pass(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+def test_read_digits_matches_a_plain_forward_pass(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
     paths = [save(black_on_white((50, 50), box=(5 + i, 8, 30 + i, 45)), tmp_path / f"{i}.png") for i in range(5)]
     norm = {"mean": 0.1307, "std": 0.3081}
-    preds = list(predict_paths(paths, tiny_net, norm, CPU, workers=1))
-    x = torch.from_numpy(np.stack([load_digit(p) for p in paths])).float().unsqueeze(1)
+    results = list(reader_of(tiny_net, norm).read_digits(paths, workers=1))
+    x = torch.from_numpy(np.stack([digit_input(p) for p in paths])).float().unsqueeze(1)
     with torch.no_grad():
         expected = tiny_net.eval()((x / 255 - 0.1307) / 0.3081).softmax(1)
-    got = torch.tensor([p.probabilities for p in preds])
+    got = torch.tensor([r.probabilities for r in results])
     assert torch.allclose(got, expected, atol=1e-5)
-    assert all(p.pixels is None for p in preds)  # only with keep_pixels
 
 
-def test_predict_paths_streams_and_can_stop_early(
-    tmp_path: Path, tiny_net: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import mnistctl.predict as predict_mod
+def test_read_digits_streams_and_can_stop_early(tiny_net: torch.nn.Module) -> None:
+    data = _png(mnist_like())
+    taken: list[int] = []
+    read: list[int] = []
 
-    loaded: list[str] = []
-    lock = threading.Lock()
-    digit = mnist_like()
+    def images():
+        for i in range(10_000):
+            taken.append(i)
+            yield SlowImage(data, 0.005, read, i)  # a chunk of 32 takes 0.16 s
 
-    def slow_load(path: str, **options: object) -> np.ndarray:
-        time.sleep(0.005)  # a chunk of 32 takes 0.16 s
-        with lock:
-            loaded.append(path)
-        return digit
-
-    monkeypatch.setattr(predict_mod, "load_digit", slow_load)
-    paths = [f"img{i}.png" for i in range(10_000)]
-    stream = predict_paths(paths, tiny_net, NORM, CPU, batch_size=512, workers=2)
+    stream = reader_of(tiny_net).read_digits(images(), batch_size=512, workers=2)
     first = next(stream)
-    assert first.index == 0 and first.error is None
-    # The first result came long before the last file was read: at most AHEAD files, and the chunk the caller
-    # took, had been handed to the threads.
-    assert len(loaded) <= predict_mod.AHEAD + predict_mod.CHUNK
+    assert isinstance(first, DigitReading)
+    # The first result came long before the last image was read: only a bounded number had been taken.
+    assert len(taken) <= 2000
     stream.close()  # stopping early neither hangs nor goes on with the chunks in hand
-    at_close = len(loaded)
+    at_close = len(read)
     time.sleep(0.4)  # time enough for both threads to finish their chunks, had they gone on
-    assert len(loaded) - at_close <= 2  # each thread finished the file in hand, then stopped
-    assert list(predict_paths([], tiny_net, NORM, CPU)) == []
+    assert len(read) - at_close <= 2  # each thread finished the image in hand, then stopped
+    assert list(reader_of(tiny_net).read_digits([])) == []
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_predict_paths_does_not_hold_results_for_a_slow_chunk(
-    tiny_net: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, workers: int
-) -> None:
-    """Files that decode slowly (big photos): what is ready goes through the network after MAX_WAIT, in order,
-    rather than waiting for a full batch."""
-    import mnistctl.predict as predict_mod
-
+def test_read_digits_does_not_hold_results_for_a_slow_chunk(tiny_net: torch.nn.Module, workers: int) -> None:
+    """Images that decode slowly (big photos): what is ready goes through the network while the threads decode
+    the rest, in order, rather than waiting for a full batch."""
     batches: list[int] = []
 
     class Recording(torch.nn.Module):
@@ -119,51 +121,32 @@ def test_predict_paths_does_not_hold_results_for_a_slow_chunk(
             batches.append(len(x))
             return tiny_net(x)
 
-    def slow_load(path: str, **options: object) -> np.ndarray:
-        time.sleep(0.02)  # a chunk of 32 takes 0.64 s, far beyond MAX_WAIT
-        return mnist_like()
-
-    monkeypatch.setattr(predict_mod, "load_digit", slow_load)
-    monkeypatch.setattr(predict_mod, "MAX_WAIT", 0.01)
-    paths = [f"img{i}.png" for i in range(3 * predict_mod.CHUNK)]
-    preds = list(predict_paths(paths, Recording(), NORM, CPU, batch_size=512, workers=workers))
-    assert [p.index for p in preds] == list(range(len(paths)))
-    assert sum(batches) == len(paths)
-    assert len(batches) >= 3 - (workers - 1)  # not one batch of 96 at the end: each chunk (or pair) went on its own
+    data = _png(mnist_like())
+    read: list[int] = []
+    images = [SlowImage(data, 0.02, read, i) for i in range(96)]  # three chunks of 32, each 0.64 s to read
+    results = list(reader_of(Recording()).read_digits(images, batch_size=512, workers=workers))
+    assert len(results) == 96 and all(isinstance(r, DigitReading) for r in results)
+    assert sum(batches) == 96
+    assert len(batches) >= 2  # not one batch of 96 at the end
 
 
-def test_predict_paths_leaves_the_warning_filters_as_they_were(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+def test_read_digits_leaves_the_warning_filters_as_they_were(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
     import warnings
 
     before = list(warnings.filters)
-    list(predict_paths(_mixed_files(tmp_path, 100), tiny_net, NORM, CPU, batch_size=16, workers=4))
+    list(reader_of(tiny_net).read_digits(_mixed_files(tmp_path, 100), batch_size=16, workers=4))
     assert list(warnings.filters) == before
 
 
-def test_predict_paths_without_preprocessing(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
+def test_read_digits_without_preprocessing(tmp_path: Path, tiny_net: torch.nn.Module) -> None:
     path = save(black_on_white((90, 60)), tmp_path / "d.png")
-    (pred,) = predict_paths([path], tiny_net, NORM, CPU, preprocess_image=False, keep_pixels=True)
-    assert np.array_equal(pred.pixels, load_digit(path, preprocess_image=False))
+    (result,) = reader_of(tiny_net).read_digits([path], preprocess=False)
+    assert np.array_equal(result.pixels, digit_input(path, preprocess_image=False))
 
 
-def test_predict_paths_rejects_an_unknown_invert(tiny_net: torch.nn.Module) -> None:
-    with pytest.raises(ValueError, match="invert"):
-        list(predict_paths(["a.png"], tiny_net, NORM, CPU, invert="maybe"))
-
-
-def test_decoding_threads_and_torch_threads_share_the_cores() -> None:
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(4)
-        assert share_cores(CPU, None, None) == 2 and torch.get_num_threads() == 2
-        torch.set_num_threads(4)
-        assert share_cores(CPU, 3, 4) == 3 and torch.get_num_threads() == 4  # --threads wins
-        assert share_cores(torch.device("meta"), 1, None) == 1 and torch.get_num_threads() == 4  # not on the CPU
-        torch.set_num_threads(1)
-        assert share_cores(CPU, None, None) == 1 and torch.get_num_threads() == 1
-        assert share_cores(CPU, 0, None) == 0 and torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+def test_read_digits_rejects_an_unknown_invert(tiny_net: torch.nn.Module) -> None:
+    with pytest.raises(UsageError, match="invert"):
+        reader_of(tiny_net).read_digits(["a.png"], invert="maybe")
 
 
 # --------------------------------------------------------------------------------------------- inputs

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MNISTCTL_SCRIPT
+from helpers import MNISTCTL_SCRIPT
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from mnistctl.cli import app
-from mnistctl.imaging import load_digit
-from mnistctl.report import SHADES
+from mnistctl.imaging import digit_input
+from mnistctl.report.predictions import SHADES
 
 runner = CliRunner()
 
@@ -132,7 +132,7 @@ def test_no_preprocess_and_show(model, images):
     assert last == "" and len(rows) == 28 and all(len(row) <= 56 and set(row) <= set(SHADES) for row in rows)
     seen = np.array([[SHADES.index(row[x]) if x < len(row) else 0 for x in range(0, 56, 2)] for row in rows])
     # What the network saw: the 120x90 drawing squeezed to 28x28, inverted (light paper), not cropped.
-    expected = load_digit(images[1], preprocess_image=False).astype(int) * len(SHADES) // 256
+    expected = digit_input(images[1], preprocess_image=False).astype(int) * len(SHADES) // 256
     assert np.array_equal(seen, expected)
     # The stroke runs from (30%, 20%) to (60%, 80%) of the picture: ink there, none in the corners.
     assert seen[14, 12] >= 5 and seen[6, 9] >= 5 and seen[22, 16] >= 5
@@ -218,7 +218,7 @@ def test_ctrl_c_ends_a_busy_predict_at_once(model, images, tmp_path):
     ImageDraw.Draw(big).ellipse((2600, 2000, 5400, 6000), outline=0, width=400)
     big.save(tmp_path / "big.png", compress_level=1)
     started = time.monotonic()
-    load_digit(tmp_path / "big.png")
+    digit_input(tmp_path / "big.png")
     per_file = time.monotonic() - started  # on this machine, however fast it is
     folder = tmp_path / "many"
     folder.mkdir()

@@ -11,14 +11,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import MNISTCTL_SCRIPT, launch_with_fake_mnist, write_tiny_mnist
+from helpers import MNISTCTL_SCRIPT, cli_expecting, write_tiny_mnist
 from typer.testing import CliRunner
 
 import mnistctl.data.mnist as data_mod
@@ -222,7 +221,7 @@ def test_ctrl_c_during_a_download_says_what_it_kept(tmp_path, fake_mnist, mirror
     route.stall_after = len(route.body) // 2
     data_dir = tmp_path / "d"
     proc = subprocess.Popen(
-        [sys.executable, "-c", launch_with_fake_mnist(fake_mnist), "download", "--force", "--data-dir", str(data_dir),
+        [*cli_expecting(fake_mnist), "download", "--force", "--data-dir", str(data_dir),
          "--mirror", mirror_server.url("/m/")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

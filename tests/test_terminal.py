@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import launch_with_fake_mnist
+from helpers import cli_expecting
 from PIL import Image, ImageDraw
 from terminal import run_at_terminal
 
@@ -99,15 +99,15 @@ def test_eval_json_reaches_a_pipe(tiny_data, tiny_model):
 
 
 def test_download_json_reaches_a_file(fake_mnist, tmp_path):
-    code = launch_with_fake_mnist(fake_mnist)
     run = run_at_terminal(
         ["download", "--mirror", str(fake_mnist.directory), "--data-dir", str(tmp_path / "d"), "--json"],
         stdout=tmp_path / "d.json",
-        argv0=[sys.executable, "-c", code],
+        argv0=cli_expecting(fake_mnist),
     )
     assert run.returncode == 0, run.screen
     assert [f["status"] for f in json.loads(run.stdout)["files"]] == ["downloaded"] * 4
     assert "train-images-idx3-ubyte.gz" in run.screen and "\x1b" not in run.stdout  # bars there, plain JSON here
+    assert "[downloaded]" in run.screen  # each bar's last word: literal text, not taken for Rich markup
 
 
 def test_compare_optimizers_json_reaches_a_pipe(tiny_data, tmp_path):

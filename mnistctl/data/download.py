@@ -21,7 +21,7 @@ from pathlib import Path
 from mnistctl.data import mnist
 from mnistctl.data.mnist import MnistFile, files_present, is_valid, raw_dir
 from mnistctl.errors import Interrupted, MnistctlError, UsageError
-from mnistctl.fsutil import atomic_path, describe_os_error, exclusive_lock
+from mnistctl.fsutil import atomic_file, describe_os_error, exclusive_lock
 
 PUBLIC_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -47,13 +47,18 @@ OFFLINE_HINT = (
 # --------------------------------------------------------------------------------------------- sources
 
 MIRROR_HINT = "use an http(s):// URL, a file:// URL or a directory path with --mirror (or MNISTCTL_MIRROR)"
-# scheme://user:PASSWORD@host: the password runs to the last "@" before the path, as urlsplit reads it.
-_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#]*@")
+# scheme://USERINFO@host: the user information runs to the last "@" before the path, as urlsplit reads it.
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
 
 
 def redact(url: str) -> str:
-    """``url`` with its password shown as ``***``: what every message and result shows of a source."""
-    return _PASSWORD.sub(r"\1***@", url)
+    """``url`` as every message and result shows a source: ``user:PASSWORD@`` as ``user:***@``, and a user name
+    alone as ``***@``, since a name with no password is the secret itself (``https://TOKEN@host/``)."""
+    found = _USERINFO.match(url)
+    if found is None:
+        return url
+    user, colon, _ = found.group(2).partition(":")
+    return f"{found.group(1)}{user + ':***' if colon else '***'}@{url[found.end() :]}"
 
 
 def _shorten(text: str, limit: int = 120) -> str:
@@ -425,26 +430,23 @@ def _install_from_gz(gz: Path, spec: MnistFile, rd: Path, keep_gz_as: Path | Non
     h = hashlib.sha256()
     size = 0
     try:
-        with atomic_path(rd / spec.name) as tmp:
+        with atomic_file(rd / spec.name) as out:  # written on the descriptor that created it, never reopened
             try:
-                with (
-                    open(gz, "rb", opener=_own_file) as packed,
-                    gzip.open(packed, "rb") as src,
-                    open(tmp, "wb", opener=_own_file) as out,
-                ):
+                with open(gz, "rb", opener=_own_file) as packed, gzip.open(packed, "rb") as src:
                     for block in iter(lambda: src.read(1 << 20), b""):
                         h.update(block)
                         size += len(block)
                         if size > spec.size:
                             break
                         out.write(block)
+                out.flush()  # a full disk says so now, before the .gz is moved below
             except (OSError, EOFError, zlib.error) as exc:
                 if getattr(exc, "errno", None) is not None:
                     raise  # a real I/O error (disk full …), not a bad archive
                 raise _Rejected(f"not a valid gzip file ({exc})") from exc
             if size != spec.size or h.hexdigest() != spec.sha256:
                 raise _Rejected("checksum mismatch")
-            _check_plain(rd / spec.name)  # atomic_path renames over it next
+            _check_plain(rd / spec.name)  # atomic_file renames over it next
             if keep_gz_as is not None:
                 _check_plain(keep_gz_as)
                 os.replace(gz, keep_gz_as)

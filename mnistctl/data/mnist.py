@@ -13,7 +13,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from mnistctl.errors import MnistctlError
 
@@ -150,14 +150,17 @@ def verification_enabled() -> bool:
 _IDX_UBYTE = 0x08  # the only element type MNIST uses
 
 
-def read_idx(path: str | os.PathLike[str], sha256: str | None = None, hint: str = REFETCH) -> torch.Tensor:
+def read_idx(
+    path: str | os.PathLike[str], sha256: str | None = None, hint: str = REFETCH, max_inflated: int | None = None
+) -> torch.Tensor:
     """Read an IDX file (optionally gzipped) into a uint8 tensor, validating magic, dimensions and length, and
     (given ``sha256``) that its decompressed content is exactly the expected one. ``hint``: what an error about
-    the file's content tells the user to do."""
+    the file's content tells the user to do. ``max_inflated``: the most bytes a gzipped file may inflate to (a
+    few kB of gzip can inflate to gigabytes); a plain file is as large as it is on disk."""
     import torch
 
     path = Path(path)
-    data = _read_bytes(path, hint)
+    data = _read_bytes(path, hint, max_inflated, own=sha256 is None)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise MnistctlError(f"{path} is corrupt (its content is not MNIST's)", hint)
     if not data:
@@ -194,23 +197,36 @@ def _regular_file(path: str, flags: int) -> int:
     raise MnistctlError(f"{path} is not a regular file (a FIFO or a device)", "replace it with the IDX file")
 
 
-def _read_bytes(path: Path, hint: str) -> bytearray:
+def _read_bytes(path: Path, hint: str, max_inflated: int | None = None, own: bool = True) -> bytearray:
     try:
         with open(path, "rb", opener=_regular_file) as f:
             if f.read(2) != b"\x1f\x8b":
                 f.seek(0)
                 return bytearray(f.read())
             f.seek(0)
-            try:
-                return bytearray(gzip.GzipFile(fileobj=f).read())
-            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-                raise MnistctlError(f"{path} is a damaged gzip file ({exc})", hint) from exc
+            return _inflate(f, path, hint, max_inflated, own)
     except FileNotFoundError as exc:
         raise MnistctlError(f"{path} does not exist", "run `mnistctl download` first") from exc
     except IsADirectoryError as exc:
         raise MnistctlError(f"{path} is a directory, not an IDX file", "check the path") from exc
     except OSError as exc:
         raise MnistctlError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from exc
+
+
+def _inflate(f: BinaryIO, path: Path, hint: str, limit: int | None, own: bool) -> bytearray:
+    """The gzipped content of ``f``, read only up to ``limit`` bytes (and one more, to see that it goes on).
+    ``own``: the file is not checked against MNIST's checksum (the user's own), so a larger one may be meant."""
+    try:
+        data = bytearray(gzip.GzipFile(fileobj=f).read(-1 if limit is None else limit + 1))
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise MnistctlError(f"{path} is a damaged gzip file ({exc})", hint) from exc
+    if limit is not None and len(data) > limit:
+        raise MnistctlError(
+            f"{path} inflates to more than {limit:,} bytes, the size of MNIST's {path.name} (a gzip bomb, or not "
+            "that file)",
+            f"store it decompressed (a plain IDX file may be of any size), or {hint}" if own else hint,
+        )
+    return data
 
 
 @dataclass
@@ -233,8 +249,10 @@ def load_split(data_dir: str | os.PathLike[str], split: str) -> tuple[torch.Tens
     image_name, label_name = SPLIT_FILES[split]
     verify = verification_enabled()
     hint = REFETCH if verify else own_files_hint()
-    images = read_idx(rd / image_name, spec(image_name).sha256 if verify else None, hint)
-    labels = read_idx(rd / label_name, spec(label_name).sha256 if verify else None, hint)
+    # Inflated, a file may be at most MNIST's own size: with the checksum checked it must be exactly that; without
+    # it (your own files), it is what bounds the memory a gzip bomb could take.
+    images = read_idx(rd / image_name, spec(image_name).sha256 if verify else None, hint, spec(image_name).size)
+    labels = read_idx(rd / label_name, spec(label_name).sha256 if verify else None, hint, spec(label_name).size)
     fix = "run `mnistctl download --force` to fetch the files again" if verify else own_files_hint("them")
     if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
         raise MnistctlError(f"{rd / image_name} does not hold 28x28 images (its shape is {tuple(images.shape)})", fix)

@@ -1,6 +1,8 @@
 """The `mnistctl` command line: options, one call into the core, rendering. Nothing else lives here.
 
-No torch import at module level: `mnistctl --help` and `mnistctl download` must not pay for it.
+The options and Typer's classes are in ``options``; what a failure prints and exits with, in ``failures``
+(every command runs inside it, through ``options.Command``). No torch import at module level: `mnistctl --help`
+and `mnistctl download` must not pay for it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from typing import Any
 
 import typer
 
-from mnistctl import cliparts as opt
+from mnistctl.cli import options as opt
 from mnistctl.config import describe_defaults
-from mnistctl.errors import handle_errors
 
 app = typer.Typer(
     name="mnistctl",
@@ -54,19 +55,18 @@ def main(version: opt.Version = False, debug: opt.Debug = False) -> None:
         os.environ["MNISTCTL_DEBUG"] = "1"  # read by the error handler, and by processes we start (torchrun)
 
 
-def _network(model: Path | None, amp: bool | None, device: str | None, threads: int | None, quiet: bool) -> Any:
-    """For eval and predict: the checkpoint ``-m`` names, or the default one (said on stderr), loaded and
-    checked; the device; and the network on it, running in the device's precision (or as --amp says)."""
+def _reader(model: Path | None, amp: bool | None, device: str | None, threads: int | None, quiet: bool) -> Any:
+    """For eval and predict: a reader (the public API's) for the checkpoint ``-m`` names, or the default one
+    (said on stderr), on the device, in its precision or as --amp/--no-amp say."""
     from mnistctl import report
-    from mnistctl.checkpoint import build_model, find_model, load_checkpoint
-    from mnistctl.runtime import choose_precision, setup_device
+    from mnistctl.checkpoint import find_model
+    from mnistctl.reader import load_reader
 
     path, origin = find_model(model)
     if origin != "option":
         report.log(f"Using {origin}." if origin.endswith(str(path)) else f"Using {origin}: {path}.", quiet=quiet)
-    checkpoint = load_checkpoint(path)
-    torch_device = setup_device(device, threads)
-    return path, checkpoint, torch_device, build_model(checkpoint, torch_device, choose_precision(amp, torch_device))
+    precision = None if amp is None else ("amp" if amp else "fp32")
+    return load_reader(path, device=device, precision=precision, threads=threads)
 
 
 def _mnist(data_dir: Path | None, mirror: str | None, quiet: bool) -> Path:
@@ -94,7 +94,6 @@ mnistctl download --mirror /media/usb/mnist     from a directory (offline)
 mnistctl download --data-dir ./data --force     fetch again even if present
 """,
 )
-@handle_errors
 def download(
     data_dir: opt.DataDir = None,
     mirror: opt.Mirror = None,
@@ -133,7 +132,6 @@ mnistctl train --resume                          continue an interrupted run of 
 mnistctl train --resume --epochs 20              train a finished 10-epoch run 10 epochs more
 """,
 )
-@handle_errors
 def train(
     epochs: opt.Epochs = None,
     arch: opt.Arch = None,
@@ -212,7 +210,6 @@ mnistctl eval --save-errors errors/              write every misclassified digit
 mnistctl eval --json | jq .accuracy
 """,
 )
-@handle_errors
 def eval_(
     model: opt.Model = None,
     split: opt.Split = "test",
@@ -233,23 +230,25 @@ def eval_(
     from mnistctl.engine import evaluate_split
     from mnistctl.fsutil import check_directory
     from mnistctl.metrics import misclassified
+    from mnistctl.outputs import save_mistakes
 
     if save_errors is not None:
         check_directory(save_errors, "--save-errors", empty=not force)
-    path, checkpoint, torch_device, net = _network(model, amp, device, threads, quiet)
+    reader = _reader(model, amp, device, threads, quiet)
+    path, arch = reader.meta.path, reader.meta.arch
     images, labels = load_split(_mnist(data_dir, mirror, quiet), split)
     with report.counting(f"evaluating on {split}", len(images), quiet) as advance:
         result, logits = evaluate_split(
-            split, net, checkpoint["normalization"], images, labels, torch_device,
+            split, reader.network, reader.meta.normalization, images, labels, reader.device,
             batch_size=batch_size, top_mistakes=top, on_batch=advance,
         )  # fmt: skip
     saved = None
     if save_errors is not None:
-        saved = report.save_mistakes(save_errors, images, labels, *misclassified(logits, labels))
+        saved = save_mistakes(save_errors, images, labels, *misclassified(logits, labels))
     if json_out:
-        report.print_json({"model": str(path), "arch": checkpoint["arch"], **result.to_dict(), "saved_errors": saved})
+        report.print_json({"model": path, "arch": arch, **result.to_dict(), "saved_errors": saved})
         return
-    for renderable in report.eval_report(result, str(path), checkpoint["arch"]):
+    for renderable in report.eval_report(result, path, arch):
         report.show_result(renderable)
     if saved is not None:
         report.log(f"Wrote {saved} misclassified digit(s) to {save_errors}.", quiet=quiet)
@@ -267,7 +266,6 @@ mnistctl predict scans/ --recursive > answers.tsv
 find scans -name '*.png' -print0 | mnistctl predict -0 - | cut -f2 | sort | uniq -c
 """,
 )
-@handle_errors
 def predict(
     inputs: opt.Inputs = None,
     model: opt.Model = None,
@@ -288,12 +286,16 @@ def predict(
 ) -> None:
     from mnistctl import report
     from mnistctl.errors import UsageError
-    from mnistctl.predict import expand_inputs, predict_paths, read_path_list, share_cores
+    from mnistctl.inputs import expand_inputs, read_path_list
+    from mnistctl.reader import default_workers
+    from mnistctl.runtime import leave_cores
 
     if not inputs:
         raise UsageError("no images given", "pass image files, directories, or - to read paths from stdin")
     if multi and top_k and not json_out:  # a line holds one number: no room for each digit's runners-up
         raise UsageError("--top-k with --multi is shown only in --json", "add --json, or leave out --top-k")
+    if multi and no_preprocess:
+        raise UsageError("--multi needs the preprocessing that finds each digit", "leave out --no-preprocess")
     if "-" in inputs and sys.stdin.isatty():
         separator = "NUL-separated" if null else "one per line"
         report.log(f"Reading image paths from stdin ({separator}); end the list with Ctrl-D.", quiet=quiet)
@@ -301,15 +303,18 @@ def predict(
     paths, problems = expand_inputs(names, recursive)
     for problem in problems:
         report.path_error(*problem)
-    _, checkpoint, torch_device, net = _network(model, amp, device, threads, quiet)
+    reader = _reader(model, amp, device, threads, quiet)
+    workers = default_workers() if workers is None else workers
+    if reader.device.type == "cpu" and threads is None:
+        leave_cores(workers)  # torch's threads spin while they wait: they must not compete with the decoding ones
+    options = {"batch_size": batch_size, "workers": workers, "invert": invert}
+    if multi:
+        results = reader.read_numbers(paths, **options)
+    else:
+        results = reader.read_digits(paths, preprocess=not no_preprocess, **options)
     panel = len(paths) == 1 and not problems and not json_out and report.is_terminal("out")
-    predictions = predict_paths(
-        paths, net, checkpoint["normalization"], torch_device, batch_size=batch_size,
-        workers=share_cores(torch_device, workers, threads), preprocess_image=not no_preprocess, invert=invert,
-        keep_pixels=show or panel, multi=multi,
-    )  # fmt: skip
     failed = report.print_predictions(
-        predictions, len(paths), json_out=json_out, top_k=top_k, panel=panel, show=show, quiet=quiet
+        paths, results, json_out=json_out, top_k=top_k, panel=panel, show=show, quiet=quiet
     )
     if failed or problems:
         raise typer.Exit(1)
@@ -329,7 +334,6 @@ mnistctl compare-optimizers --lr adam=1e-3,sgd-nesterov=0.05 --csv h.csv  each a
 mnistctl compare-optimizers --resume             skip the runs the results file already holds
 """,
 )
-@handle_errors
 def compare_optimizers(
     optimizers: opt.Optimizers = "adam,sgd-nesterov",
     lr: opt.Lrs = None,
@@ -358,6 +362,7 @@ def compare_optimizers(
     from mnistctl.config import TrainConfig
     from mnistctl.data.mnist import load_mnist
     from mnistctl.fsutil import write_text_atomic
+    from mnistctl.outputs import check_plotting, plot_comparison
     from mnistctl.runtime import setup_device
 
     names = parse_optimizers(optimizers)
@@ -369,7 +374,7 @@ def compare_optimizers(
     base.validate()
     outputs = check_outputs(results, csv, plot, resume=resume, force=force, json_out=json_out)
     if plot is not None:
-        report.check_plotting()
+        check_plotting()
     torch_device = setup_device(device, threads)
     data = load_mnist(_mnist(data_dir, mirror, quiet))
     comparison = run_comparison(
@@ -381,7 +386,7 @@ def compare_optimizers(
     if outputs.csv is not None:
         write_text_atomic(outputs.csv, history_csv(comparison))
     if outputs.plot is not None:
-        report.plot_comparison(comparison, str(outputs.plot))
+        plot_comparison(comparison, str(outputs.plot), report.comparison_title(comparison.base))
     if json_out:
         report.print_json(comparison.to_dict())
     elif csv == "-":  # the CSV is the result on stdout
@@ -398,7 +403,6 @@ mnistctl info                 human-readable tables
 mnistctl info --json | jq .devices
 """,
 )
-@handle_errors
 def info(data_dir: opt.DataDir = None, json_out: opt.Json = False) -> None:
     from mnistctl import report
     from mnistctl.data.mnist import resolve_data_dir

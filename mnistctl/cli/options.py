@@ -1,5 +1,5 @@
-"""The parts of the command line that are not commands: Typer's classes as mnistctl needs them (one-line usage
-errors, commands in workflow order, flags shown without a type) and the options, declared once.
+"""The parts of the command line that are not commands: Typer's classes as mnistctl needs them (commands in
+workflow order, flags shown without a type, failures said by ``failures``) and the options, declared once.
 
 Each option is an ``Annotated`` type, so a command's signature reads one option a line.
 """
@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from mnistctl.errors import BROKEN_PIPE_EXIT
+from mnistctl.cli import failures
 
 
 class _ArgumentWithoutType(TyperArgument):
@@ -47,11 +46,16 @@ class _FlagsWithoutTypes:
 
 
 class Command(_FlagsWithoutTypes, TyperCommand):
-    pass
+    """A command whose own code runs inside the one failure handler (``failures.command_failures``)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        with failures.command_failures():
+            return super().invoke(ctx)
 
 
 class Group(_FlagsWithoutTypes, TyperGroup):
-    """Usage errors as one line, `Error: <what> — <what to do>`, not a box; commands in workflow order."""
+    """The app: commands in workflow order, `mnistctl help [COMMAND]`, `--debug` after the command, and the
+    process's entry point, whose exit status ``failures.run`` decides."""
 
     ORDER = ("download", "train", "eval", "predict", "compare-optimizers", "info")
 
@@ -61,59 +65,15 @@ class Group(_FlagsWithoutTypes, TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, **extra: Any) -> Any:
         if not extra.pop("standalone_mode", True):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        if sys.stderr is None:  # started with stderr closed (2>&-): errors then go nowhere, but nothing crashes
-            sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
-        if sys.stdout is None:  # started with stdout closed (>&-): results could go nowhere
-            from mnistctl import report
+        typer_main = super().main
 
-            report.error_line("stdout is closed — run the command with its output going to a file, a pipe or /dev/null")
-            sys.exit(1)
-        stdout = _identity(sys.stdout)
-        try:
-            self._main(args, prog_name, complete_var, **extra)
-        except SystemExit as exc:
-            # A reader that left (`mnistctl --help | head`): Rich, writing help or tables, exits 1 after pointing
-            # stdout at /dev/null. Say it as a closed pipe is said elsewhere in mnistctl (and by cat): 141.
-            if exc.code == 1 and _identity(sys.stdout) != stdout:
-                sys.exit(BROKEN_PIPE_EXIT)
-            raise
+        def click_main() -> Any:
+            argv = _debug_anywhere(sys.argv[1:] if args is None else list(args))
+            if argv[:1] == ["help"]:  # `mnistctl help [COMMAND]`: what `mnistctl [COMMAND] --help` shows
+                argv = [*argv[1:], "--help"]
+            return typer_main(argv, prog_name, complete_var, standalone_mode=False, **extra)
 
-    def _main(self, args: Any, prog_name: Any, complete_var: Any, **extra: Any) -> None:
-        click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-        args = _debug_anywhere(sys.argv[1:] if args is None else list(args))
-        if args[:1] == ["help"]:  # `mnistctl help [COMMAND]`: what `mnistctl [COMMAND] --help` shows
-            args = [*args[1:], "--help"]
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click_exception as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError":  # `mnistctl` alone: show the help
-                exc.show()
-                sys.exit(exc.exit_code)
-            from mnistctl import report
-
-            ctx = getattr(exc, "ctx", None)
-            # Click's sentence without the validator's wording ("Value error, …") or its full stop before the dash.
-            message = exc.format_message().replace("Value error, ", "").rstrip(".")
-            report.error_line(f"{message} — see `{ctx.command_path if ctx else 'mnistctl'} --help`")
-            sys.exit(exc.exit_code)
-        except typer.Abort as exc:  # Ctrl-C that reached Typer (only with --debug: see errors.handle_errors)
-            from mnistctl import report
-            from mnistctl.errors import debug_enabled
-
-            if debug_enabled() and exc.__context__ is not None:
-                traceback.print_exception(exc.__context__)
-            report.error_line("interrupted — nothing half-written was left behind")
-            sys.exit(130)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _identity(stream: Any) -> tuple[int, int] | None:
-    """What file ``stream`` writes to (device and inode), or None if it has none."""
-    try:
-        info = os.fstat(stream.fileno())
-    except (OSError, ValueError, AttributeError):
-        return None
-    return info.st_dev, info.st_ino
+        failures.run(click_main)
 
 
 def _debug_anywhere(args: list[str]) -> list[str]:

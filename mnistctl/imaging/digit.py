@@ -1,0 +1,278 @@
+"""One digit: a grayscale image (H×W uint8) made to look like an MNIST digit — white strokes on black, the
+longer side fitted into 20 px, centred by centre of mass in 28×28.
+
+Everything here works on numpy arrays, with Pillow only for resampling; :mod:`mnistctl.imaging.segment` uses the
+same steps for each digit of a number.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mnistctl.imaging.decode import WORK_SIDE, ImageError
+from mnistctl.imaging.sources import ImageInput, to_gray
+
+INVERT_CHOICES = ("auto", "yes", "no")
+
+SIZE = 28  # MNIST canvas
+BOX = 20  # MNIST fits the longer side of the digit into 20 px
+CENTRE = 14.0  # MNIST's mean centre of mass, in pixel-index coordinates (measured on the test set: 13.99, 14.00)
+BORDER = 0.05  # the outer frame (fraction of the shorter side) that tells the background colour
+MIN_CONTRAST = 40  # ink must be this many gray levels away from the background, else the image is blank
+INK_FRACTION = 0.2  # pixels fainter than this fraction of the strongest ink are background (JPEG noise, paper)
+INK_FLOOR = 12  # ... and never fewer gray levels than this
+TRIM = 0.01  # ignore up to this fraction of the ink at each edge of the bounding box (dust, specks)
+MIN_INK_SIDE = 3  # ink smaller than this many pixels (at the working size) is a speck, not a digit ...
+MIN_INK_FRACTION = 0.01  # ... or smaller than this fraction of the image's longer side
+# Stroke width, in pixels of the 20 px box (measured by stroke_width on MNIST's training digits: median 2.5,
+# 5th-95th percentile 1.7-3.9). Thinner than LOW is thickened to THIN_TO, thicker than HIGH thinned to THICK_TO.
+STROKE_LOW, STROKE_HIGH = 1.9, 3.6
+STROKE_THIN_TO, STROKE_THICK_TO = 2.4, 3.05
+STROKE_REF = 80  # strokes are measured and changed on a copy with this longer side (4 px per box pixel)
+
+BLANK = "blank image: no ink found"
+
+
+def preprocess(gray: np.ndarray, invert: str = "auto", *, normalise_strokes: bool = True) -> np.ndarray:
+    """A grayscale image of a digit (H×W uint8) → 28×28 uint8, white on black, the way MNIST digits were made.
+
+    Polarity from the border (or ``invert``), ink found by a threshold above the background and cropped, strokes
+    much thinner or thicker than MNIST's brought towards its usual width, the longer side fitted to 20 px
+    keeping the aspect ratio, pasted so that the centre of mass is at (14, 14). A 28×28 image that is already
+    white on black is returned unchanged. ``normalise_strokes=False`` leaves the strokes as they are (bench/photos.py
+    measures what the step brings).
+    """
+    gray = reduce_to_work_size(check_gray(gray))
+    inverted, *levels = ink_levels(gray, invert)  # raises for a blank image, whatever its size
+    if not inverted and gray.shape == (SIZE, SIZE):
+        return gray  # already MNIST-shaped: any change would only hurt
+    ink = ink_strength(gray, inverted, *levels)
+    box = bounding_box(ink)
+    if box is None:
+        raise ImageError(BLANK)
+    x0, y0, x1, y1 = _trim(ink[box[1] : box[3], box[0] : box[2]], box)
+    patch = ink[y0:y1, x0:x1]
+    if max(patch.shape) < max(MIN_INK_SIDE, MIN_INK_FRACTION * max(gray.shape)):
+        raise ImageError(f"{BLANK} (only specks)")  # dust on an empty page is not a digit
+    if normalise_strokes:
+        patch = normalise_stroke(patch)
+    return fit_and_centre(patch)
+
+
+def digit_input(
+    image: ImageInput | Any, invert: str = "auto", *, preprocess_image: bool = True, normalise_strokes: bool = True
+) -> np.ndarray:
+    """The 28×28 uint8 input the network sees for ``image`` (any kind :func:`~mnistctl.imaging.sources.to_gray`
+    reads): :func:`preprocess`, or with ``preprocess_image=False`` :func:`resize_only`."""
+    gray = to_gray(image)
+    if not preprocess_image:
+        return resize_only(gray, invert)
+    return preprocess(gray, invert, normalise_strokes=normalise_strokes)
+
+
+def resize_only(gray: np.ndarray, invert: str = "auto") -> np.ndarray:
+    """``gray`` resized to 28×28 as it is, without the steps of :func:`preprocess` (``--no-preprocess``, for
+    images already framed like MNIST's); ``invert`` still applies. A blank image is still refused."""
+    gray = check_gray(gray)
+    work = reduce_to_work_size(gray)
+    background = _median(_border(work))
+    if max(int(work.max()) - background, background - int(work.min())) < MIN_CONTRAST:
+        raise ImageError(BLANK)  # nothing stands out, whichever way the ink goes
+    if gray.shape != (SIZE, SIZE):
+        gray = _resize(gray, (SIZE, SIZE), Image.Resampling.LANCZOS, 3.0)
+    return 255 - gray if _decide_invert(_median(_border(gray)), invert) else gray  # the 28x28's border will do
+
+
+def check_gray(gray: np.ndarray) -> np.ndarray:
+    if not isinstance(gray, np.ndarray) or gray.ndim != 2 or gray.dtype != np.uint8:
+        raise TypeError("expected a 2-D uint8 array (a grayscale image, as decode.to_gray returns)")
+    return gray
+
+
+def reduce_to_work_size(gray: np.ndarray) -> np.ndarray:
+    """Box-average a huge image to about WORK_SIDE first: everything after it is then cheap."""
+    factor = work_reduction(gray.shape)
+    return np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
+
+
+def work_reduction(shape: tuple[int, ...]) -> int:
+    return -(-max(shape) // WORK_SIDE)
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    """The pixels of the outer ~5% frame (flat): they tell the background."""
+    return gray[_frame_mask(gray.shape)]
+
+
+@lru_cache(maxsize=16)
+def _frame_mask(shape: tuple[int, int]) -> np.ndarray:
+    """True on the outer ~5% frame (at least one pixel; all of an image too small to have an inside)."""
+    b = max(1, round(BORDER * min(shape)))
+    mask = np.ones(shape, bool)
+    mask[b:-b, b:-b] = False
+    return mask
+
+
+def _decide_invert(background: int, invert: str) -> bool:
+    """Whether the ink is dark (on light paper), from the border's median gray level: it is light (128 or
+    more) exactly when more than half the border is."""
+    if invert == "yes":
+        return True
+    if invert == "no":
+        return False
+    if invert != "auto":
+        raise ValueError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {invert!r}")
+    return background >= 128
+
+
+def _median(values: np.ndarray) -> int:
+    """The lower median (a gray level that is in the image)."""
+    k = (values.size - 1) // 2
+    return int(np.partition(values, k)[k])
+
+
+def ink_levels(gray: np.ndarray, invert: str) -> tuple[bool, int, int]:
+    """Whether the ink is dark (:func:`_decide_invert`), then the background's gray level (the border's median)
+    and the strongest ink's, both counted towards the ink (as 255 - v when the ink is dark). Raises ImageError
+    when nothing stands out from the background."""
+    background = _median(_border(gray))
+    inverted = _decide_invert(background, invert)
+    hi = int(gray.max())
+    if inverted:
+        hi, background = 255 - int(gray.min()), 255 - background
+    if hi - background < MIN_CONTRAST:
+        other = (int(gray.max()) - _median(_border(gray))) if inverted else (_median(_border(gray)) - int(gray.min()))
+        if invert != "auto" and other >= MIN_CONTRAST:  # the ink is there, in the polarity the user ruled out
+            ink = "light" if inverted else "dark"
+            raise ImageError(f"blank image with --invert {invert}: the ink is {ink} (pass --invert auto)")
+        raise ImageError(BLANK)
+    return inverted, background, hi
+
+
+def ink_strength(gray: np.ndarray, inverted: bool, background: int, hi: int) -> np.ndarray:
+    """How far each pixel is from the background towards the ink side, stretched so the strongest ink is 255;
+    zero where it is paper or noise (below a fraction of the strongest ink). One lookup table, worked out
+    in the ink's direction (255 - v when the ink is dark) and mirrored."""
+    peak = hi - background
+    floor = max(int(INK_FRACTION * peak), INK_FLOOR)
+    above = np.arange(256) - background
+    lut = np.clip((above * 255 + peak // 2) // peak, 0, 255)
+    lut[above <= floor] = 0
+    if inverted:
+        lut = lut[::-1]
+    return lut.astype(np.uint8)[gray]
+
+
+def bounding_box(a: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the non-zero pixels (x1, y1 exclusive), or None."""
+    rows = np.flatnonzero(a.any(1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(a.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _trim(crop: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Shrink ``box`` (of which ``crop`` is the content) past the faint edges holding under TRIM of the ink
+    each: a speck of dust far from the digit would otherwise make the box — and shrink the digit."""
+    factor = -(-max(crop.shape) // 256)  # profiles of a big crop from a reduced copy are plenty
+    small = np.asarray(Image.fromarray(crop).reduce(factor)) if factor > 1 else crop
+    x0, x1 = _trim_range(small.sum(0, dtype=np.int64))
+    y0, y1 = _trim_range(small.sum(1, dtype=np.int64))
+    h, w = crop.shape
+    return box[0] + x0 * factor, box[1] + y0 * factor, box[0] + min(w, x1 * factor), box[1] + min(h, y1 * factor)
+
+
+def _trim_range(profile: np.ndarray) -> tuple[int, int]:
+    limit = TRIM * int(profile.sum())
+    n = len(profile)
+    start = min(int(np.searchsorted(np.cumsum(profile), limit, side="right")), n - 1)
+    from_end = int(np.searchsorted(np.cumsum(profile[::-1]), limit, side="right"))
+    return start, max(n - from_end, start + 1)
+
+
+def _resize(a: np.ndarray, size: tuple[int, int], method: Image.Resampling, gap: float) -> np.ndarray:
+    """``a`` resized to ``size`` (width, height) by Pillow; ``gap``: box-reduce first down to that factor."""
+    return np.asarray(Image.fromarray(a).resize(size, method, reducing_gap=gap))
+
+
+def fit_and_centre(patch: np.ndarray) -> np.ndarray:
+    """Fit the longer side of ``patch`` (ink, white on black, cropped) to 20 px and paste it into 28×28 so
+    that its centre of mass is at (14, 14). Pillow box-reduces first (reducing_gap), then Lanczos anti-aliases."""
+    h, w = patch.shape
+    scale = BOX / max(w, h)
+    pw, ph = max(1, round(w * scale)), max(1, round(h * scale))
+    small = _resize(patch, (pw, ph), Image.Resampling.LANCZOS, 3.0)
+    top_value = int(small.max())
+    if top_value == 0:
+        raise ImageError(BLANK)
+    left = min(max(round(CENTRE - _centre(small.sum(0, dtype=np.int64))), 0), SIZE - pw)
+    top = min(max(round(CENTRE - _centre(small.sum(1, dtype=np.int64))), 0), SIZE - ph)
+    if top_value < 255:  # thin strokes fade when shrunk; MNIST strokes peak at 255
+        small = ((small.astype(np.int32) * 255 + top_value // 2) // top_value).astype(np.uint8)
+    canvas = np.zeros((SIZE, SIZE), np.uint8)
+    canvas[top : top + ph, left : left + pw] = small
+    return canvas
+
+
+def _centre(profile: np.ndarray) -> float:
+    total = int(profile.sum())
+    return float(np.arange(len(profile)) @ profile) / total if total else (len(profile) - 1) / 2
+
+
+# --------------------------------------------------------------------------------------------- stroke width
+
+
+def normalise_stroke(patch: np.ndarray) -> np.ndarray:
+    """Thicken strokes much thinner than MNIST's, thin much thicker ones (``patch``: ink cropped, white on black).
+
+    Measured and changed on a copy whose longer side is STROKE_REF px (4 per pixel of the 20 px box), so the
+    cost does not grow with the photo; returned unchanged when the width is within MNIST's usual range.
+    """
+    h, w = patch.shape
+    s = STROKE_REF / max(w, h)
+    small = _resize(patch, (max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR, 2.0)
+    width = stroke_width(small) * BOX / STROKE_REF
+    if STROKE_LOW <= width <= STROKE_HIGH:
+        return patch
+    grow = width < STROKE_LOW
+    steps = abs((STROKE_THIN_TO if grow else STROKE_THICK_TO) - width) * STROKE_REF / BOX / 2  # 3×3: 1 px a side
+    out = np.pad(small, 2 * math.ceil(steps) if grow else 0)  # room to grow into
+    rank = np.maximum if grow else np.minimum
+    while steps > 0.1:
+        step = _filter3(out, rank)
+        out = step if steps >= 1 else _blend(out, step, steps)  # the last fraction of a step: part of the way
+        steps -= 1
+    box = bounding_box(out)
+    return out[box[1] : box[3], box[0] : box[2]] if box else patch
+
+
+def _blend(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
+    """``a`` moved ``fraction`` of the way to ``b``, rounded down (as Pillow's Image.blend)."""
+    return (a + np.float32(fraction) * (b.astype(np.float32) - a)).astype(np.uint8)
+
+
+def _filter3(a: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """A 3×3 max (op=np.maximum) or min (np.minimum) filter, edge pixels repeated outwards."""
+    p = np.pad(a, 1, mode="edge")
+    rows = op(op(p[:-2], p[1:-1]), p[2:])
+    return op(op(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+
+
+def stroke_width(img: np.ndarray) -> float:
+    """Mean stroke width in pixels (ink: over half the peak): ink area over half its boundary pixels.
+
+    A 3×3 erosion takes the boundary pixels off; on an edge at a random angle that is 4/π px deep on average.
+    """
+    binary = np.pad(img >= max(1, (int(img.max()) + 1) // 2), 1)  # framed in background
+    area = int(np.count_nonzero(binary))
+    inner = int(np.count_nonzero(_filter3(binary, np.minimum)))
+    return 2 * area / max(1, area - inner) * 4 / math.pi
+
+
+# --------------------------------------------------------------------------------------------- numbers

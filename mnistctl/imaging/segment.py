@@ -1,0 +1,197 @@
+"""A number written on one line: its digits found, left to right, and each made to look like an MNIST digit
+(:mod:`mnistctl.imaging.digit`'s steps)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mnistctl.imaging.decode import ImageError
+from mnistctl.imaging.digit import (
+    BLANK,
+    MIN_INK_FRACTION,
+    MIN_INK_SIDE,
+    bounding_box,
+    check_gray,
+    fit_and_centre,
+    ink_levels,
+    ink_strength,
+    normalise_stroke,
+    reduce_to_work_size,
+    work_reduction,
+)
+
+# Sizes below are fractions of the typical digit size: the median longer side (height, or width for a wide digit)
+# of the digits of the number, as MNIST fits every digit's longer side to the same 20 px.
+SPECK = 0.15  # a mark smaller than this, both ways, is dust
+FAINT = 0.5  # a piece whose strongest ink is under this fraction of the strongest is shading or noise, not a stroke
+MERGE_OVERLAP = 0.5  # pieces whose columns overlap by this fraction of the narrower one's width are one digit
+MIN_DIGIT_HEIGHT = 0.4  # merged pieces lower than this are not a digit (a minus sign, a decimal point)
+# MNIST digits are never wider than their size (the 20 px box: median width 16 px); two touching digits are 1.55
+# sizes wide on median. So a group wider than SPLIT_WIDTH sizes (and its own height) is digits that touch,
+# about DIGIT_WIDTH sizes each.
+SPLIT_WIDTH = 1.3
+DIGIT_WIDTH = 0.8
+SPLIT_WINDOW = 0.25  # look for the cut this fraction of a digit's width either side of where it is expected
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
+
+
+@dataclass(frozen=True)
+class Digit:
+    """One digit of a number: where it is in the image, and the 28×28 input the network sees for it."""
+
+    box: Box  # in the original image's pixels
+    pixels: np.ndarray  # 28×28 uint8, white on black, as preprocess makes them
+
+
+@dataclass
+class _Group:
+    """Connected pieces of ink taken as one digit: their labels and bounding box (working pixels)."""
+
+    labels: list[int]
+    box: Box
+
+    @property
+    def width(self) -> int:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+    @property
+    def size(self) -> int:
+        return max(self.width, self.height)
+
+
+def segment_digits(gray: np.ndarray, invert: str = "auto", *, normalise_strokes: bool = True) -> list[Digit]:
+    """The digits of a number written on one line, left to right (H×W uint8 gray image in).
+
+    Polarity and ink as for one digit (the border decides; ``invert`` forces it), then connected pieces of
+    ink (8-connectivity). A piece with no ink over FAINT of the strongest is shading (a photo's uneven light)
+    or noise. Pieces whose columns overlap substantially are one digit: a broken stroke, the detached bar of a
+    5 or 7, a 4 drawn in two strokes. Sizes are judged against the typical digit size (the median longer
+    side, as MNIST fits every digit's longer side to 20 px): marks under SPECK of it are dust, groups lower
+    than MIN_DIGIT_HEIGHT of it are punctuation (a minus sign, a decimal point). Digits may differ in size and
+    baseline. A group wider than SPLIT_WIDTH sizes of the other digits (and its own height) is taken for
+    digits that touch: it is cut, into as many digits as its width suggests, at the weakest columns near where
+    the cuts are expected: fewest strokes crossed, then least ink (where two digits touch a column crosses one
+    stroke; inside a 0, two). A cut that crosses more strokes, or leaves a part too low for a digit, is not
+    made: that is one wide digit. Each digit is cut out (its own pixels only) and passed through the
+    single-digit steps: stroke width, fitted to 20 px, centred by mass in 28×28.
+
+    Not handled: several lines of digits (pieces above one another are merged); digits whose columns overlap
+    a lot without touching (a 7's long bar over a 1); touching digits that are narrow together ("11" looks
+    like one digit) or among narrow ones (a touching "141" is cut by its width, in two); digits touching at
+    two places or along a slanted stroke; a digit broken into pieces side by side (a 0 drawn as two arcs); a
+    stray stroke as tall as a digit (it is read as a 1); an underline or a box round the number. A big photo
+    is reduced to about WORK_SIDE first, as for one digit; boxes are in the original image's pixels.
+
+    Raises ImageError("blank image: no ink found") when there is no digit.
+    """
+    from scipy import ndimage  # ~0.1 s to import: only when a number is read
+
+    gray = check_gray(gray)
+    work = reduce_to_work_size(gray)
+    ink = ink_strength(work, *ink_levels(work, invert))
+    labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
+    strongest = ndimage.maximum(ink, labels, np.arange(1, count + 1)) if count else []
+    groups = _digit_groups(labels, ndimage.find_objects(labels), strongest)
+    if not groups:
+        raise ImageError(BLANK)
+    digits = []
+    for group in groups:
+        others = [g for g in groups if g is not group]
+        size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
+        for x0, y0, x1, y1 in _split_touching(group, labels, ink, size):
+            patch = np.where(np.isin(labels[y0:y1, x0:x1], group.labels), ink[y0:y1, x0:x1], 0)  # its own ink only
+            if normalise_strokes:
+                patch = normalise_stroke(patch)
+            box = _scale_box((x0, y0, x1, y1), work_reduction(gray.shape), gray.shape)
+            digits.append(Digit(box, fit_and_centre(patch)))
+    return digits
+
+
+def _digit_groups(labels: np.ndarray, slices: list, strongest: Sequence[float]) -> list[_Group]:
+    """Pieces of ink (``labels``, their ``ndimage.find_objects`` slices and strongest ink) → digits, left to
+    right: faint shading, noise and dust dropped, pieces of one digit merged, punctuation dropped."""
+    dust = max(MIN_INK_SIDE, MIN_INK_FRACTION * max(labels.shape))  # as for one digit: dust on an empty page
+    pieces = [
+        _Group([k], (s[1].start, s[0].start, s[1].stop, s[0].stop))
+        for k, (s, top) in enumerate(zip(slices, strongest, strict=True), 1)
+        if s is not None and top >= FAINT * 255
+    ]
+    pieces = [p for p in pieces if p.size >= dust]
+    if not pieces:
+        return []
+    speck = SPECK * _typical_size(pieces)
+    pieces = sorted((p for p in pieces if p.size >= speck), key=lambda p: p.box[0])
+    groups: list[_Group] = []
+    active: list[_Group] = []  # the groups that reach past where this piece starts: only they can overlap it
+    for piece in pieces:
+        active = [g for g in active if g.box[2] > piece.box[0]]
+        best = max(active, key=lambda g: _overlap(g, piece) / min(g.width, piece.width), default=None)
+        if best is not None and _overlap(best, piece) >= MERGE_OVERLAP * min(best.width, piece.width):
+            best.labels += piece.labels
+            best.box = _union(best.box, piece.box)
+        else:
+            groups.append(piece)
+            active.append(piece)
+    size = _typical_size(groups)
+    return [g for g in groups if g.height >= MIN_DIGIT_HEIGHT * size]
+
+
+def _typical_size(groups: list[_Group]) -> float:
+    """The median size of the big ones (at least half the biggest): digits, not their broken-off parts."""
+    biggest = max(g.size for g in groups)
+    return float(np.median([g.size for g in groups if 2 * g.size >= biggest]))
+
+
+def _overlap(a: _Group, b: _Group) -> int:
+    """How many columns the two have in common."""
+    return max(0, min(a.box[2], b.box[2]) - max(a.box[0], b.box[0]))
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _split_touching(group: _Group, labels: np.ndarray, ink: np.ndarray, size: float) -> list[Box]:
+    """The group's box, or, for digits that touch (a group much wider than a digit of ``size``), one box per
+    digit: cut at the weakest columns near where the cuts are expected, each part trimmed to its own ink."""
+    x0, y0, x1, y1 = group.box
+    if group.width <= SPLIT_WIDTH * max(size, group.height):
+        return [group.box]
+    mask = np.isin(labels[y0:y1, x0:x1], group.labels)
+    strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)  # separate runs of ink in each column
+    profile = np.where(mask, ink[y0:y1, x0:x1], 0).sum(0, dtype=np.int64)
+    parts = max(2, round(group.width / (DIGIT_WIDTH * size)))
+    step = group.width / parts
+    cuts = [0]
+    for j in range(1, parts):
+        expected = j * step
+        window = range(max(cuts[-1] + 1, int(expected - SPLIT_WINDOW * step)), int(expected + SPLIT_WINDOW * step) + 1)
+        # The weakest column: it crosses the fewest strokes, then holds the least ink, then is nearest to where
+        # the cut is expected. Where two digits touch, a column crosses one stroke; if every column near the
+        # expected cut crosses two or more, this is one wide digit (a 0, a 2, a 5 written large), not a cut.
+        cut = min(window, key=lambda i: (strokes[i], profile[i], abs(i - expected)))
+        if strokes[cut] <= 1:
+            cuts.append(cut)
+    cuts.append(group.width)
+    boxes = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        part = bounding_box(mask[:, a:b])
+        if part is not None:
+            boxes.append((x0 + a + part[0], y0 + part[1], x0 + a + part[2], y0 + part[3]))
+    if any(box[3] - box[1] < MIN_DIGIT_HEIGHT * size for box in boxes):
+        return [group.box]  # a part too low for a digit: the long bar of one wide digit (a 5, a 7), not a cut
+    return boxes
+
+
+def _scale_box(box: Box, factor: int, shape: tuple[int, int]) -> Box:
+    """A box in working pixels → the same box in the original image's pixels."""
+    h, w = shape
+    return box[0] * factor, box[1] * factor, min(w, box[2] * factor), min(h, box[3] * factor)

@@ -1,0 +1,104 @@
+"""What the reader returns: typed results whose ``to_dict()`` is the one JSON schema (``predict --json`` prints
+a file's path followed by exactly that).
+
+No torch here: these are plain values (the probabilities are Python floats, the pixels a numpy array).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in the image's pixels, x1 and y1 exclusive
+
+DECIMALS = 6  # to_dict() rounds probabilities and confidences to this many places (the attributes are exact)
+
+
+@dataclass(frozen=True)
+class DigitReading:
+    """One digit read: the likeliest class, its probability, all ten probabilities (summing to 1), the 28×28
+    uint8 input the network saw, and — for a digit of a number — where it is in the image."""
+
+    digit: int
+    confidence: float
+    probabilities: tuple[float, ...]
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    box: Box | None = None
+
+    def runners_up(self, k: int) -> list[int]:
+        """The ``k`` likeliest digits after the one read, likeliest first."""
+        return sorted(range(len(self.probabilities)), key=lambda d: -self.probabilities[d])[1 : 1 + k]
+
+    def to_dict(self, top_k: int = 0) -> dict[str, Any]:
+        """``{"digit", "confidence", "probabilities"}`` (``"box"`` first for a digit of a number), and with
+        ``top_k`` the runners-up: ``"top_k": [{"digit", "probability"}, ...]``."""
+        out: dict[str, Any] = {"box": list(self.box)} if self.box is not None else {}
+        out |= {
+            "digit": self.digit,
+            "confidence": round(self.confidence, DECIMALS),
+            "probabilities": [round(p, DECIMALS) for p in self.probabilities],
+        }
+        if top_k:
+            out["top_k"] = [
+                {"digit": d, "probability": round(self.probabilities[d], DECIMALS)} for d in self.runners_up(top_k)
+            ]
+        return out
+
+
+@dataclass(frozen=True)
+class NumberReading:
+    """A number read digit by digit, left to right: the digits as text, the least confident digit's
+    confidence, and each digit (with its box)."""
+
+    text: str
+    confidence: float
+    digits: tuple[DigitReading, ...]
+
+    @classmethod
+    def of(cls, digits: list[DigitReading]) -> NumberReading:
+        return cls("".join(str(d.digit) for d in digits), min(d.confidence for d in digits), tuple(digits))
+
+    def to_dict(self, top_k: int = 0) -> dict[str, Any]:
+        """``{"number", "confidence", "digits": [each digit's to_dict(top_k)]}``."""
+        return {
+            "number": self.text,
+            "confidence": round(self.confidence, DECIMALS),
+            "digits": [d.to_dict(top_k) for d in self.digits],
+        }
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """An image that gave no reading, with the one-line reason (what :class:`~mnistctl.imaging.ImageError`
+    said: "no such file", "blank image: no ink found" ...). ``read_digits`` yields it in the image's place."""
+
+    error: str
+
+    def to_dict(self, top_k: int = 0) -> dict[str, Any]:
+        return {"error": self.error}
+
+
+Reading = DigitReading | NumberReading | ReadFailure
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What a reader knows of its model: the file, the network, what it is fed, how it was trained and how well
+    it did on MNIST's test set."""
+
+    path: str
+    arch: str
+    arch_config: dict[str, Any]
+    normalization: dict[str, float]  # {"mean", "std"} of the pixels (0-1) the network was trained on
+    test_accuracy: float | None  # None for a checkpoint that does not say
+    epochs: int
+    training: dict[str, Any]  # the training configuration: optimizer, lr, batch size, augmentation ...
+    versions: dict[str, str]  # of mnistctl, torch and Python that wrote the file
+    device: str  # where the reader runs it
+    precision: str  # "fp32", "bf16" or "fp16"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
