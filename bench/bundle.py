@@ -13,6 +13,7 @@ MNIST must be in the data directory (`mnistctl download --mirror ../shared/mnist
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shlex
@@ -23,7 +24,7 @@ from pathlib import Path
 from common import machine, mnistctl_command
 
 from mnistctl import __version__
-from mnistctl.checkpoint import bundled_model_path, load_checkpoint, make_checkpoint, save_checkpoint
+from mnistctl.checkpoint import bundled_model_path, load_checkpoint, save_checkpoint
 
 LIMIT_BYTES = 1 << 20
 
@@ -48,22 +49,13 @@ def bundle(source: Path, command: list[str], target: Path) -> dict:
     made = {
         "command": shlex.join(command),
         "mnistctl": __version__,
-        "seed": trained["config"]["seed"],
-        "test_accuracy": trained["metrics"]["test_accuracy"],
+        "seed": trained.config["seed"],
+        "test_accuracy": trained.metrics["test_accuracy"],
         "machine": machine(),
         "date": datetime.date.today().isoformat(),
     }
-    checkpoint = make_checkpoint(
-        arch=trained["arch"],
-        arch_config=trained["arch_config"],
-        state_dict=trained["state_dict"],
-        normalization=(trained["normalization"]["mean"], trained["normalization"]["std"]),
-        epoch=trained["epoch"],
-        config=trained["config"],
-        history=trained["history"],
-        metrics=trained["metrics"],
-    )
-    checkpoint["bundle"] = made
+    # Weights and metadata only: no training state, so the bundle cannot be resumed.
+    checkpoint = dataclasses.replace(trained, training=None, extra={"bundle": made})
     target.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(target, checkpoint)
     size = target.stat().st_size

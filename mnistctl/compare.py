@@ -20,35 +20,37 @@ from typing import Any
 import torch
 
 from mnistctl.checkpoint import weights_digest
-from mnistctl.config import DEFAULT_LR, OPTIMIZERS, TrainConfig
+from mnistctl.config import COMPARE_LRS, DEFAULT_LR, TrainConfig
 from mnistctl.data.mnist import MnistData
 from mnistctl.errors import Interrupted, MnistctlError, UsageError
 from mnistctl.fsutil import check_writable, output_path, write_text_atomic
 from mnistctl.models import get_architecture
+from mnistctl.registry import OPTIMIZERS
 from mnistctl.runtime import default_precision, device_kind, seed_everything
 from mnistctl.train import EpochResult, fit
 
 RESULTS_FORMAT = "mnistctl-compare"
-# The original project's comparison: Adam 1e-3 against SGD with Nesterov momentum 0.9 at 1e-3.
-DEFAULT_OPTIMIZERS = ("adam", "sgd-nesterov")
-DEFAULT_LRS = {"adam": 1e-3, "sgd-nesterov": 1e-3}
 
 
 def parse_optimizers(text: str) -> list[str]:
+    """The optimizers named in ``--optimizers`` (comma-separated), each one known and named once."""
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     if not names:
-        raise UsageError("--optimizers is empty", f"name one or more of: {', '.join(OPTIMIZERS)}")
+        raise UsageError("--optimizers is empty", f"name one or more of: {', '.join(OPTIMIZERS.names)}")
     for name in names:
         if name not in OPTIMIZERS:
-            raise UsageError(f"unknown optimizer {name!r} in --optimizers", f"use some of: {', '.join(OPTIMIZERS)}")
+            raise UsageError(
+                f"unknown optimizer {name!r} in --optimizers", f"use some of: {', '.join(OPTIMIZERS.names)}"
+            )
     if len(set(names)) != len(names):
         raise UsageError("--optimizers names an optimizer twice", "name each one once")
     return names
 
 
 def parse_lrs(text: str | None, optimizers: list[str]) -> dict[str, float]:
-    """``1e-3`` (every optimizer) or ``adam=1e-3,sgd-nesterov=0.05``; unnamed ones get their default."""
-    lrs = {name: DEFAULT_LRS.get(name, DEFAULT_LR[name]) for name in optimizers}
+    """``1e-3`` (every optimizer) or ``adam=1e-3,sgd-nesterov=0.05``; unnamed ones get their default: the
+    default comparison's rate (``config.COMPARE_LRS``), else the optimizer's own."""
+    lrs = {name: COMPARE_LRS.get(name, DEFAULT_LR[name]) for name in optimizers}
     if not text:
         return lrs
     if "=" not in text:

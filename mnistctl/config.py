@@ -11,17 +11,18 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from mnistctl.errors import UsageError
+from mnistctl.registry import OPTIMIZERS, PRECISIONS, SCHEDULES, Axis
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-nesterov", "rmsprop", "adadelta")
-SCHEDULES = ("onecycle", "cosine", "step", "constant")
-
-# A learning rate that works for each optimizer when one is chosen without --lr.
-DEFAULT_LR = {"adam": 1e-3, "adamw": 3e-3, "sgd": 0.05, "sgd-nesterov": 0.05, "rmsprop": 1e-3, "adadelta": 1.0}
+# A learning rate that works for each optimizer when one is chosen without --lr (from the optimizer registry).
+DEFAULT_LR = {name: kind.default_lr for name, kind in OPTIMIZERS.entries.items()}
 
 # The network `train` uses when --arch is not given, by the class of the training device.
 DEFAULT_ARCH = {"cpu": "compact", "gpu": "wide"}
 DEFAULT_EPOCHS = 10
-PRECISIONS = ("fp32", "bf16", "fp16")
+
+# compare-optimizers' default comparison, the original project's: Adam 1e-3 against SGD with Nesterov momentum
+# 0.9 at 1e-3 (the optimizers it compares when --optimizers is not given, each at this rate unless --lr says).
+COMPARE_LRS = {"adam": 1e-3, "sgd-nesterov": 1e-3}
 
 # Augmentation of the recipes that have it (see docs/benchmarks.md for how each value was chosen).
 _AUGMENT = {"augment": True, "rotate": 15.0, "scale": 0.15, "shift": 2.0, "elastic": 1.5}
@@ -65,6 +66,53 @@ RECIPES: dict[str, dict[str, Any]] = {
         "ema": 0.0,
         "channels_last": False,
     },
+}
+
+# The architectures, by name: each has a recipe here and a network in models.ARCHITECTURES (same names).
+ARCHS: Axis[dict[str, Any]] = Axis("architecture", RECIPES)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values one numeric option may take, declared once: the CLI's min/max and :meth:`TrainConfig.validate`
+    both read it. ``high`` None: no upper bound."""
+
+    option: str
+    low: float
+    high: float | None = None
+
+    @property
+    def typer(self) -> dict[str, float]:
+        """The bounds as typer.Option's ``min=``/``max=``."""
+        return {"min": self.low} if self.high is None else {"min": self.low, "max": self.high}
+
+    def check(self, value: float | None) -> None:
+        if value is None:
+            return
+        if self.high is None:
+            if value < self.low:
+                raise UsageError(
+                    f"{self.option} must be at least {_number(self.low)}, not {value}", "pass a positive number"
+                )
+        elif not (math.isfinite(value) and self.low <= value <= self.high):
+            raise UsageError(
+                f"{self.option} must be between {_number(self.low)} and {_number(self.high)}, not {_number(value)}",
+                "pass a value in that range",
+            )
+
+
+# The ranges of TrainConfig's numeric fields (by field name); --lr and --weight-decay have their own checks.
+RANGES = {
+    "epochs": Range("--epochs", 1),
+    "batch_size": Range("--batch-size", 1),
+    "train_limit": Range("--train-limit", 1),
+    "ema": Range("--ema", 0.0, 0.9999),
+    "label_smoothing": Range("--label-smoothing", 0.0, 0.5),
+    "rotate": Range("--rotate", 0.0, 45.0),
+    "scale": Range("--scale", 0.0, 0.5),
+    "shift": Range("--shift", 0.0, 8.0),
+    "elastic": Range("--elastic", 0.0, 6.0),
+    "seed": Range("--seed", 0, 2**32 - 1),
 }
 
 
@@ -113,28 +161,16 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse values no run could use, with the option's name and what to pass instead."""
-        if self.arch is not None:
-            recipe_for(self.arch)
-        _at_least_one("--epochs", self.epochs)
-        _at_least_one("--batch-size", self.batch_size)
-        _at_least_one("--train-limit", self.train_limit)
+        ARCHS.check(self.arch)
+        for name, allowed in RANGES.items():
+            allowed.check(getattr(self, name))
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"--lr must be a positive number, not {self.lr}", "pass e.g. --lr 1e-3")
         if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise UsageError(f"--weight-decay must be 0 or more, not {self.weight_decay}", "pass e.g. 5e-4")
-        _within("--ema", self.ema, 0.0, 0.9999)
-        _within("--label-smoothing", self.label_smoothing, 0.0, 0.5)
-        for option, value, most in (
-            ("--rotate", self.rotate, 45),
-            ("--scale", self.scale, 0.5),
-            ("--shift", self.shift, 8),
-        ):
-            _within(option, value, 0.0, most)
-        _within("--elastic", self.elastic, 0.0, 6.0)
-        _within("--seed", self.seed, 0, 2**32 - 1)
-        _one_of("optimizer", self.optimizer, OPTIMIZERS)
-        _one_of("schedule", self.schedule, SCHEDULES)
-        _one_of("precision", self.precision, PRECISIONS)
+        OPTIMIZERS.check(self.optimizer)
+        SCHEDULES.check(self.schedule)
+        PRECISIONS.check(self.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,30 +194,10 @@ def describe_defaults() -> str:
 
 
 def recipe_for(arch: str) -> dict[str, Any]:
-    try:
-        return RECIPES[arch]
-    except KeyError:
-        raise UsageError(f"unknown architecture {arch!r}", f"use one of: {', '.join(RECIPES)}") from None
-
-
-def _at_least_one(option: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise UsageError(f"{option} must be at least 1, not {value}", "pass a positive number")
-
-
-def _within(option: str, value: float | None, low: float, high: float) -> None:
-    if value is not None and not (math.isfinite(value) and low <= value <= high):
-        raise UsageError(
-            f"{option} must be between {_number(low)} and {_number(high)}, not {_number(value)}",
-            "pass a value in that range",
-        )
+    """The recipe of ``arch``; an unknown name is a usage error that lists the architectures."""
+    return ARCHS[arch]
 
 
 def _number(value: float) -> str:
     """Whole numbers in full (4294967295, not 4.29497e+09), others as %g."""
     return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def _one_of(what: str, value: str | None, choices: tuple[str, ...]) -> None:
-    if value is not None and value not in choices:
-        raise UsageError(f"unknown {what} {value!r}", f"use one of: {', '.join(choices)}")

@@ -1,7 +1,9 @@
 """One epoch of training and one pass of evaluation, written once for one process and for torchrun.
 
 :class:`Dist` is torchrun's process group, and does nothing in a single process; :class:`Precision` is the
-autocast context with the gradient scaler that fp16 needs (bf16 and fp32 need none).
+autocast context with the gradient scaler that fp16 needs (bf16 and fp32 need none). The optimizer a run is
+configured with is built here too, and what an epoch's results are is said here: ``train.fit`` builds its run
+with them, and ``runs.check_resumable`` rehearses resuming one with them before it starts.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistctl.batches import EpochBatches
+from mnistctl.config import TrainConfig
 from mnistctl.data.mnist import normalise
 from mnistctl.metrics import EvalResult, summarise
+from mnistctl.registry import build_optimizer
 from mnistctl.runtime import DistInfo, dist_info, init_distributed, shutdown_distributed
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -137,6 +141,29 @@ class EpochStats:
     accuracy: float  # on the (augmented) training images, as seen during the epoch
     seconds: float
     images: int
+
+
+@dataclass
+class EpochResult:
+    """What a run reports, and a checkpoint's history holds, for each epoch."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    seconds: float  # training and evaluation of this epoch
+    images_per_s: float  # training throughput
+    lr: float
+    elapsed: float = 0.0  # seconds since the run (not this process) started training
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The configured optimizer; weight decay applies to weight matrices and kernels, not biases or BatchNorm."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    params = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return build_optimizer(cfg.optimizer, params, cfg.lr, cfg.momentum)
 
 
 ProgressFn = Callable[[int, float, float, float], None]  # (step, loss so far, accuracy so far, images/s)

@@ -56,6 +56,71 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
+class NotRegularFile(OSError):
+    """:func:`open_regular` met something other than a regular file; ``kind`` says what, in words ("a
+    directory", "a FIFO", "a symbolic link" …), for the caller to put into its own message."""
+
+    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
+        super().__init__(f"{os.fspath(path)} is {kind}")
+        self.path = os.fspath(path)
+        self.kind = kind
+
+    @property
+    def is_directory(self) -> bool:
+        return self.kind == "a directory"
+
+
+# Opening never blocks (a FIFO without a writer opens at once, to be refused), never makes a terminal ours, and
+# is not inherited by processes we start. O_NONBLOCK changes nothing for a regular file, the only kind kept open.
+_NEVER_BLOCK = getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def open_regular_fd(
+    path: str | os.PathLike[str], flags: int = os.O_RDONLY, *, follow_symlinks: bool = True
+) -> tuple[int, os.stat_result]:
+    """``path`` opened with ``flags`` (plus never blocking), and its fstat, when it is a regular file; else
+    :class:`NotRegularFile`. What is checked is the open descriptor, so the name cannot change in between.
+    ``follow_symlinks=False``: a symbolic link at ``path`` is refused too (O_NOFOLLOW), for files we write."""
+    extra = _NEVER_BLOCK | (0 if follow_symlinks else _NOFOLLOW)
+    try:
+        fd = os.open(path, flags | extra, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks and os.path.islink(path):
+            raise NotRegularFile(path, "a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # a socket, a FIFO opened for writing with no reader, a device without one
+            raise NotRegularFile(path, _kind_at(path)) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(path, _kind(info.st_mode))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info
+
+
+def open_regular(path: str | os.PathLike[str], mode: str = "rb", *, follow_symlinks: bool = True, buffering: int = -1):  # noqa: ANN201 - a binary file object
+    """The one way mnistctl opens a file it reads (or appends to) by name: ``open(path, mode)``, but never
+    blocking on a FIFO, never streaming a device (/dev/zero) or a directory — anything but a regular file is
+    :class:`NotRegularFile`, with what it is — and, with ``follow_symlinks=False``, never through a link."""
+    return open(  # noqa: SIM115 - the caller closes it
+        path,
+        mode,
+        buffering=buffering,
+        opener=lambda name, flags: open_regular_fd(name, flags, follow_symlinks=follow_symlinks)[0],
+    )
+
+
+def _kind_at(path: str | os.PathLike[str]) -> str:
+    """What ``path`` is, from its stat, for a descriptor that could not be had."""
+    try:
+        return _kind(os.stat(path).st_mode)
+    except OSError:
+        return "not a regular file"
+
+
 def check_replaceable(path: str | os.PathLike[str], option: str | None = None) -> None:
     """An output mnistctl replaces whole (by renaming a new file over it) must be absent or a regular file: a
     link would be replaced rather than written through, and a device (``/dev/null``) turned into a file."""

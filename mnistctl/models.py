@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistctl.errors import UsageError
+from mnistctl.config import ARCHS
 
 
 class DigitClassifier(nn.Module):
@@ -130,6 +130,7 @@ def _compact(widths: list[int], dropout: float = 0.0) -> nn.Module:
 # fourth), at most 512 channels each (a few hundred MB of weights, training state included; wide has 128).
 COMPACT_BOUNDS = {"widths": Bound(int, 1, 512, items=(1, 4)), "dropout": Bound(float, 0.0, 0.9)}
 
+# The networks by name: the names of config.ARCHS, in its order (a test checks), each with its recipe there.
 ARCHITECTURES: dict[str, Architecture] = {
     "compact": Architecture(
         "compact",
@@ -157,7 +158,6 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 
 def get_architecture(name: str) -> Architecture:
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise UsageError(f"unknown architecture {name!r}", f"use one of: {', '.join(ARCHITECTURES)}") from None
+    """The network ``name``; an unknown one is refused as every architecture name is (``config.ARCHS``)."""
+    ARCHS.check(name)
+    return ARCHITECTURES[name]

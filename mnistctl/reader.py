@@ -39,6 +39,8 @@ from mnistctl.results import DigitReading, ModelMeta, NumberReading, ReadFailure
 if TYPE_CHECKING:
     import torch
 
+    from mnistctl.checkpoint import Checkpoint
+
 PRECISIONS = ("fp32", "bf16", "fp16", "amp")
 CHUNK = 32  # images per decoding task: big enough to amortise the pool's overhead, small enough to stream
 AHEAD = 1024  # images handed to the decoding threads and not yet taken back: two batches of 512
@@ -74,16 +76,17 @@ def load_reader(
     return Reader(network, torch_device, _meta(checkpoint, str(path), str(torch_device), precision))
 
 
-def _meta(checkpoint: dict, path: str, device: str, precision: str) -> ModelMeta:
+def _meta(checkpoint: Checkpoint, path: str, device: str, precision: str) -> ModelMeta:
+    mean, std = checkpoint.normalization
     return ModelMeta(
         path=path,
-        arch=checkpoint["arch"],
-        arch_config=dict(checkpoint.get("arch_config") or {}),
-        normalization={k: float(v) for k, v in checkpoint["normalization"].items()},
-        test_accuracy=(checkpoint.get("metrics") or {}).get("test_accuracy"),
-        epochs=int(checkpoint.get("epoch") or 0),
-        training=dict(checkpoint.get("config") or {}),
-        versions=dict(checkpoint.get("versions") or {}),
+        arch=checkpoint.arch,
+        arch_config=dict(checkpoint.arch_config),
+        normalization={"mean": mean, "std": std},
+        test_accuracy=checkpoint.metrics.get("test_accuracy"),
+        epochs=checkpoint.epoch,
+        training=dict(checkpoint.config),
+        versions=dict(checkpoint.versions),
         device=device,
         precision=precision,
     )

@@ -206,7 +206,7 @@ def run_forwarding_signals(cmd: Sequence[str]) -> int:
     torchrun runs in a session of its own, so that a signal reaches it once, from here: a terminal's Ctrl-C or
     hangup would otherwise reach it twice (from the terminal and from here), and torchrun's handler, raising
     again while it waits for its workers, would stop waiting. After it has ended, the first signal received is
-    raised again in this process, whose handlers (:func:`mnistctl.errors.handle_errors`) end the command with
+    raised again in this process, whose handlers (`mnistctl.cli.failures`) end the command with
     the signal's exit status (128 + its number). A signal ignored when we started (``nohup``) stays ignored.
     """
     import signal

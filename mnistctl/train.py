@@ -1,8 +1,9 @@
-"""fit(): build the network, resume it if asked, train epoch after epoch and write a checkpoint after each.
+"""fit(): set up a run, resume it if asked, train epoch after epoch and write a checkpoint after each.
 
 The loop itself (one epoch, in one process or under torchrun) is :mod:`mnistctl.engine`; the batches are
 :mod:`mnistctl.batches`. On the CPU a run stopped after epoch k and resumed ends bit-identical to one never
 stopped: every epoch's order and augmentation derive from (seed, epoch), and the RNG state is checkpointed.
+The whole ``train`` use case (torchrun, device, lock, data) is :mod:`mnistctl.training`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,26 +19,14 @@ import torch
 from torch import nn
 
 from mnistctl.batches import EpochBatches
-from mnistctl.checkpoint import make_checkpoint, save_checkpoint
+from mnistctl.checkpoint import Checkpoint, TrainingState, save_checkpoint
 from mnistctl.config import TrainConfig
 from mnistctl.data.mnist import MnistData, normalise
-from mnistctl.engine import EMA, Dist, EpochStats, Precision, evaluate, in_precision, train_one_epoch
+from mnistctl.engine import EMA, Dist, EpochResult, Precision, evaluate, in_precision, make_optimizer, train_one_epoch
 from mnistctl.errors import Interrupted, MnistctlError
 from mnistctl.models import Architecture, get_architecture
+from mnistctl.registry import schedule_factor
 from mnistctl.runtime import default_precision, device_kind, seed_everything
-
-
-@dataclass
-class EpochResult:
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    test_loss: float
-    test_accuracy: float
-    seconds: float  # training and evaluation of this epoch
-    images_per_s: float  # training throughput
-    lr: float
-    elapsed: float = 0.0  # seconds since the run (not this process) started training
 
 
 @dataclass
@@ -87,59 +75,21 @@ class TrainCallbacks:
     def on_end(self) -> None: ...
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """The configured optimizer; weight decay applies to weight matrices and kernels, not biases or BatchNorm."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    params = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    lr, momentum = cfg.lr, cfg.momentum
-    make: dict[str, Callable[[], torch.optim.Optimizer]] = {
-        "adam": lambda: torch.optim.Adam(params, lr=lr),
-        "adamw": lambda: torch.optim.AdamW(params, lr=lr),
-        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=momentum),
-        "sgd-nesterov": lambda: torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True),
-        "rmsprop": lambda: torch.optim.RMSprop(params, lr=lr),
-        "adadelta": lambda: torch.optim.Adadelta(params, lr=lr),
-    }
-    return make[cfg.optimizer]()
-
-
-def schedule_factor(name: str, total_steps: int) -> Callable[[int], float]:
-    """The learning-rate multiplier at each optimizer step: a pure function of the step and the planned total,
-    so a resumed run needs no saved schedule state and an extended run simply plans for its new total."""
-    total = max(1, total_steps)
-    warmup = max(1, int(0.2 * total))
-
-    def onecycle(step: int) -> float:  # linear from 1/10 up to 1 over the first 20 %, then linear down to 1/1000
-        if step < warmup:
-            return 0.1 + 0.9 * step / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 1.0 - progress * (1.0 - 0.001)
-
-    def cosine(step: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
-
-    def step_decay(step: int) -> float:  # ×0.1 at 50 % and 75 % of training
-        return 0.1 ** ((step >= total // 2) + (step >= 3 * total // 4))
-
-    return {"onecycle": onecycle, "cosine": cosine, "step": step_decay, "constant": lambda step: 1.0}[name]
-
-
 def fit(
     config: TrainConfig,
     data: MnistData,
     device: torch.device,
     *,
     out: Path | None = None,
-    resume: dict[str, Any] | None = None,
+    resume: Checkpoint | None = None,
     callbacks: TrainCallbacks | None = None,
     initial_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``data``; write a checkpoint to ``out`` after every epoch.
 
-    ``resume``: a checkpoint (as loaded) to continue from, ``config`` being the one to continue with
-    (:func:`mnistctl.checkpoint.resume_config`). ``initial_state``: start from these weights instead of the
-    seeded initialisation. Under torchrun only rank 0 evaluates, reports and writes.
+    ``resume``: a checkpoint with its training state, to continue from, ``config`` being the one to continue with
+    (:func:`mnistctl.runs.resume_config`). ``initial_state``: start from these weights instead of the seeded
+    initialisation. Under torchrun only rank 0 evaluates, reports and writes.
     """
     cfg = config.resolved(device_kind(device), default_precision(device))
     arch = get_architecture(cfg.arch)
@@ -148,160 +98,141 @@ def fit(
         raise MnistctlError("there are no training images", "check the data directory and --train-limit")
     dist = Dist.start(device)
     try:
-        if not dist.is_main:
-            callbacks = None
-        model = _build(cfg, arch, device, initial_state, resume)
-        ema = EMA(model, cfg.ema, int(resume.get("ema_steps", 0)) if resume else 0) if cfg.ema else None
-        if ema is not None and resume is not None:
-            ema.module.load_state_dict(resume["state_dict"])  # the averaged weights are the checkpoint's own
-        net = dist.wrap(model, device)
-        if cfg.compile:
-            net = torch.compile(net)
+        callbacks = (callbacks if dist.is_main else None) or TrainCallbacks()
         batches = EpochBatches(train_x, train_y, cfg, arch.normalization, device, dist.rank, dist.world_size)
-        optimizer = make_optimizer(cfg, model)
-        steps = batches.steps * cfg.epochs
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule_factor(cfg.schedule, steps))
-        precision = Precision(cfg.precision, device)
-        history = _restore(resume, optimizer, scheduler, precision)
+        run = _Run(cfg, arch, batches, dist, initial_state)  # set up
+        history = run.resume(resume) if resume is not None else []  # resume
         test = (normalise(data.test_images, *arch.normalization).to(device), data.test_labels.to(device))
-        loop = _Loop(cfg, arch, model, ema, net, batches, optimizer, scheduler, precision, dist)
-        return loop.run(history, test, out, callbacks or TrainCallbacks())
+        start = saved = history[-1].epoch if history else 0  # saved: the last epoch ``out`` holds
+        callbacks.on_start(cfg, batches.steps, start, len(batches), str(device))
+        began = time.perf_counter()
+        origin = began - (history[-1].elapsed if history else 0.0)  # when the run, not this process, began
+        try:
+            for epoch in range(start + 1, cfg.epochs + 1):  # the loop
+                result = run.epoch(epoch, test, origin, _progress(callbacks, epoch))
+                if dist.is_main:
+                    history.append(result)
+                    if out is not None:
+                        save_checkpoint(out, run.checkpoint(history))  # a checkpoint
+                dist.barrier()
+                if out is not None:  # every rank knows it (rank 0 saved before the barrier), so says it if stopped
+                    saved = epoch
+                if dist.is_main:
+                    callbacks.on_epoch(history[-1])
+        except _Diverged as diverged:
+            raise diverged.error(saved, out, cfg.lr) from None
+        except KeyboardInterrupt:
+            raise _interrupted(saved, out) from None
+        finally:
+            callbacks.on_end()
+        seconds = time.perf_counter() - began
+        return TrainResult(cfg, history, run.parameters, str(device), str(out) if out else None, seconds, start)
     finally:
         dist.close()
 
 
-def _build(
-    cfg: TrainConfig,
-    arch: Architecture,
-    device: torch.device,
-    initial_state: dict[str, torch.Tensor] | None,
-    resume: dict[str, Any] | None,
-) -> nn.Module:
-    seed_everything(cfg.seed)
-    model = arch.build()
-    # With an EMA the checkpoint's weights are the average; the ones being trained are kept beside them.
-    trained = resume and (resume.get("model_state") or resume["state_dict"])
-    for state in (initial_state, trained):
-        if state:
-            model.load_state_dict(state)
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+class _Run:
+    """One run's network, with the moving average of its weights, and what trains it (optimizer, learning-rate
+    plan, precision): built from the run's config alone, so that each stage of :func:`fit` is one call on it."""
 
-
-def _restore(
-    resume: dict[str, Any] | None, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Precision
-) -> list[EpochResult]:
-    """Continue ``resume``'s training state. The rate is set from the (new) plan at the step reached, so that a
-    run extended to more epochs continues on the plan for its new total from its first step on."""
-    if resume is None:
-        return []
-    optimizer.load_state_dict(resume["optimizer"])
-    scheduler.load_state_dict(resume["scheduler"])
-    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
-        group["lr"] = base * factor(scheduler.last_epoch)
-    if resume.get("scaler"):
-        precision.scaler.load_state_dict(resume["scaler"])
-    torch.set_rng_state(resume["rng"]["torch"])
-    return [EpochResult(**h) for h in resume["history"]]
-
-
-@dataclass
-class _Loop:
-    """The epoch loop and what it needs, so that each step of it is a short method."""
-
-    cfg: TrainConfig
-    arch: Architecture
-    model: nn.Module
-    ema: EMA | None
-    net: nn.Module
-    batches: EpochBatches
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    precision: Precision
-    dist: Dist
-    saved: int = 0  # the last epoch written to the checkpoint by this process
-
-    def run(
+    def __init__(
         self,
-        history: list[EpochResult],
-        test: tuple[torch.Tensor, torch.Tensor],
-        out: Path | None,
-        callbacks: TrainCallbacks,
-    ) -> TrainResult:
-        start_epoch = history[-1].epoch if history else 0
-        elapsed_before = history[-1].elapsed if history else 0.0
-        callbacks.on_start(self.cfg, self.batches.steps, start_epoch, len(self.batches), str(self.batches.device))
-        run_start = time.perf_counter()
-        try:
-            for epoch in range(start_epoch + 1, self.cfg.epochs + 1):
-                stats = train_one_epoch(
-                    self.net,
-                    self.batches,
-                    epoch,
-                    self.optimizer,
-                    self.scheduler,
-                    self.precision,
-                    self.dist,
-                    self.cfg.label_smoothing,
-                    self.ema,
-                    # Reading progress back makes the device wait for the host: only when something shows it.
-                    on_progress=functools.partial(callbacks.on_batch, epoch) if _shows_batches(callbacks) else None,
-                )
-                # The training loss is the epoch's sums all-reduced: every rank holds the same value, so all stop.
-                _check_finite(stats.loss, epoch, self.saved or start_epoch, out, self.cfg.lr)
-                t0 = time.perf_counter()
-                loss, accuracy = self._evaluate(test)
-                # The test loss, computed on rank 0 alone, is shared with every rank first: a rank 0 that stopped
-                # alone would leave the others waiting in the next collective until its timeout.
-                _check_finite(loss, epoch, self.saved or start_epoch, out, self.cfg.lr)
-                if self.dist.is_main:
-                    elapsed = elapsed_before + time.perf_counter() - run_start
-                    history.append(self._result(epoch, stats, loss, accuracy, time.perf_counter() - t0, elapsed))
-                    if out is not None:
-                        save_checkpoint(out, self.checkpoint(history))
-                self.dist.barrier()
-                if out is not None:  # every rank knows it (rank 0 saved before the barrier), so says it if stopped
-                    self.saved = epoch
-                if self.dist.is_main:
-                    callbacks.on_epoch(history[-1])
-        except KeyboardInterrupt:
-            raise _interrupted(self.saved or start_epoch, out) from None
-        finally:
-            callbacks.on_end()
-        parameters = sum(p.numel() for p in self.model.parameters())
-        device = str(self.batches.device)
-        seconds = time.perf_counter() - run_start
-        return TrainResult(self.cfg, history, parameters, device, str(out) if out else None, seconds, start_epoch)
-
-    def _evaluate(self, test: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
-        """Test loss and accuracy: computed on rank 0, then the same on every rank (an all-reduce of rank 0's
-        values and zeros), so that every rank takes the same decision on them."""
-        loss, accuracy = 0.0, 0.0
-        if self.dist.is_main:
-            network = in_precision(self.evaluated, self.cfg.precision, self.batches.device)
-            loss, accuracy = evaluate(network, *test, self.batches.device)
-        if not self.dist.enabled:
-            return loss, accuracy
-        shared = self.dist.sum(torch.tensor([loss, accuracy], dtype=torch.float64, device=self.batches.device))
-        return (loss, accuracy) if self.dist.is_main else (float(shared[0]), float(shared[1]))
-
-    def _result(
-        self, epoch: int, stats: EpochStats, loss: float, accuracy: float, eval_s: float, elapsed: float
-    ) -> EpochResult:
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        train = (stats.loss, stats.accuracy)
-        speed = stats.images / stats.seconds
-        return EpochResult(epoch, *train, loss, accuracy, stats.seconds + eval_s, speed, lr, elapsed)
+        cfg: TrainConfig,
+        arch: Architecture,
+        batches: EpochBatches,
+        dist: Dist,
+        initial_state: dict[str, torch.Tensor] | None,
+    ) -> None:
+        self.cfg, self.arch, self.batches, self.dist = cfg, arch, batches, dist
+        device = batches.device
+        seed_everything(cfg.seed)
+        model = arch.build()
+        if initial_state:
+            model.load_state_dict(initial_state)
+        model = model.to(device)
+        self.model = model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+        self.ema = EMA(self.model, cfg.ema) if cfg.ema else None
+        self.optimizer = make_optimizer(cfg, self.model)
+        plan = schedule_factor(cfg.schedule, batches.steps * cfg.epochs)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, plan)
+        self.precision = Precision(cfg.precision, device)
+        net = dist.wrap(self.model, device)
+        self.net = torch.compile(net) if cfg.compile else net
 
     @property
     def evaluated(self) -> nn.Module:
         """The network that is tested and saved: the weights' moving average when there is one."""
         return self.ema.module if self.ema is not None else self.model
 
-    def checkpoint(self, history: list[EpochResult]) -> dict[str, Any]:
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def resume(self, checkpoint: Checkpoint) -> list[EpochResult]:
+        """Continue ``checkpoint``'s run: its weights, training state, RNG; its history is returned. The rate is
+        set from the (new) plan at the step reached, so that a run extended to more epochs continues on the plan
+        for its new total from its first step on."""
+        state = checkpoint.training
+        if state is None:
+            raise ValueError("a checkpoint of weights only has no run to resume (runs.resume_config says so)")
+        # With an EMA the checkpoint's weights are the average; the ones being trained are kept beside them.
+        self.model.load_state_dict(state.model_state or checkpoint.state_dict)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(checkpoint.state_dict)
+            self.ema.steps = state.ema_steps
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        rates = zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True)
+        for group, base, factor in rates:
+            group["lr"] = base * factor(self.scheduler.last_epoch)
+        if state.scaler:
+            self.precision.scaler.load_state_dict(state.scaler)
+        torch.set_rng_state(state.rng["torch"])
+        return [EpochResult(**h) for h in checkpoint.history]
+
+    def epoch(
+        self, epoch: int, test: tuple[torch.Tensor, torch.Tensor], origin: float, on_progress: Any
+    ) -> EpochResult:
+        """Train one epoch, then test: its results (``elapsed`` counted from ``origin``), or :class:`_Diverged`."""
+        stats = train_one_epoch(
+            self.net, self.batches, epoch, self.optimizer, self.scheduler, self.precision, self.dist,
+            self.cfg.label_smoothing, self.ema, on_progress=on_progress,
+        )  # fmt: skip
+        # The training loss is the epoch's sums all-reduced: every rank holds the same value, so all stop.
+        _Diverged.check(stats.loss, epoch)
+        t0 = time.perf_counter()
+        loss, accuracy = self._evaluate(test)
+        # The test loss, computed on rank 0 alone, is shared with every rank first: a rank 0 that stopped
+        # alone would leave the others waiting in the next collective until its timeout.
+        _Diverged.check(loss, epoch)
+        now = time.perf_counter()
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        train, speed = (stats.loss, stats.accuracy), stats.images / stats.seconds
+        return EpochResult(epoch, *train, loss, accuracy, stats.seconds + now - t0, speed, lr, now - origin)
+
+    def _evaluate(self, test: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+        """Test loss and accuracy: computed on rank 0, then the same on every rank (an all-reduce of rank 0's
+        values and zeros), so that every rank takes the same decision on them."""
+        loss, accuracy, device = 0.0, 0.0, self.batches.device
+        if self.dist.is_main:
+            loss, accuracy = evaluate(in_precision(self.evaluated, self.cfg.precision, device), *test, device)
+        if not self.dist.enabled:
+            return loss, accuracy
+        shared = self.dist.sum(torch.tensor([loss, accuracy], dtype=torch.float64, device=device))
+        return (loss, accuracy) if self.dist.is_main else (float(shared[0]), float(shared[1]))
+
+    def checkpoint(self, history: list[EpochResult]) -> Checkpoint:
+        """What ``out`` holds after the last epoch of ``history``: the (averaged) weights and the training state."""
         last = history[-1]
-        extra = {"model_state": _to_cpu(self.model.state_dict()), "ema_steps": self.ema.steps} if self.ema else {}
-        return make_checkpoint(
+        training = TrainingState(
+            optimizer=_to_cpu(self.optimizer.state_dict()),
+            scheduler=self.scheduler.state_dict(),
+            rng={"torch": torch.get_rng_state()},
+            scaler=self.precision.scaler.state_dict(),  # fp16's loss scale ({} otherwise)
+            model_state=_to_cpu(self.model.state_dict()) if self.ema else None,
+            ema_steps=self.ema.steps if self.ema else 0,
+        )
+        return Checkpoint(
             arch=self.cfg.arch,
             arch_config=dict(self.arch.defaults),
             state_dict=_to_cpu(self.evaluated.state_dict()),
@@ -310,29 +241,36 @@ class _Loop:
             config=asdict(self.cfg),
             history=[asdict(h) for h in history],
             metrics={"test_accuracy": last.test_accuracy, "test_loss": last.test_loss},
-            training_state={
-                "optimizer": _to_cpu(self.optimizer.state_dict()),
-                "scheduler": self.scheduler.state_dict(),
-                "rng": {"torch": torch.get_rng_state()},
-                "scaler": self.precision.scaler.state_dict(),  # fp16's loss scale ({} otherwise)
-                **extra,
-            },
+            training=training,
         )
 
 
-def _shows_batches(callbacks: TrainCallbacks) -> bool:
-    return getattr(callbacks, "shows_batches", False)
+def _progress(callbacks: TrainCallbacks, epoch: int) -> Any:
+    """The per-step hook of ``epoch``, or None: reading progress back makes the device wait for the host, so
+    only when something shows it."""
+    shows = getattr(callbacks, "shows_batches", False)
+    return functools.partial(callbacks.on_batch, epoch) if shows else None
 
 
-def _check_finite(loss: float, epoch: int, saved: int, out: Path | None, lr: float) -> None:
-    """A loss that is NaN or infinite means the weights are too: stop before they are saved."""
-    if math.isfinite(loss):
-        return
-    kept = f"; {out} still holds epoch {saved}" if out is not None and saved else "; nothing was saved"
-    raise MnistctlError(
-        f"training diverged in epoch {epoch}: the loss is {loss}{kept}",
-        f"train again with a lower --lr (this run's is {lr:g})",
-    )
+class _Diverged(Exception):
+    """A loss that is NaN or infinite means the weights are too: the run stops before they are saved."""
+
+    def __init__(self, loss: float, epoch: int) -> None:
+        super().__init__(loss, epoch)
+        self.loss, self.epoch = loss, epoch
+
+    @classmethod
+    def check(cls, loss: float, epoch: int) -> None:
+        if not math.isfinite(loss):
+            raise cls(loss, epoch)
+
+    def error(self, saved: int, out: Path | None, lr: float) -> MnistctlError:
+        """The line that says so, with what ``out`` still holds and what to try."""
+        kept = f"; {out} still holds epoch {saved}" if out is not None and saved else "; nothing was saved"
+        return MnistctlError(
+            f"training diverged in epoch {self.epoch}: the loss is {self.loss}{kept}",
+            f"train again with a lower --lr (this run's is {lr:g})",
+        )
 
 
 def _interrupted(done: int, out: Path | None) -> Interrupted:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from helpers import FakeMnist, MirrorServer, make_fake_mnist, write_tiny_mnist
 
-import mnistctl.data.download as download_mod
+import mnistctl.data.http_fetch as http_fetch
 import mnistctl.data.mnist as data_mod
+import mnistctl.data.sources as sources
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +28,8 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     # The tiny synthetic IDX files the tests train on are not MNIST's, so their checksums are not MNIST's: read
     # them as a user reads their own digits in MNIST's format. Tests of the verification itself turn it on.
     monkeypatch.setenv("MNISTCTL_VERIFY_DATA", "0")
-    monkeypatch.setattr(download_mod, "PUBLIC_MIRRORS", ())
-    monkeypatch.setattr(download_mod, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(sources, "PUBLIC_MIRRORS", ())
+    monkeypatch.setattr(http_fetch, "BACKOFF_S", 0.01)
     return home
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import sys
 
-import mnistctl.data.download as download_mod
 import mnistctl.data.mnist as data_mod
+import mnistctl.data.sources as sources
 from mnistctl.cli import app
 
 
 def main() -> None:
     specs, args = sys.argv[1], sys.argv[2:]
     data_mod.MNIST_FILES = tuple(data_mod.MnistFile(*spec) for spec in json.loads(specs))
-    download_mod.PUBLIC_MIRRORS = ()
+    sources.PUBLIC_MIRRORS = ()
     sys.argv = ["mnistctl", *args]
     app()
 

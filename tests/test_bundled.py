@@ -25,15 +25,15 @@ BUNDLED = bundled_model_path()
 def test_it_is_in_the_package_small_and_loads_with_weights_only():
     assert BUNDLED.is_file() and BUNDLED.stat().st_size <= 1 << 20
     checkpoint = load_checkpoint(BUNDLED)  # torch.load(weights_only=True), checksum of the weights checked
-    assert checkpoint["optimizer"] is None  # weights and metadata only
-    made = checkpoint["bundle"]
+    assert not checkpoint.has_training_state  # weights and metadata only
+    made = checkpoint.extra["bundle"]
     assert made["command"].startswith("mnistctl train ") and f"--seed {made['seed']}" in made["command"]
-    assert made["mnistctl"] and made["machine"] and made["test_accuracy"] == checkpoint["metrics"]["test_accuracy"]
+    assert made["mnistctl"] and made["machine"] and made["test_accuracy"] == checkpoint.metrics["test_accuracy"]
 
 
 def test_it_was_trained_with_the_current_cpu_default_recipe():
     """Changing the default recipe must come with a retrained bundle: `python bench/bundle.py`."""
-    config = load_checkpoint(BUNDLED)["config"]
+    config = load_checkpoint(BUNDLED).config
     arch = DEFAULT_ARCH["cpu"]
     expected = {"arch": arch, "epochs": DEFAULT_EPOCHS, "train_limit": None, **RECIPES[arch]}
     assert {key: config[key] for key in expected} == expected

@@ -57,11 +57,11 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     fit(config, load_mnist(data_dir), torch.device("cpu"), out=tmp_path / "single.pt")
     ddp = load_checkpoint(tmp_path / "ddp.pt")
     single = load_checkpoint(tmp_path / "single.pt")
-    assert ddp["state_dict"].keys() == single["state_dict"].keys()  # no "module." prefixes
-    for key, value in single["state_dict"].items():
-        difference = float((ddp["state_dict"][key] - value).abs().max())
+    assert ddp.state_dict.keys() == single.state_dict.keys()  # no "module." prefixes
+    for key, value in single.state_dict.items():
+        difference = float((ddp.state_dict[key] - value).abs().max())
         assert difference <= TOLERANCE, (key, difference)
-    assert abs(ddp["history"][0]["train_loss"] - single["history"][0]["train_loss"]) < 1e-4
+    assert abs(ddp.history[0]["train_loss"] - single.history[0]["train_loss"]) < 1e-4
     # The data-parallel checkpoint resumes in a single process.
     resumed = runner.invoke(
         app, ["train", "--resume", "-o", str(tmp_path / "ddp.pt")], env={"MNISTCTL_DATA_DIR": str(data_dir)}
@@ -111,10 +111,10 @@ def test_uneven_shards_batchnorm_and_ema_under_two_gloo_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('"event": "summary"') == 1
     saved = load_checkpoint(out)
-    assert saved["epoch"] == 1 and saved["config"]["batch_size"] == 63 and saved["model_state"]
-    assert 0 <= saved["history"][0]["train_loss"] < 10 and 0 <= saved["history"][0]["test_accuracy"] <= 1
+    assert saved.epoch == 1 and saved.config["batch_size"] == 63 and saved.training.model_state
+    assert 0 <= saved.history[0]["train_loss"] < 10 and 0 <= saved.history[0]["test_accuracy"] <= 1
     resumed = runner.invoke(
         app, ["train", "--resume", "--epochs", "2", "-o", str(out)], env={"MNISTCTL_DATA_DIR": str(data_dir)}
     )
     assert resumed.exit_code == 0, resumed.output
-    assert load_checkpoint(out)["epoch"] == 2
+    assert load_checkpoint(out).epoch == 2

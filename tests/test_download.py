@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import mnistctl.data.download as download_mod
+import mnistctl.data.http_fetch as http_fetch
+import mnistctl.data.sources as sources
 from mnistctl.cli import app
 from mnistctl.data.download import DownloadError, Source, download_mnist
 from mnistctl.data.mnist import raw_dir
+from mnistctl.errors import MnistctlError
 
 runner = CliRunner()
 
@@ -114,7 +116,7 @@ def test_all_mirrors_down_fails_fast_with_a_helpful_message(tmp_path, fake_mnist
 
 def test_public_mirrors_are_tried_after_the_users_one(monkeypatch, tmp_path, fake_mnist, mirror_server):
     mirror_server.serve("/public/", fake_mnist.gz)
-    monkeypatch.setattr(download_mod, "PUBLIC_MIRRORS", (mirror_server.url("/public/"),))
+    monkeypatch.setattr(sources, "PUBLIC_MIRRORS", (mirror_server.url("/public/"),))
     monkeypatch.setenv("MNISTCTL_MIRROR", mirror_server.url("/missing/"))
     results = download_mnist(tmp_path / "d")
     assert all(r.source.startswith(mirror_server.url("/public/")) for r in results)
@@ -206,12 +208,12 @@ def test_retries_transient_server_errors(tmp_path, fake_mnist, mirror_server):
         flaky.body = real
 
     download_mnist(tmp_path / "d", sources=[Source.parse(mirror_server.url("/m/"))], sleep=sleep)
-    assert calls == [download_mod.BACKOFF_S]
+    assert calls == [http_fetch.BACKOFF_S]
     assert_installed(tmp_path / "d", fake_mnist)
 
 
 def test_unsupported_mirror_scheme_is_a_usage_problem():
-    with pytest.raises(download_mod.MnistctlError, match="unsupported mirror"):
+    with pytest.raises(MnistctlError, match="unsupported mirror"):
         Source.parse("ftp://example.org/mnist/")
 
 

@@ -72,7 +72,7 @@ def train_env(tmp_path: Path) -> dict[str, str]:
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
-    sa, sb = load_checkpoint(a)["state_dict"], load_checkpoint(b)["state_dict"]
+    sa, sb = load_checkpoint(a).state_dict, load_checkpoint(b).state_dict
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
@@ -88,10 +88,10 @@ def test_sigkilled_training_resumes_to_the_same_weights(tmp_path, train_env, fau
     else:
         killed = run_cli([*TRAIN, "-o", str(target)], train_env, KILL_IN_SECOND_SAVE)
     assert killed.returncode == -signal.SIGKILL
-    assert load_checkpoint(target)["epoch"] == 1  # the last complete checkpoint survived and loads
+    assert load_checkpoint(target).epoch == 1  # the last complete checkpoint survived and loads
     resumed = run_cli(["train", "--resume", "-o", str(target)], train_env)
     assert resumed.returncode == 0, resumed.stderr
-    assert load_checkpoint(target)["epoch"] == 3
+    assert load_checkpoint(target).epoch == 3
     assert_same_weights(tmp_path / "straight.pt", target)
 
 
@@ -102,7 +102,7 @@ def test_ctrl_c_keeps_the_last_checkpoint_and_says_how_to_resume(tmp_path, train
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "holds the complete epoch 1" in errors[0] and "--resume" in errors[0]
     assert "Traceback" not in proc.stderr
-    assert load_checkpoint(tmp_path / "m.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "m.pt").epoch == 1
 
 
 def test_full_disk_while_saving_a_checkpoint_keeps_the_old_one(tmp_path, monkeypatch):
@@ -121,7 +121,7 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_old_one(tmp_path, monkeyp
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert errors == [f"Error: the disk is full while writing {out} — free some space and run the command again"]
-    assert load_checkpoint(out)["epoch"] == 1
+    assert load_checkpoint(out).epoch == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "m.pt"]  # no temporary file left
 
 

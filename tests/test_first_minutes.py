@@ -102,7 +102,7 @@ def test_resumed_run_reports_the_time_its_epochs_table_adds_up_to(tiny_data, tmp
     assert result.exit_code == 0, result.output
     from mnistctl.checkpoint import load_checkpoint
 
-    total = sum(h["seconds"] for h in load_checkpoint(out)["history"])  # both epochs, as the table lists them
+    total = sum(h["seconds"] for h in load_checkpoint(out).history)  # both epochs, as the table lists them
     assert f"{total:.1f}s of training, " in result.stderr and "since resuming after epoch 1" in result.stderr
 
 

@@ -213,7 +213,7 @@ def test_new_checkpoints_cover_what_decides_the_network_with_a_checksum(tmp_path
     save_checkpoint(tmp_path / "m.pt", compact_checkpoint())
     raw = torch.load(tmp_path / "m.pt", weights_only=True)
     assert raw["version"] == 3 and len(raw["meta_sha256"]) == 64
-    assert load_checkpoint(tmp_path / "m.pt")["arch"] == "compact"
+    assert load_checkpoint(tmp_path / "m.pt").arch == "compact"
 
 
 # --------------------------------------------------------------------------------------------- 2. NaN models
@@ -358,7 +358,7 @@ def test_the_trained_checkpoint_itself_resumes(tmp_path, tiny_data, trained):
     torch.save(fresh(trained), path)
     result = runner.invoke(app, ["train", "--resume", "--epochs", "2", "-q", "-o", str(path)])
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(path)["epoch"] == 2
+    assert load_checkpoint(path).epoch == 2
 
 
 # --------------------------------------------------------------------------------------------- 4. -m
@@ -391,7 +391,7 @@ def test_a_plain_state_dict_of_mnistctls_own_networks_loads_as_that_network(tmp_
     path = tmp_path / f"{name}.pt"
     torch.save(ARCHITECTURES[name].build().state_dict(), path)
     checkpoint = load_checkpoint(path)
-    assert checkpoint["arch"] == name and checkpoint["normalization"] == {"mean": 0.1307, "std": 0.3081}
+    assert checkpoint.arch == name and checkpoint.normalization == (0.1307, 0.3081)
     result = runner.invoke(app, ["eval", "-m", str(path), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["arch"] == name

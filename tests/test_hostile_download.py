@@ -24,9 +24,10 @@ import pytest
 from helpers import Handler, MirrorServer, cli_expecting, idx_bytes, make_fake_mnist, redirect, send, write_tiny_mnist
 from typer.testing import CliRunner
 
-import mnistctl.data.download as download_mod
+import mnistctl.data.http_fetch as http_fetch
 from mnistctl.cli import app
 from mnistctl.data.mnist import raw_dir
+from mnistctl.data.transfer import max_gz_size
 
 runner = CliRunner()
 PROCESS_TIMEOUT_S = 120  # generous: a subprocess that has not finished by then hangs
@@ -249,7 +250,7 @@ def drip(body: bytes, every_s: float, for_s: float) -> Handler:
 
 
 def test_a_drip_feeding_mirror_is_given_up_at_the_deadline(tmp_path, fake_mnist, mirror_server, monkeypatch):
-    monkeypatch.setattr(download_mod, "DEADLINE_S", 1.0)  # the drip lasts 20 s: far past it
+    monkeypatch.setattr(http_fetch, "DEADLINE_S", 1.0)  # the drip lasts 20 s: far past it
     mirror_server.serve("/m/", fake_mnist.gz)
     mirror_server.routes["/m/train-images-idx3-ubyte.gz"] = drip(fake_mnist.gz["train-images-idx3-ubyte"], 0.25, 20)
 
@@ -280,7 +281,7 @@ def test_an_endless_body_is_cut_off_at_what_the_file_can_be(tmp_path, fake_mnist
 
     mirror_server.serve("/m/", fake_mnist.gz)
     mirror_server.routes["/m/t10k-labels-idx1-ubyte.gz"] = endless
-    limit = download_mod.max_gz_size(fake_mnist.specs[3])
+    limit = max_gz_size(fake_mnist.specs[3])
 
     result = download(tmp_path / "d", mirror_server.url("/m/"))
 

@@ -203,7 +203,7 @@ def test_sigterm_and_sighup_stop_training_like_ctrl_c(tmp_path, signum, code):
     (line,) = [x for x in stderr.splitlines() if x.startswith("Error:")]
     assert line.startswith(f"Error: {signal.Signals(signum).name}: interrupted during epoch ")
     assert f"continue with `mnistctl train --resume -o {out}`" in line
-    assert load_checkpoint(out)["epoch"] >= 1
+    assert load_checkpoint(out).epoch >= 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run.pt"]  # no lock or temporary file left
 
 

@@ -181,16 +181,16 @@ def _nan_model(tiny_model: Path, tmp_path: Path) -> Path:
     from mnistctl.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 
     ckpt = load_checkpoint(tiny_model)
-    state = dict(ckpt["state_dict"])
+    state = dict(ckpt.state_dict)
     state["classifier.weight"] = torch.full_like(state["classifier.weight"], torch.finfo(torch.float32).max)
     path = tmp_path / "nan.pt"
     save_checkpoint(
         path,
         make_checkpoint(
-            arch=ckpt["arch"],
-            arch_config=ckpt["arch_config"],
+            arch=ckpt.arch,
+            arch_config=ckpt.arch_config,
             state_dict=state,
-            normalization=(ckpt["normalization"]["mean"], ckpt["normalization"]["std"]),
+            normalization=ckpt.normalization,
             epoch=1,
             config={},
             history=[],

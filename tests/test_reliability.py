@@ -69,7 +69,7 @@ def test_two_training_processes_on_one_output(tmp_path):
     assert second.stderr.strip() == (
         f"Error: {out} is in use by process {first.pid} — wait for it to finish, or write elsewhere"
     )
-    assert load_checkpoint(out)["arch"] == "compact"  # the first run's file, untouched by the second
+    assert load_checkpoint(out).arch == "compact"  # the first run's file, untouched by the second
 
 
 def test_resume_refuses_options_that_conflict_with_the_run(tiny_data):
@@ -91,11 +91,11 @@ def test_a_finished_run_is_extended_with_a_replanned_schedule(tiny_data, tmp_pat
     result = runner.invoke(app, ["train", "--resume", "--epochs", "4", "-o", str(tmp_path / "a.pt"), "--json"])
     assert result.exit_code == 0, result.output
     extended = load_checkpoint(tmp_path / "a.pt")
-    assert extended["epoch"] == 4 and extended["config"]["epochs"] == 4
-    assert [h["epoch"] for h in extended["history"]] == [1, 2, 3, 4]
-    assert extended["history"][:2] == finished["history"]
+    assert extended.epoch == 4 and extended.config["epochs"] == 4
+    assert [h["epoch"] for h in extended.history] == [1, 2, 3, 4]
+    assert extended.history[:2] == finished.history
     # The one-cycle plan for 4 epochs: epoch 3 runs at a rate well above where the 2-epoch plan had ended ...
-    lrs = [h["lr"] for h in extended["history"]]
+    lrs = [h["lr"] for h in extended.history]
     assert lrs[2] > 100 * lrs[1]
     # ... and ends the new total as a plan for 4 epochs does.
     assert lrs[3] == pytest.approx(lrs[1], rel=0.05)
@@ -136,7 +136,7 @@ def test_original_state_dicts_without_a_digest_still_load(tmp_path):
     from mnistctl.models import DigitClassifier
 
     torch.save(DigitClassifier().state_dict(), tmp_path / "digit_model.pt")
-    assert load_checkpoint(tmp_path / "digit_model.pt")["arch"] == "seed"
+    assert load_checkpoint(tmp_path / "digit_model.pt").arch == "seed"
 
 
 @pytest.fixture
@@ -267,8 +267,8 @@ def test_a_new_run_does_not_replace_an_unfinished_one(tiny_data, tmp_path):
     stop = runner.invoke(app, ["train", "--epochs", "1", *FAST, "-o", str(out)])
     assert stop.exit_code == 0
     checkpoint = load_checkpoint(out)
-    checkpoint["config"]["epochs"] = 5  # as if Ctrl-C had stopped a 5-epoch run after its first epoch
-    torch.save(checkpoint, out)
+    checkpoint.config["epochs"] = 5  # as if Ctrl-C had stopped a 5-epoch run after its first epoch
+    torch.save(checkpoint.to_dict(), out)
     again = runner.invoke(app, ["train", "--epochs", "1", *FAST, "-o", str(out)])
     assert again.exit_code == 1
     assert errors_of(again) == [
@@ -282,7 +282,7 @@ def test_precision_may_change_on_resume(tiny_data, tmp_path):
     """The run may go on on another device: precision is the new device's default, or as --amp/--no-amp say."""
     out = tmp_path / "run.pt"
     assert runner.invoke(app, ["train", "--epochs", "1", *FAST, "-o", str(out), "--amp"]).exit_code == 0
-    assert load_checkpoint(out)["config"]["precision"] == "bf16"
+    assert load_checkpoint(out).config["precision"] == "bf16"
     resumed = runner.invoke(app, ["train", "--resume", "--epochs", "2", "--no-amp", "-o", str(out)])
     assert resumed.exit_code == 0, resumed.output
-    assert load_checkpoint(out)["config"]["precision"] == "fp32"
+    assert load_checkpoint(out).config["precision"] == "fp32"

@@ -36,15 +36,16 @@ def test_train_writes_a_checkpoint_that_loads_back(tiny_data):
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.stdout
     ckpt = load_checkpoint(model_path())
-    assert ckpt["format"] == FORMAT and ckpt["arch"] == "compact" and ckpt["epoch"] == 2
-    assert len(ckpt["history"]) == 2 and ckpt["normalization"] == {"mean": 0.1307, "std": 0.3081}
-    for key in ("optimizer", "scheduler", "rng", "config", "metrics", "versions"):
-        assert ckpt[key], key
-    assert ckpt["metrics"]["test_accuracy"] > 0.5  # the bars are easy to learn
+    assert torch.load(model_path(), weights_only=True)["format"] == FORMAT
+    assert ckpt.arch == "compact" and ckpt.epoch == 2
+    assert len(ckpt.history) == 2 and ckpt.normalization == (0.1307, 0.3081)
+    assert ckpt.training is not None and ckpt.training.optimizer and ckpt.training.scheduler and ckpt.training.rng
+    assert ckpt.config and ckpt.metrics and ckpt.versions
+    assert ckpt.metrics["test_accuracy"] > 0.5  # the bars are easy to learn
     # The weights saved are the ones that scored it: evaluating the checkpoint finds the same accuracy again.
     evaluated = runner.invoke(app, ["eval", "-m", str(model_path()), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
-    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(ckpt["metrics"]["test_accuracy"], abs=1e-6)
+    assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(ckpt.metrics["test_accuracy"], abs=1e-6)
 
 
 def test_train_json_prints_one_object_per_epoch_then_a_summary(tiny_data):
@@ -77,12 +78,14 @@ def test_resume_after_interruption_is_bit_identical(tiny_data, tmp_path, ema):
     with pytest.raises(Interrupted) as info:
         _fit(data, 3, tmp_path / "stopped.pt", stop_after=1, ema=ema)
     assert info.value.exit_code == 130 and "--resume" in str(info.value)
-    assert load_checkpoint(tmp_path / "stopped.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "stopped.pt").epoch == 1
     resumed = _fit(data, 3, tmp_path / "stopped.pt", resume=load_checkpoint(tmp_path / "stopped.pt"), ema=ema)
     assert resumed.resumed_from == 1 and [h.epoch for h in resumed.history] == [1, 2, 3]
     straight, stopped = load_checkpoint(tmp_path / "straight.pt"), load_checkpoint(tmp_path / "stopped.pt")
-    for weights in ("state_dict", "model_state") if ema else ("state_dict",):  # the average, and what is trained
-        a, b = straight[weights], stopped[weights]
+    pairs = [(straight.state_dict, stopped.state_dict)]  # the average, and what is trained
+    if ema:
+        pairs.append((straight.training.model_state, stopped.training.model_state))
+    for a, b in pairs:
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), key
@@ -92,7 +95,7 @@ def test_same_seed_gives_the_same_checkpoint_weights(tiny_data, tmp_path):
     data = load_mnist(tiny_data)
     _fit(data, 1, tmp_path / "a.pt")
     _fit(data, 1, tmp_path / "b.pt")
-    a, b = (load_checkpoint(tmp_path / n)["state_dict"] for n in ("a.pt", "b.pt"))
+    a, b = (load_checkpoint(tmp_path / n).state_dict for n in ("a.pt", "b.pt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -170,7 +173,7 @@ def test_original_state_dict_loads_as_seed(tiny_data, tmp_path):
     path = tmp_path / "digit_model.pt"
     torch.save(DigitClassifier().state_dict(), path)
     ckpt = load_checkpoint(path)
-    assert ckpt["arch"] == "seed" and ckpt["normalization"] == {"mean": 0.0, "std": 1.0}
+    assert ckpt.arch == "seed" and ckpt.normalization == (0.0, 1.0)
     result = runner.invoke(app, ["eval", "-m", str(path), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["arch"] == "seed"
@@ -226,7 +229,7 @@ def test_truncated_and_wrong_shape_checkpoints(tiny_data, tmp_path):
     (tmp_path / "cut.pt").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(MnistctlError, match="not a readable PyTorch checkpoint"):
         load_checkpoint(tmp_path / "cut.pt")
-    ckpt = load_checkpoint(model_path())
+    ckpt = load_checkpoint(model_path()).to_dict()
     ckpt["state_dict"]["classifier.weight"] = torch.zeros(10, 3)
     ckpt["weights_sha256"] = weights_digest(ckpt["state_dict"])  # a consistent file, just not this network's
     torch.save(ckpt, tmp_path / "shape.pt")
@@ -271,8 +274,8 @@ def test_affine_augmentation_keeps_shape_and_black_background():
 def test_build_model_predicts_as_trained(tiny_data):
     assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
     ckpt = load_checkpoint(model_path())
-    trained = get_architecture(ckpt["arch"]).build()
-    trained.load_state_dict(ckpt["state_dict"])
+    trained = get_architecture(ckpt.arch).build()
+    trained.load_state_dict(ckpt.state_dict)
     built = build_model(ckpt)
     assert not built.training
     x = torch.randn(8, 1, 28, 28)
@@ -301,6 +304,6 @@ def test_the_gpu_recipe_runs_on_the_cpu_too(tiny_data, tmp_path):
     config = TrainConfig(arch="wide", epochs=1, train_limit=192)
     result = fit(config, load_mnist(tiny_data), torch.device("cpu"), out=tmp_path / "wide.pt")
     saved = load_checkpoint(tmp_path / "wide.pt")
-    assert saved["arch"] == "wide" and saved["config"]["batch_size"] == 512 and saved["config"]["ema"] > 0
-    assert saved["config"]["precision"] == result.config.precision == default_precision(torch.device("cpu"))
+    assert saved.arch == "wide" and saved.config["batch_size"] == 512 and saved.config["ema"] > 0
+    assert saved.config["precision"] == result.config.precision == default_precision(torch.device("cpu"))
     assert build_model(saved)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -37,16 +37,9 @@ app = typer.Typer(
 
 
 def _command(name: str | None = None, *, help: str, examples: str) -> Any:  # noqa: A002 - Typer's word
-    """Register a command with its help and its examples (one per line: command, two spaces, comment). Each
-    example is shown as its comment, then the command on a line of its own, so that both fit 80 columns."""
-    shown = []
-    for line in examples.strip().splitlines():
-        command, _, comment = (part.strip() for part in line.partition("  "))
-        command = command.replace("[", "\\[")  # literal, not Rich markup
-        shown.append(f"  [dim]# {comment}[/]\n  {command}" if comment else f"  {command}")
+    """Register a command with its help, a short help (its first sentence) and its examples."""
     short = help.split(". ")[0].split(": ")[0].rstrip(".")
-    epilog = "[bold]Examples[/]\n\n" + "\n\n".join(shown)
-    return app.command(name, cls=opt.Command, help=help, short_help=short, epilog=epilog)
+    return app.command(name, cls=opt.Command, help=help, short_help=short, epilog=opt.examples_epilog(examples))
 
 
 @app.callback()
@@ -164,40 +157,32 @@ def train(
     quiet: opt.Quiet = False,
 ) -> None:
     from mnistctl import report
-    from mnistctl.checkpoint import default_model_path, training_run
     from mnistctl.config import TrainConfig
-    from mnistctl.data.mnist import load_mnist
-    from mnistctl.fsutil import output_path
-    from mnistctl.runtime import device_kind, dist_info, launch_torchrun, precision_option, setup_device
-    from mnistctl.train import fit
+    from mnistctl.training import Relaunched, TrainRequest, is_main_process, run_training
 
-    main_rank = dist_info().is_main
-    if nproc is not None and nproc > 1 and dist_info().world_size == 1:
-        raise typer.Exit(launch_torchrun(nproc, device, sys.argv[1:]))
+    main_rank = is_main_process()  # under torchrun, only rank 0 prints
     quiet, json_out = (quiet, json_out) if main_rank else (True, False)
-    requested = TrainConfig(
+    config = TrainConfig(
         arch=arch, epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, rotate=rotate, scale=scale,
         shift=shift, elastic=elastic, ema=ema, seed=seed, train_limit=train_limit, channels_last=channels_last,
         compile=compile_model,
     )  # fmt: skip
-    requested.validate()  # before any slow work
-    torch_device = setup_device(device, threads)
-    requested.precision = precision_option(amp, torch_device)
-    path = output_path(out, "-o") if out else default_model_path()
-    kind = device_kind(torch_device)
-    with training_run(path, requested, resume=resume, force=force, device_kind=kind, writer=main_rank) as run:
-        config, checkpoint = run
-        data = load_mnist(_mnist(data_dir, mirror, quiet))
-        callbacks = report.train_callbacks(quiet=quiet, json_out=json_out)
-        result = fit(config, data, torch_device, out=path, resume=checkpoint, callbacks=callbacks)
+    request = TrainRequest(
+        config, out=out, resume=resume, force=force, device=device, threads=threads, amp=amp, nproc=nproc,
+        argv=sys.argv[1:],
+    )  # fmt: skip
+    callbacks = report.train_callbacks(quiet=quiet, json_out=json_out)
+    result = run_training(request, lambda: _mnist(data_dir, mirror, quiet), callbacks)
+    if isinstance(result, Relaunched):
+        raise typer.Exit(result.returncode)
     if not main_rank:
         return
     if json_out:
         report.print_json(result.summary())
         return
     report.show_result(report.epochs_table(result.history, title=f"{result.config.arch} on {result.device}"))
-    report.log(report.train_summary(result, path), quiet=quiet)
+    report.log(report.train_summary(result, result.checkpoint), quiet=quiet)
 
 
 @_command(
@@ -335,7 +320,7 @@ mnistctl compare-optimizers --resume             skip the runs the results file 
 """,
 )
 def compare_optimizers(
-    optimizers: opt.Optimizers = "adam,sgd-nesterov",
+    optimizers: opt.Optimizers = opt.DEFAULT_COMPARED,
     lr: opt.Lrs = None,
     epochs: opt.CompareEpochs = 10,
     arch: opt.CompareArch = "seed",

@@ -15,6 +15,8 @@ import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from mnistctl.cli import failures
+from mnistctl.config import ARCHS, COMPARE_LRS, DEFAULT_ARCH, DEFAULT_EPOCHS, RANGES
+from mnistctl.registry import OPTIMIZERS, SCHEDULES
 
 
 class _ArgumentWithoutType(TyperArgument):
@@ -134,16 +136,20 @@ Force = Annotated[bool, _opt("--force", help="Fetch again even when valid files 
 
 # --------------------------------------------------------------------------------------------- train
 
-Epochs = Annotated[int | None, _opt("--epochs", "-e", min=1, help="Passes over the training set. \\[default: 10]")]
-Arch = Annotated[
-    str | None, _opt("--arch", help="compact, wide or seed. \\[default: compact on a CPU, wide on a GPU]", panel=RECIPE)
+Epochs = Annotated[
+    int | None,
+    _opt(
+        "--epochs", "-e", **RANGES["epochs"].typer, help=f"Passes over the training set. \\[default: {DEFAULT_EPOCHS}]"
+    ),
 ]
-Optimizer = Annotated[
-    str | None, _opt("--optimizer", help="adam, adamw, sgd, sgd-nesterov, rmsprop or adadelta.", panel=RECIPE)
-]
+_DEFAULT_ARCHS = ", ".join(f"{arch} on a {kind.upper()}" for kind, arch in DEFAULT_ARCH.items())
+Arch = Annotated[str | None, _opt("--arch", help=f"{ARCHS.listed()}. \\[default: {_DEFAULT_ARCHS}]", panel=RECIPE)]
+Optimizer = Annotated[str | None, _opt("--optimizer", help=f"{OPTIMIZERS.listed()}.", panel=RECIPE)]
 Lr = Annotated[float | None, _opt("--lr", help="Peak learning rate.", panel=RECIPE)]
-TrainBatch = Annotated[int | None, _opt("--batch-size", "-b", min=1, help="Images per step.", panel=RECIPE)]
-Schedule = Annotated[str | None, _opt("--schedule", help="onecycle, cosine, step or constant.", panel=RECIPE)]
+TrainBatch = Annotated[
+    int | None, _opt("--batch-size", "-b", **RANGES["batch_size"].typer, help="Images per step.", panel=RECIPE)
+]
+Schedule = Annotated[str | None, _opt("--schedule", help=f"{SCHEDULES.listed()}.", panel=RECIPE)]
 WeightDecay = Annotated[
     float | None, _opt("--weight-decay", help="Weight decay: decoupled for adamw, L2 for the others.", panel=RECIPE)
 ]
@@ -151,24 +157,31 @@ LabelSmoothing = Annotated[
     float | None,
     _opt(
         "--label-smoothing",
-        min=0.0,
-        max=0.5,
+        **RANGES["label_smoothing"].typer,
         help="Spread this much of each target over the other digits.",
         panel=RECIPE,
     ),
 ]
 Ema = Annotated[
-    float | None, _opt("--ema", min=0.0, max=0.9999, help="Evaluate and save a moving average (0: off).", panel=RECIPE)
+    float | None,
+    _opt("--ema", **RANGES["ema"].typer, help="Evaluate and save a moving average (0: off).", panel=RECIPE),
 ]
 Augment = Annotated[bool | None, _opt("--augment/--no-augment", help="Augment the training images.", panel=AUGMENT)]
-Rotate = Annotated[float | None, _opt("--rotate", min=0.0, max=45.0, help="Random rotation, ± degrees.", panel=AUGMENT)]
-Scale = Annotated[float | None, _opt("--scale", min=0.0, max=0.5, help="Random scale, ± fraction.", panel=AUGMENT)]
-Shift = Annotated[float | None, _opt("--shift", min=0.0, max=8.0, help="Random shift, ± pixels.", panel=AUGMENT)]
+Rotate = Annotated[
+    float | None, _opt("--rotate", **RANGES["rotate"].typer, help="Random rotation, ± degrees.", panel=AUGMENT)
+]
+Scale = Annotated[
+    float | None, _opt("--scale", **RANGES["scale"].typer, help="Random scale, ± fraction.", panel=AUGMENT)
+]
+Shift = Annotated[float | None, _opt("--shift", **RANGES["shift"].typer, help="Random shift, ± pixels.", panel=AUGMENT)]
 Elastic = Annotated[
-    float | None, _opt("--elastic", min=0.0, max=6.0, help="Random smooth warp, up to N pixels.", panel=AUGMENT)
+    float | None,
+    _opt("--elastic", **RANGES["elastic"].typer, help="Random smooth warp, up to N pixels.", panel=AUGMENT),
 ]
 Seed = Annotated[int | None, _opt("--seed", help="Fixes order, initial weights, augmentation. \\[default: 0]")]
-TrainLimit = Annotated[int | None, _opt("--train-limit", min=1, help="Use only the first N training images.")]
+TrainLimit = Annotated[
+    int | None, _opt("--train-limit", **RANGES["train_limit"].typer, help="Use only the first N training images.")
+]
 Out = Annotated[
     str | None,
     _opt("--out", "-o", metavar="FILE", help="Checkpoint to write. \\[default: $MNISTCTL_MODEL, else digit_model.pt]"),
@@ -211,12 +224,15 @@ JsonLines = Annotated[bool, _opt("--json", help="JSON Lines: one object per imag
 
 # --------------------------------------------------------------------------------------------- compare
 
-Optimizers = Annotated[str, _opt("--optimizers", help="Comma-separated optimizer names.")]
-Lrs = Annotated[str | None, _opt("--lr", help="One rate, or NAME=RATE pairs. \\[default: 1e-3 for adam, sgd-nesterov]")]
-CompareEpochs = Annotated[int, _opt("--epochs", "-e", min=1, help="Epochs per optimizer.")]
-CompareArch = Annotated[str, _opt("--arch", help="seed (the original network) or compact.")]
-CompareBatch = Annotated[int, _opt("--batch-size", "-b", min=1, help="Images per step.")]
-CompareSchedule = Annotated[str, _opt("--schedule", help="onecycle, cosine, step or constant.")]
+Optimizers = Annotated[str, _opt("--optimizers", help=f"Comma-separated, some of: {', '.join(OPTIMIZERS)}.")]
+# What --optimizers compares when not given: the original project's question (config.COMPARE_LRS).
+DEFAULT_COMPARED = ",".join(COMPARE_LRS)
+_COMPARE_LRS = ", ".join(f"{name}={lr:g}" for name, lr in COMPARE_LRS.items())
+Lrs = Annotated[str | None, _opt("--lr", help=f"One rate, or NAME=RATE pairs. \\[default: {_COMPARE_LRS}]")]
+CompareEpochs = Annotated[int, _opt("--epochs", "-e", **RANGES["epochs"].typer, help="Epochs per optimizer.")]
+CompareArch = Annotated[str, _opt("--arch", help=f"{ARCHS.listed()} (seed: the original network).")]
+CompareBatch = Annotated[int, _opt("--batch-size", "-b", **RANGES["batch_size"].typer, help="Images per step.")]
+CompareSchedule = Annotated[str, _opt("--schedule", help=f"{SCHEDULES.listed()}.")]
 CompareAugment = Annotated[bool, _opt("--augment/--no-augment", help="Augment the training images.")]
 CompareSeed = Annotated[int, _opt("--seed", help="Initial weights, batch order and augmentation.")]
 Results = Annotated[str, _opt("--results", metavar="FILE", help="JSON file each finished run is saved to.")]
@@ -226,3 +242,14 @@ Plot = Annotated[
     str | None, _opt("--plot", metavar="FILE", help="Write loss and accuracy curves as a PNG (needs matplotlib).")
 ]
 CompareForce = Annotated[bool, _opt("--force", help="Replace --results even if it holds another comparison or file.")]
+
+
+def examples_epilog(examples: str) -> str:
+    """A command's examples (one per line: the command, two spaces, a comment) as its help's epilog: each
+    comment, then the command on a line of its own, so that both fit 80 columns."""
+    shown = []
+    for line in examples.strip().splitlines():
+        command, _, comment = (part.strip() for part in line.partition("  "))
+        command = command.replace("[", "\\[")  # literal, not Rich markup
+        shown.append(f"  [dim]# {comment}[/]\n  {command}" if comment else f"  {command}")
+    return "[bold]Examples[/]\n\n" + "\n\n".join(shown)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from mnistctl.errors import MnistctlError
+from mnistctl.fsutil import NotRegularFile, open_regular
 
 if TYPE_CHECKING:
     import torch
@@ -100,7 +100,7 @@ def spec(name: str) -> MnistFile:
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # a name swapped for a FIFO after the caller's check does not block
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -184,27 +184,20 @@ def read_idx(
     return torch.frombuffer(data, dtype=torch.uint8, count=count, offset=header).view(*dims)
 
 
-def _regular_file(path: str, flags: int) -> int:
-    """``open``'s opener for an IDX file: a FIFO or a device (/dev/zero) is refused instead of blocking or
-    never ending; O_NONBLOCK lets a FIFO open at once, and changes nothing for a regular file."""
-    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
-    mode = os.fstat(fd).st_mode
-    if stat.S_ISREG(mode):
-        return fd
-    os.close(fd)
-    if stat.S_ISDIR(mode):
-        raise MnistctlError(f"{path} is a directory, not an IDX file", "check the path")
-    raise MnistctlError(f"{path} is not a regular file (a FIFO or a device)", "replace it with the IDX file")
-
-
 def _read_bytes(path: Path, hint: str, max_inflated: int | None = None, own: bool = True) -> bytearray:
-    try:
-        with open(path, "rb", opener=_regular_file) as f:
+    try:  # a FIFO or a device (/dev/zero) is refused instead of blocking or never ending
+        with open_regular(path) as f:
             if f.read(2) != b"\x1f\x8b":
                 f.seek(0)
                 return bytearray(f.read())
             f.seek(0)
             return _inflate(f, path, hint, max_inflated, own)
+    except NotRegularFile as exc:
+        if exc.is_directory:
+            raise MnistctlError(f"{path} is a directory, not an IDX file", "check the path") from None
+        raise MnistctlError(
+            f"{path} is not a regular file (a FIFO or a device)", "replace it with the IDX file"
+        ) from None
     except FileNotFoundError as exc:
         raise MnistctlError(f"{path} does not exist", "run `mnistctl download` first") from exc
     except IsADirectoryError as exc:

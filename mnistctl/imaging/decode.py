@@ -14,7 +14,6 @@ import contextlib
 import errno
 import io
 import os
-import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mnistctl.errors import MnistctlError, first_line
+from mnistctl.fsutil import NotRegularFile, open_regular_fd
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
 WORK_SIDE = 1024  # bigger images are reduced to about this before preprocessing: a digit needs far fewer pixels
@@ -116,11 +116,6 @@ def checked_size(gray: np.ndarray) -> np.ndarray:
     return gray
 
 
-# Opening never blocks (a FIFO with no writer would hang a decoding thread for good; a terminal must not become
-# ours); O_NONBLOCK changes nothing for a regular file, the only kind that is then read.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
 def open_image_file(path: str) -> BinaryIO:
     """The regular file at ``path``, opened for reading; a small one is read into memory at once (a fifth
     cheaper for Pillow than a file object, and os calls cost a third of ``open``'s).
@@ -129,16 +124,13 @@ def open_image_file(path: str) -> BinaryIO:
     the check and the read. Directories, FIFOs, sockets and devices (/dev/zero) are refused.
     """
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd, info = open_regular_fd(path)
+    except NotRegularFile as exc:
+        raise ImageError("is a directory" if exc.is_directory else NOT_REGULAR) from None
     except OSError as exc:
         raise ImageError(_os_reason(exc)) from None
     handed_over = False
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ImageError("is a directory")
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(NOT_REGULAR)
         if info.st_size <= IN_MEMORY_BYTES:
             data = os.read(fd, info.st_size + 1)  # +1: to see whether the file has grown (a /proc file says 0)
             if len(data) <= info.st_size:
@@ -161,8 +153,6 @@ def _os_reason(exc: OSError) -> str:
         return "is a directory"
     if isinstance(exc, PermissionError):
         return "permission denied"
-    if exc.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
-        return NOT_REGULAR
     if exc.errno == errno.ENAMETOOLONG:
         return "file name too long (over the system's limit: 255 bytes a name)"
     return f"cannot read the file ({exc.strerror or first_line(exc)})"
