@@ -115,8 +115,7 @@ class Preprocessing:
         return _Prepared([digit_input(image, self.invert, **options)], None)
 
     def number(self, image: ImageInput) -> _Prepared:
-        if not self.preprocess:
-            raise UsageError("reading a number needs the preprocessing that finds each digit", "leave preprocessing on")
+        """The inputs for a number's digits: finding them is preprocessing, so ``preprocess`` does not apply."""
         digits = segment_digits(to_gray(image), self.invert, normalise_strokes=self.normalise_strokes)
         return _Prepared([d.pixels for d in digits], [d.box for d in digits])
 
