@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import stat
 import struct
 import warnings
 import zipfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mnistctl.errors import MnistctlError, first_line
+from mnistctl.fsutil import NotRegularFile, open_regular_fd
 
 # What reading a file may cost. The largest network models.py's bounds allow needs about 120 MB with its training
 # state; the files `mnistctl train` writes hold under 2 MB, their pickle a few kB.
@@ -55,17 +55,15 @@ def _torch_load(f: IO[bytes], path: Path, hint: str) -> Any:
 def open_archive(path: Path, hint: str) -> IO[bytes]:
     """``path`` opened for ``torch.load``, once it is known to be a regular file holding a zip archive that
     inflates to at most :data:`MAX_UNPACKED` bytes; else a one-line error that says what it is instead."""
-    try:  # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:  # a FIFO or a device is refused on its descriptor, without waiting for a writer
+        fd, info = open_regular_fd(path)
+    except NotRegularFile as exc:
+        raise _not_regular(path, exc) from None
     except OSError as exc:
         raise _unreadable(exc, path, hint) from exc
-    try:
-        _check_file(fd, path, hint)
-    except BaseException:
-        os.close(fd)
-        raise
     f = os.fdopen(fd, "rb")
     try:
+        _check_size(f, info.st_size, path, hint)
         _check_zip(f, path, hint)
     except BaseException:
         f.close()
@@ -74,28 +72,29 @@ def open_archive(path: Path, hint: str) -> IO[bytes]:
     return f
 
 
+def _not_regular(path: Path, exc: NotRegularFile) -> MnistctlError:
+    if exc.is_directory:
+        return MnistctlError(f"model path {path} is a directory", "pass the checkpoint file itself")
+    kind = {"a character device": "a device", "a block device": "a device"}.get(exc.kind, exc.kind)
+    return MnistctlError(
+        f"model file {path} is not a regular file ({kind})", "pass a checkpoint file written by `mnistctl train`"
+    )
+
+
 def _unreadable(exc: OSError, path: Path, hint: str) -> MnistctlError:
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
         return MnistctlError(f"model file {path} does not exist", hint)
-    if isinstance(exc, IsADirectoryError):
-        return MnistctlError(f"model path {path} is a directory", "pass the checkpoint file itself")
     if isinstance(exc, PermissionError):
         return MnistctlError(f"cannot read {path}: permission denied", "check its permissions, or pass another file")
     return MnistctlError(f"cannot read {path}: {exc.strerror or exc}", hint)
 
 
-def _check_file(fd: int, path: Path, hint: str) -> None:
-    """A stored regular file, not empty and not bigger than any checkpoint: a FIFO or a device would block or
-    stream forever, a file of /proc is made up as it is read."""
-    mode, size = (st := os.fstat(fd)).st_mode, st.st_size
-    if stat.S_ISDIR(mode):
-        raise MnistctlError(f"model path {path} is a directory", "pass the checkpoint file itself")
-    # A size of 0 with content: a file the kernel makes up as it is read (/proc, /sys), not a stored one.
-    if not stat.S_ISREG(mode) or (size == 0 and os.read(fd, 1)):
-        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else None
-        what = kind or ("a socket" if stat.S_ISSOCK(mode) else "a file the kernel makes up as it is read")
+def _check_size(f: IO[bytes], size: int, path: Path, hint: str) -> None:
+    """A stored file, not empty and not bigger than any checkpoint: a file of /proc is made up as it is read."""
+    if size == 0 and f.read(1):  # a size of 0 with content: the kernel makes it up (/proc, /sys)
         raise MnistctlError(
-            f"model file {path} is not a regular file ({what})", "pass a checkpoint file written by `mnistctl train`"
+            f"model file {path} is not a regular file (a file the kernel makes up as it is read)",
+            "pass a checkpoint file written by `mnistctl train`",
         )
     if size == 0:
         raise MnistctlError(f"model file {path} is empty", hint)

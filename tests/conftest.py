@@ -13,6 +13,7 @@ from helpers import FakeMnist, MirrorServer, make_fake_mnist, write_tiny_mnist
 import mnistctl.data.http_fetch as http_fetch
 import mnistctl.data.mnist as data_mod
 import mnistctl.data.sources as sources
+import mnistctl.report.console as console
 
 
 @pytest.fixture(autouse=True)
@@ -23,13 +24,17 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("MNISTCTL_DATA_DIR", str(home / "data"))
     (home / "work").mkdir()
     monkeypatch.chdir(home / "work")
-    for name in ("MNISTCTL_MODEL", "MNISTCTL_MIRROR", "MNISTCTL_DEVICE", "MNISTCTL_DEBUG"):
+    # COLUMNS/LINES: pytest-xdist's workers set COLUMNS=80; a test that wants a width sets it itself.
+    for name in ("MNISTCTL_MODEL", "MNISTCTL_MIRROR", "MNISTCTL_DEVICE", "MNISTCTL_DEBUG", "COLUMNS", "LINES"):
         monkeypatch.delenv(name, raising=False)
     # The tiny synthetic IDX files the tests train on are not MNIST's, so their checksums are not MNIST's: read
     # them as a user reads their own digits in MNIST's format. Tests of the verification itself turn it on.
     monkeypatch.setenv("MNISTCTL_VERIFY_DATA", "0")
     monkeypatch.setattr(sources, "PUBLIC_MIRRORS", ())
     monkeypatch.setattr(http_fetch, "BACKOFF_S", 0.01)
+    # Each command run in this process sizes its consoles from its own environment (COLUMNS ...), as a new
+    # process would, whatever ran before it.
+    monkeypatch.setattr(console, "_consoles", {})
     return home
 
 
@@ -37,11 +42,17 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
 
 
 @pytest.fixture
-def fake_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMnist:
-    """Fake files in a mirror directory; the downloader is told to expect exactly them."""
-    fake = make_fake_mnist(tmp_path / "mirror")
-    monkeypatch.setattr(data_mod, "MNIST_FILES", fake.specs)
-    return fake
+def fake_mirror(tmp_path: Path) -> FakeMnist:
+    """Fake files in a mirror directory, and their specs for the library's ``files=`` parameter."""
+    return make_fake_mnist(tmp_path / "mirror")
+
+
+@pytest.fixture
+def fake_mnist(fake_mirror: FakeMnist, monkeypatch: pytest.MonkeyPatch) -> FakeMnist:
+    """Fake files in a mirror directory, expected by the CLI in this process. The command line deliberately has
+    no option that changes which checksums it trusts, so a CLI test can only make it expect them this way."""
+    monkeypatch.setattr(data_mod, "MNIST_FILES", fake_mirror.specs)
+    return fake_mirror
 
 
 # --------------------------------------------------------------------------------------------- HTTP mirror

@@ -94,7 +94,7 @@ def test_info_human_output_shows_what_json_says():
     rows = _table_rows(result.stdout)
     for key in ("mnistctl", "python", "torch", "threads", "precision"):
         assert (key, str(facts[key])) in rows, key
-    assert ("data dir", f"{facts['data_dir']} (incomplete)") in rows  # none of the four files is there
+    assert ("data dir", f"{facts['data_dir']} (incomplete)") in rows, rows  # none of the four files is there
     assert ("model", f"{facts['model']['path']} (the bundled model)") in rows
     assert [row for row in rows if row[0] in {d["device"] for d in facts["devices"]}] == [
         (d["device"], d["name"]) for d in facts["devices"]

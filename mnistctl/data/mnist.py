@@ -18,6 +18,8 @@ from mnistctl.errors import MnistctlError
 from mnistctl.fsutil import NotRegularFile, open_regular
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
 
@@ -91,8 +93,8 @@ def raw_dir(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir).expanduser() / "MNIST" / "raw"
 
 
-def spec(name: str) -> MnistFile:
-    return next(f for f in MNIST_FILES if f.name == name)
+def spec(name: str, files: Sequence[MnistFile] | None = None) -> MnistFile:
+    return next(f for f in files or MNIST_FILES if f.name == name)
 
 
 # --------------------------------------------------------------------------------------------- checking
@@ -128,15 +130,16 @@ class FileStatus:
     state: str  # present, corrupt or missing
 
 
-def check_files(data_dir: str | os.PathLike[str]) -> list[FileStatus]:
+def check_files(data_dir: str | os.PathLike[str], files: Sequence[MnistFile] | None = None) -> list[FileStatus]:
+    """The state of each of ``files`` (MNIST's four unless told) in ``data_dir``: present, corrupt or missing."""
     rd = raw_dir(data_dir)
-    return [FileStatus(f.name, str(rd / f.name), file_state(rd / f.name, f)) for f in MNIST_FILES]
+    return [FileStatus(f.name, str(rd / f.name), file_state(rd / f.name, f)) for f in files or MNIST_FILES]
 
 
-def files_present(data_dir: str | os.PathLike[str]) -> bool:
+def files_present(data_dir: str | os.PathLike[str], files: Sequence[MnistFile] | None = None) -> bool:
     """Whether all four decompressed files exist (their content is checked when they are read)."""
     rd = raw_dir(data_dir)
-    return all((rd / f.name).is_file() for f in MNIST_FILES)
+    return all((rd / f.name).is_file() for f in files or MNIST_FILES)
 
 
 def verification_enabled() -> bool:
@@ -232,20 +235,24 @@ class MnistData:
     test_labels: torch.Tensor
 
 
-def load_mnist(data_dir: str | os.PathLike[str]) -> MnistData:
-    return MnistData(*load_split(data_dir, "train"), *load_split(data_dir, "test"))
+def load_mnist(data_dir: str | os.PathLike[str], files: Sequence[MnistFile] | None = None) -> MnistData:
+    return MnistData(*load_split(data_dir, "train", files), *load_split(data_dir, "test", files))
 
 
-def load_split(data_dir: str | os.PathLike[str], split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N×28×28 uint8) and labels (N int64) of ``split`` ("train" or "test"), checked for consistency."""
+def load_split(
+    data_dir: str | os.PathLike[str], split: str, files: Sequence[MnistFile] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N×28×28 uint8) and labels (N int64) of ``split`` ("train" or "test"), checked for consistency
+    against ``files`` (the checksums and sizes of MNIST's four unless told)."""
     rd = raw_dir(data_dir)
-    image_name, label_name = SPLIT_FILES[split]
+    image, label = (spec(name, files) for name in SPLIT_FILES[split])
+    image_name, label_name = image.name, label.name
     verify = verification_enabled()
     hint = REFETCH if verify else own_files_hint()
     # Inflated, a file may be at most MNIST's own size: with the checksum checked it must be exactly that; without
     # it (your own files), it is what bounds the memory a gzip bomb could take.
-    images = read_idx(rd / image_name, spec(image_name).sha256 if verify else None, hint, spec(image_name).size)
-    labels = read_idx(rd / label_name, spec(label_name).sha256 if verify else None, hint, spec(label_name).size)
+    images = read_idx(rd / image_name, image.sha256 if verify else None, hint, image.size)
+    labels = read_idx(rd / label_name, label.sha256 if verify else None, hint, label.size)
     fix = "run `mnistctl download --force` to fetch the files again" if verify else own_files_hint("them")
     if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
         raise MnistctlError(f"{rd / image_name} does not hold 28x28 images (its shape is {tuple(images.shape)})", fix)

@@ -13,7 +13,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from mnistctl.report.text import _UNDECODABLE, _encoding, _is_utf8, quote_name, visible
+from mnistctl.report.text import encoding_of, has_undecodable, is_utf8, quote_name, visible
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -72,7 +72,7 @@ def print_json(obj: Any) -> None:
     raw (DEL, C1, line separators, bidirectional controls) as ``\\uXXXX``, so that the decoded text is the same
     but a terminal showing the JSON obeys none of them. Where stdout is not UTF-8, the output is all ASCII.
     """
-    utf8 = _is_utf8(_encoding(sys.stdout))
+    utf8 = is_utf8(encoding_of(sys.stdout))
     text = json.dumps(_json_safe(obj), ensure_ascii=not utf8, allow_nan=False)
     if utf8:
         text = _JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
@@ -88,7 +88,7 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return quote_name(value) if _UNDECODABLE.search(value) else value
+        return quote_name(value) if has_undecodable(value) else value
     if isinstance(value, dict):
         return {_json_safe(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -105,7 +105,7 @@ def print_text(text: str) -> None:
 def log(message: str, *, quiet: bool = False) -> None:
     """An informational line on stderr (silenced by --quiet); control characters in it are shown, not obeyed."""
     if not quiet:
-        shown = "\n".join(visible(line, _encoding(sys.stderr)) for line in message.split("\n"))
+        shown = "\n".join(visible(line, encoding_of(sys.stderr)) for line in message.split("\n"))
         _console("err").print(shown, markup=False, emoji=False, soft_wrap=True)
 
 
@@ -119,12 +119,12 @@ def error_line(message: str) -> None:
 
 def path_error(path: str, problem: str, hint: str = "this file was skipped") -> None:
     """``Error: <path>: <problem> — <hint>`` for one input, its name written as in the results (quote_name)."""
-    error_line(f"{quote_name(path, _encoding(sys.stderr))}: {problem} — {hint}")
+    error_line(f"{quote_name(path, encoding_of(sys.stderr))}: {problem} — {hint}")
 
 
 def _one_line(text: str) -> str:
     """One line, whatever the message holds: line breaks become spaces, other control characters visible."""
-    return visible(_LINE_BREAKS.sub(" ", text.strip()), _encoding(sys.stderr))
+    return visible(_LINE_BREAKS.sub(" ", text.strip()), encoding_of(sys.stderr))
 
 
 _LINE_BREAKS = re.compile(r"[ \t]*[\r\n]+[ \t]*")

@@ -11,7 +11,7 @@ from typing import Any
 
 from mnistctl.report.console import draws_in_colour, path_error, print_json, progress_enabled, show_err, show_result
 from mnistctl.report.progress import CountProgress
-from mnistctl.report.text import _UNDECODABLE, _encoding, quote_name
+from mnistctl.report.text import encoding_of, has_undecodable, quote_name
 from mnistctl.results import DigitReading, NumberReading, ReadFailure, Reading
 
 SHADES = " .:-=+*#%@"
@@ -84,18 +84,18 @@ def _shown_path(path: str) -> Any:
     """A panel's subtitle: the name as the TSV line writes it, as Rich Text (no markup, no emoji codes)."""
     from rich.text import Text
 
-    return Text(quote_name(path, _encoding(sys.stdout)))
+    return Text(quote_name(path, encoding_of(sys.stdout)))
 
 
 def _tsv_path(path: str) -> str:
     """The first column of a result line: the name escaped (quote_name), so that it is one field of one line."""
-    return quote_name(path, _encoding(sys.stdout))
+    return quote_name(path, encoding_of(sys.stdout))
 
 
 def _json_path(path: str) -> dict[str, Any]:
     """The name in a JSON line: as it is, JSON escaping what needs it. A name whose bytes are not UTF-8 cannot be
     a JSON string: it is written as quote_name writes it, and ``"path_escaped": true`` says so."""
-    if _UNDECODABLE.search(path):
+    if has_undecodable(path):
         return {"path": quote_name(path), "path_escaped": True}
     return {"path": path}
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from mnistctl.report.text import _encoding, escape, visible
+from mnistctl.report.text import encoding_of, escape, visible
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -30,7 +30,7 @@ def _plain(text: Any) -> Any:
     no ``[tag]`` is taken for markup nor ``:name:`` for an emoji, with control characters visible."""
     from rich.text import Text
 
-    return Text(visible(str(text), _encoding(sys.stdout)))
+    return Text(visible(str(text), encoding_of(sys.stdout)))
 
 
 def _human_bytes(n: int | None) -> str:
@@ -142,7 +142,7 @@ def epochs_table(history: Iterable[Any], title: str = "training") -> Table:
 
 def eval_report(result: Any, model: str, arch: str) -> list[Any]:
     """The headline, the confusion matrix, the per-class table and (if any) the confident mistakes."""
-    shown = escape(visible(model, _encoding(sys.stdout)))
+    shown = escape(visible(model, encoding_of(sys.stdout)))
     head = (
         f"[bold]{shown}[/] ({arch}) on the {result.split} set: accuracy [bold]{result.accuracy:.2%}[/] "
         f"({result.errors:,} errors in {result.count:,}), loss {result.loss:.4f}"

@@ -27,7 +27,7 @@ def escape(text: str) -> str:
 _UNSAFE = r"\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 _NAME_ESCAPED = re.compile(rf"[\\{_UNSAFE}]")
 _TEXT_ESCAPED = re.compile(rf"[{_UNSAFE}]")
-_UNDECODABLE = re.compile(r"[\ud800-\udfff]")
+_UNDECODABLE = re.compile(r"[\ud800-\udfff]")  # the bytes os.fsdecode could not decode
 _NAMED_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n"}
 
 
@@ -51,7 +51,7 @@ def visible(text: str, encoding: str | None = None) -> str:
 
 def _escape(text: str, pattern: re.Pattern[str], encoding: str | None) -> str:
     text = pattern.sub(_escape_match, text)
-    if encoding and not _is_utf8(encoding):
+    if encoding and not is_utf8(encoding):
         try:
             text.encode(encoding)
         except UnicodeEncodeError:  # e.g. "é" on an ASCII terminal: its bytes, escaped
@@ -83,12 +83,18 @@ def _encodes(ch: str, encoding: str) -> bool:
     return True
 
 
-def _encoding(stream: Any) -> str | None:
+def has_undecodable(text: str) -> bool:
+    """Whether ``text`` holds bytes that are not UTF-8 (lone surrogates): it cannot be written as JSON as it is."""
+    return _UNDECODABLE.search(text) is not None
+
+
+def encoding_of(stream: Any) -> str | None:
+    """The encoding ``stream`` writes (None: one that takes str as it is, such as StringIO)."""
     return getattr(stream, "encoding", None)
 
 
 @functools.lru_cache(maxsize=8)
-def _is_utf8(encoding: str | None) -> bool:
+def is_utf8(encoding: str | None) -> bool:
     """Whether ``encoding`` writes every character (None: a stream that takes str as it is, e.g. StringIO)."""
     if encoding is None:
         return True
