@@ -32,9 +32,10 @@ class DigitReading:
         """The ``k`` likeliest digits after the one read, likeliest first."""
         return sorted(range(len(self.probabilities)), key=lambda d: -self.probabilities[d])[1 : 1 + k]
 
-    def to_dict(self, top_k: int = 0) -> dict[str, Any]:
+    def to_dict(self, top_k: int = 0, *, pixels: bool = False) -> dict[str, Any]:
         """``{"digit", "confidence", "probabilities"}`` (``"box"`` first for a digit of a number), and with
-        ``top_k`` the runners-up: ``"top_k": [{"digit", "probability"}, ...]``."""
+        ``top_k`` the runners-up: ``"top_k": [{"digit", "probability"}, ...]``; with ``pixels``, the 28×28 input
+        the network saw as rows of 0-255 (``"pixels"``)."""
         out: dict[str, Any] = {"box": list(self.box)} if self.box is not None else {}
         out |= {
             "digit": self.digit,
@@ -45,6 +46,8 @@ class DigitReading:
             out["top_k"] = [
                 {"digit": d, "probability": round(self.probabilities[d], DECIMALS)} for d in self.runners_up(top_k)
             ]
+        if pixels and self.pixels is not None:
+            out["pixels"] = self.pixels.tolist()
         return out
 
 
@@ -61,12 +64,12 @@ class NumberReading:
     def of(cls, digits: list[DigitReading]) -> NumberReading:
         return cls("".join(str(d.digit) for d in digits), min(d.confidence for d in digits), tuple(digits))
 
-    def to_dict(self, top_k: int = 0) -> dict[str, Any]:
-        """``{"number", "confidence", "digits": [each digit's to_dict(top_k)]}``."""
+    def to_dict(self, top_k: int = 0, *, pixels: bool = False) -> dict[str, Any]:
+        """``{"number", "confidence", "digits": [each digit's to_dict(top_k, pixels=pixels)]}``."""
         return {
             "number": self.text,
             "confidence": round(self.confidence, DECIMALS),
-            "digits": [d.to_dict(top_k) for d in self.digits],
+            "digits": [d.to_dict(top_k, pixels=pixels) for d in self.digits],
         }
 
 
@@ -77,7 +80,7 @@ class ReadFailure:
 
     error: str
 
-    def to_dict(self, top_k: int = 0) -> dict[str, Any]:
+    def to_dict(self, top_k: int = 0, *, pixels: bool = False) -> dict[str, Any]:
         return {"error": self.error}
 
 

@@ -59,7 +59,7 @@ class Group(_FlagsWithoutTypes, TyperGroup):
     """The app: commands in workflow order, `mnistctl help [COMMAND]`, `--debug` after the command, and the
     process's entry point, whose exit status ``failures.run`` decides."""
 
-    ORDER = ("download", "train", "eval", "predict", "compare-optimizers", "info")
+    ORDER = ("download", "train", "eval", "predict", "compare-optimizers", "serve", "info")
 
     def list_commands(self, ctx: Any) -> list[str]:
         return sorted(super().list_commands(ctx), key=lambda n: self.ORDER.index(n) if n in self.ORDER else 99)
@@ -242,6 +242,16 @@ Plot = Annotated[
     str | None, _opt("--plot", metavar="FILE", help="Write loss and accuracy curves as a PNG (needs matplotlib).")
 ]
 CompareForce = Annotated[bool, _opt("--force", help="Replace --results even if it holds another comparison or file.")]
+
+# --------------------------------------------------------------------------------------------- serve
+
+Host = Annotated[str, _opt("--host", help="Address to listen on (0.0.0.0: every network; mind who can reach it).")]
+Port = Annotated[int, _opt("--port", "-p", min=0, max=65535, help="Port to listen on (0: any free one).")]
+MaxUpload = Annotated[float, _opt("--max-upload", min=0.001, max=1024, help="Largest request body, in MB.")]
+BatchWait = Annotated[
+    float, _opt("--batch-wait", min=0, max=1000, help="Milliseconds a lone request waits to share a forward pass.")
+]
+ServeQuiet = Annotated[bool, _opt("--quiet", "-q", help="No log line per request on stderr (errors only).")]
 
 
 def examples_epilog(examples: str) -> str:
