@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import typer
 
 from mnistctl.cli import options as opt
+from mnistctl.cli import serve as serve_command
+from mnistctl.cli.loading import mnist_data_dir, model_reader
 from mnistctl.config import describe_defaults
 
 app = typer.Typer(
@@ -46,34 +47,6 @@ def _command(name: str | None = None, *, help: str, examples: str) -> Any:  # no
 def main(version: opt.Version = False, debug: opt.Debug = False) -> None:
     if debug:
         os.environ["MNISTCTL_DEBUG"] = "1"  # read by the error handler, and by processes we start (torchrun)
-
-
-def _reader(model: Path | None, amp: bool | None, device: str | None, threads: int | None, quiet: bool) -> Any:
-    """For eval and predict: a reader (the public API's) for the checkpoint ``-m`` names, or the default one
-    (said on stderr), on the device, in its precision or as --amp/--no-amp say."""
-    from mnistctl import report
-    from mnistctl.checkpoint import find_model
-    from mnistctl.reader import load_reader
-
-    path, origin = find_model(model)
-    if origin != "option":
-        report.log(f"Using {origin}." if origin.endswith(str(path)) else f"Using {origin}: {path}.", quiet=quiet)
-    precision = None if amp is None else ("amp" if amp else "fp32")
-    return load_reader(path, device=device, precision=precision, threads=threads)
-
-
-def _mnist(data_dir: Path | None, mirror: str | None, quiet: bool) -> Path:
-    """The data directory, with MNIST downloaded first (through `download`'s code) when a file is missing."""
-    from mnistctl import report
-    from mnistctl.data.download import ensure_mnist
-    from mnistctl.data.mnist import files_present, resolve_data_dir
-
-    directory = resolve_data_dir(data_dir)
-    if not files_present(directory):
-        report.log(f"MNIST is not in {directory} yet; downloading it first.", quiet=quiet)
-        with report.download_progress(quiet) as progress:
-            ensure_mnist(directory, mirror=mirror, progress=progress)
-    return directory
 
 
 # --------------------------------------------------------------------------------------------- commands
@@ -173,7 +146,7 @@ def train(
         argv=sys.argv[1:],
     )  # fmt: skip
     callbacks = report.train_callbacks(quiet=quiet, json_out=json_out)
-    result = run_training(request, lambda: _mnist(data_dir, mirror, quiet), callbacks)
+    result = run_training(request, lambda: mnist_data_dir(data_dir, mirror, quiet), callbacks)
     if isinstance(result, Relaunched):
         raise typer.Exit(result.returncode)
     if not main_rank:
@@ -219,9 +192,9 @@ def eval_(
 
     if save_errors is not None:
         check_directory(save_errors, "--save-errors", empty=not force)
-    reader = _reader(model, amp, device, threads, quiet)
+    reader = model_reader(model, amp, device, threads, quiet)
     path, arch = reader.meta.path, reader.meta.arch
-    images, labels = load_split(_mnist(data_dir, mirror, quiet), split)
+    images, labels = load_split(mnist_data_dir(data_dir, mirror, quiet), split)
     with report.counting(f"evaluating on {split}", len(images), quiet) as advance:
         result, logits = evaluate_split(
             split, reader.network, reader.meta.normalization, images, labels, reader.device,
@@ -288,7 +261,7 @@ def predict(
     paths, problems = expand_inputs(names, recursive)
     for problem in problems:
         report.path_error(*problem)
-    reader = _reader(model, amp, device, threads, quiet)
+    reader = model_reader(model, amp, device, threads, quiet)
     workers = default_workers() if workers is None else workers
     if reader.device.type == "cpu" and threads is None:
         leave_cores(workers)  # torch's threads spin while they wait: they must not compete with the decoding ones
@@ -361,7 +334,7 @@ def compare_optimizers(
     if plot is not None:
         check_plotting()
     torch_device = setup_device(device, threads)
-    data = load_mnist(_mnist(data_dir, mirror, quiet))
+    data = load_mnist(mnist_data_dir(data_dir, mirror, quiet))
     comparison = run_comparison(
         names, rates, base, data, torch_device, results=outputs.results, resume=resume,
         callbacks_for=lambda name, i, total: report.comparison_callbacks(name, i, total, epochs, quiet=quiet),
@@ -381,40 +354,7 @@ def compare_optimizers(
     report.log(f"Wrote {', '.join(str(p) for p in outputs.files)}.", quiet=quiet)
 
 
-@_command(
-    help="Serve the reader over HTTP: a JSON API for other programs, and a page at / to draw digits on.\n\n"
-    "Needs the serve extra: pip install 'mnistctl[serve]'. The API is described in docs/serve.md and at /docs.",
-    examples="""
-mnistctl serve                                   http://127.0.0.1:8000/ (open it in a browser)
-mnistctl serve --port 9000 -m my_model.pt        another port and model
-curl --data-binary @digit.png -H 'Content-Type: image/png' localhost:8000/v1/digit  read one digit
-""",
-)
-def serve(
-    host: opt.Host = "127.0.0.1",
-    port: opt.Port = 8000,
-    model: opt.Model = None,
-    device: opt.Device = None,
-    amp: opt.InferenceAmp = None,
-    threads: opt.Threads = None,
-    max_upload: opt.MaxUpload = 10.0,
-    batch_wait: opt.BatchWait = 0.0,
-    quiet: opt.ServeQuiet = False,
-) -> None:
-    from mnistctl import report
-    from mnistctl import serve as server
-    from mnistctl.errors import MnistctlError
-    from mnistctl.runtime import leave_cores
-
-    if missing := server.missing_packages():
-        raise MnistctlError(f"mnistctl serve needs {', '.join(missing)}", "install them: pip install 'mnistctl[serve]'")
-    sock = server.listen(host, port)
-    reader = _reader(model, amp, device, threads, quiet)
-    if reader.device.type == "cpu" and threads is None:
-        leave_cores(1)  # the event loop, parsing requests and writing answers, needs a core of its own
-    report.log(f"Serving {reader.meta.arch} at {server.url_of(sock)} — Ctrl-C stops.")
-    server.run(reader, sock, max_upload=round(max_upload * 1e6), max_wait=batch_wait / 1e3, access_log=not quiet)
-    report.log("Stopped: every request in flight was answered.")
+_command(help=serve_command.HELP, examples=serve_command.EXAMPLES)(serve_command.serve)
 
 
 @_command(

@@ -76,23 +76,7 @@ def create_app(reader: Reader, *, max_upload: int = MAX_UPLOAD, max_wait: float 
         lifespan=lifespan,
     )
     _add_error_handlers(app)
-    page = resources.files("mnistctl.serve").joinpath("page")
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> Response:
-        return HTMLResponse(page.joinpath("index.html").read_text(encoding="utf-8"))
-
-    @app.get("/page.js", include_in_schema=False)
-    def script() -> Response:
-        return Response(page.joinpath("page.js").read_bytes(), media_type="text/javascript")
-
-    @app.get("/healthz", summary="Whether the server answers; how many images it has read, in how many batches")
-    def healthz() -> Response:
-        return json_response({"status": "ok", "images": batcher.images, "batches": batcher.batches})
-
-    @app.get("/v1/model", summary="The model: architecture, accuracy, how it was trained, normalisation")
-    def model() -> Response:
-        return json_response({**reader.meta.to_dict(), "mnistctl": __version__})
+    _add_page_and_status(app, reader, batcher)
 
     @app.post("/v1/digit", summary="Read the digit in one image (the raw body, or the multipart field 'image')")
     async def digit(
@@ -124,6 +108,27 @@ def create_app(reader: Reader, *, max_upload: int = MAX_UPLOAD, max_wait: float 
         return json_response([{"path": name, **r.to_dict(top_k)} for (name, _), r in zip(files, results, strict=True)])
 
     return app
+
+
+def _add_page_and_status(app: FastAPI, reader: Reader, batcher: Batcher) -> None:
+    """The drawing page and its script (package data), /healthz and /v1/model."""
+    page = resources.files("mnistctl.serve").joinpath("page")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> Response:
+        return HTMLResponse(page.joinpath("index.html").read_text(encoding="utf-8"))
+
+    @app.get("/page.js", include_in_schema=False)
+    def script() -> Response:
+        return Response(page.joinpath("page.js").read_bytes(), media_type="text/javascript")
+
+    @app.get("/healthz", summary="Whether the server answers; how many images it has read, in how many batches")
+    def healthz() -> Response:
+        return json_response({"status": "ok", "images": batcher.images, "batches": batcher.batches})
+
+    @app.get("/v1/model", summary="The model: architecture, accuracy, how it was trained, normalisation")
+    def model() -> Response:
+        return json_response({**reader.meta.to_dict(), "mnistctl": __version__})
 
 
 def _answer(reading: Reading, top_k: int, pixels: bool) -> Response:
