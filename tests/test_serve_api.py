@@ -155,16 +155,28 @@ def test_bad_options_and_paths_are_4xx_with_one_line(client):
     assert response.status_code in (400, 415) and error_of(response)
 
 
-def test_an_upload_over_the_limit_is_refused_before_it_is_read_whole(client):
-    sent = []
+def test_an_upload_over_the_limit_is_refused_before_it_is_read_whole(reader):
+    # The ASGI app driven by hand, so that what it asked for can be counted: a chunked body (no Content-Length)
+    # of 100 chunks of 10 kB against a limit of 200,000 bytes must be refused after about 21 chunks.
+    import asyncio
 
-    def body():  # no Content-Length: the server must count, and stop reading at the limit
-        for _ in range(100):
-            sent.append(1)
-            yield b"x" * 10_000
+    app = create_app(reader, max_upload=200_000)
+    asked, sent = [], []
 
-    response = client.post("/v1/digit", content=body(), headers={"content-type": "image/png"})
-    assert response.status_code == 413 and "larger than" in error_of(response)
+    async def receive():
+        asked.append(1)
+        return {"type": "http.request", "body": b"x" * 10_000, "more_body": len(asked) < 100}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/digit", "raw_path": b"/v1/digit", "query_string": b"",
+             "headers": [(b"content-type", b"image/png")], "http_version": "1.1", "scheme": "http",
+             "server": ("test", 80), "client": ("test", 1), "root_path": ""}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert "larger than 200,000 bytes" in json.loads(sent[1]["body"])["error"]
+    assert len(asked) <= 21  # stopped at the limit, not read to the end
 
 
 def test_a_decompression_bomb_is_refused_as_predict_refuses_it(client):
@@ -203,3 +215,10 @@ def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(r
     for a, e in zip(answers, expected, strict=True):
         assert a["probabilities"] == pytest.approx(e["probabilities"], abs=1e-4)
     assert health["images"] == len(images) and health["batches"] < len(images)
+
+
+def test_the_image_field_is_found_by_its_name_among_other_files(client, reader):
+    files = [("other", ("o.png", NUMBER, "image/png")), ("image", ("named-anything.png", DIGIT, "image/png"))]
+    response = client.post("/v1/digit", files=files)
+    assert response.status_code == 200, response.text
+    assert response.json() == reader.read_digit(DIGIT).to_dict()

@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 
 from mnistctl import __version__
 from mnistctl.results import ReadFailure
-from mnistctl.serve.batcher import Batcher
+from mnistctl.serve.batcher import Batcher, Stopping
 
 if TYPE_CHECKING:
     from mnistctl.reader import Reader
@@ -103,9 +103,10 @@ def create_app(reader: Reader, *, max_upload: int = MAX_UPLOAD, max_wait: float 
         files = await _form_files(request, max_upload)
         if not files:
             raise ApiError(400, "the form holds no image files", "send each image as a file part of the form")
-        readings = (batcher.read("digit", data, invert=invert, preprocess=preprocess) for _, data in files)
+        readings = (batcher.read("digit", data, invert=invert, preprocess=preprocess) for _, _, data in files)
         results = await asyncio.gather(*readings)  # all queued at once: they share forward passes
-        return json_response([{"path": name, **r.to_dict(top_k)} for (name, _), r in zip(files, results, strict=True)])
+        named = [{"path": name, **r.to_dict(top_k)} for (_, name, _), r in zip(files, results, strict=True)]
+        return json_response(named)
 
     return app
 
@@ -165,7 +166,7 @@ async def _one_image(request: Request, limit: int) -> bytes:
     kind = _content_type(request)
     if kind == "multipart/form-data":
         files = await _form_files(request, limit)
-        named = [data for name, data in files if name == IMAGE_FIELD] or [data for _, data in files]
+        named = [data for field, _, data in files if field == IMAGE_FIELD] or [data for _, _, data in files]
         if len(named) != 1:
             what = "the form holds no image" if not named else "the form holds several images"
             fix = f"send one image as the multipart field '{IMAGE_FIELD}' (or use /v1/digits for several)"
@@ -184,8 +185,8 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _form_files(request: Request, limit: int) -> list[tuple[str, bytes]]:
-    """The file parts of a multipart form, in order, as (field or file name, bytes); the whole body is bounded
+async def _form_files(request: Request, limit: int) -> list[tuple[str, str, bytes]]:
+    """The file parts of a multipart form, in order, as (field, file name or field, bytes); the whole body is bounded
     by ``limit`` before the form is parsed."""
     if _content_type(request) != "multipart/form-data":
         fix = "send the images as file parts of a multipart/form-data body (curl -F image=@digit.png)"
@@ -208,7 +209,7 @@ async def _form_files(request: Request, limit: int) -> list[tuple[str, bytes]]:
         ) from exc
     try:
         parts = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
-        return [(value.filename or key, await value.read()) for key, value in parts]
+        return [(key, value.filename or key, await value.read()) for key, value in parts]
     finally:
         await form.close()
 
@@ -235,6 +236,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         else:
             message = f"{exc.detail} — see /docs"
         return json_response({"error": message}, exc.status_code, exc.headers)
+
+    @app.exception_handler(Stopping)
+    async def stopping(_: Request, exc: Stopping) -> Response:
+        return json_response({"error": "the server is stopping — send the request again in a moment"}, 503)
 
     @app.exception_handler(ClientDisconnect)
     async def client_left(request: Request, _: ClientDisconnect) -> Response:

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from mnistctl.results import Reading
 
 
+class Stopping(Exception):
+    """A request that came after the server began to stop."""
+
+
 @dataclass(frozen=True)
 class Job:
     """One image to read: ``kind`` "digit" or "number", with the reader's keyword options for it."""
@@ -64,7 +68,7 @@ class Batcher:
         job = Job(kind, image, tuple(sorted(options.items())), self._loop.create_future())
         with self._wake:
             if self._stopping:
-                raise RuntimeError("the server is stopping")
+                raise Stopping
             self._queue.append(job)
             self._wake.notify()
         return await job.future
@@ -75,7 +79,7 @@ class Batcher:
         while (jobs := self._next_batch()) is not None:
             try:
                 results = self._read(jobs)
-            except BaseException as exc:  # noqa: BLE001 - every waiting request must hear of it, not hang
+            except Exception as exc:  # noqa: BLE001 - every waiting request must hear of it, not hang
                 self._answer(jobs, exc=exc)
                 continue
             self._answer(jobs, results)

@@ -10,7 +10,7 @@ const statusLine = document.getElementById("status");
 const bars = document.getElementById("bars");
 const seen = document.getElementById("seen");
 
-let mode = "digit";
+let mode = document.querySelector('input[name="mode"]:checked').value;  // a reload may keep the last choice
 let inked = false;      // anything drawn since the last clear
 let dirty = false;      // drawn since the last request was sent
 let inFlight = false;
@@ -50,7 +50,7 @@ function point(event) {
 pad.addEventListener("pointerdown", (event) => {
   event.preventDefault();
   pad.setPointerCapture(event.pointerId);
-  pad.focus();
+  pad.focus({ preventScroll: true });
   last = point(event);
   ctx.beginPath();
   ctx.arc(last.x, last.y, ctx.lineWidth / 2, 0, 2 * Math.PI);
@@ -73,7 +73,11 @@ pad.addEventListener("pointermove", (event) => {
 });
 
 for (const type of ["pointerup", "pointercancel"]) {
-  pad.addEventListener(type, () => { last = null; changed(); });
+  pad.addEventListener(type, () => {
+    if (last === null) return;  // a press that began outside the pad drew nothing
+    last = null;
+    changed();
+  });
 }
 
 pad.addEventListener("keydown", (event) => {
