@@ -112,16 +112,17 @@ def create_app(reader: Reader, *, max_upload: int = MAX_UPLOAD, max_wait: float 
 
 
 def _add_page_and_status(app: FastAPI, reader: Reader, batcher: Batcher) -> None:
-    """The drawing page and its script (package data), /healthz and /v1/model."""
+    """The drawing page and its script (package data, read once), /healthz and /v1/model."""
     page = resources.files("mnistctl.serve").joinpath("page")
+    html, js = page.joinpath("index.html").read_text(encoding="utf-8"), page.joinpath("page.js").read_bytes()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> Response:
-        return HTMLResponse(page.joinpath("index.html").read_text(encoding="utf-8"))
+        return HTMLResponse(html)
 
     @app.get("/page.js", include_in_schema=False)
     def script() -> Response:
-        return Response(page.joinpath("page.js").read_bytes(), media_type="text/javascript")
+        return Response(js, media_type="text/javascript")
 
     @app.get("/healthz", summary="Whether the server answers; how many images it has read, in how many batches")
     def healthz() -> Response:

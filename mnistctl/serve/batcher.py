@@ -30,8 +30,8 @@ class Job:
 
     kind: str
     image: bytes
-    options: tuple[tuple[str, Any], ...] = ()
-    future: asyncio.Future[Reading] = field(compare=False, default=None)  # type: ignore[assignment]
+    options: tuple[tuple[str, Any], ...]
+    future: asyncio.Future[Reading] = field(compare=False)
 
 
 class Batcher:
