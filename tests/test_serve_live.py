@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from helpers import MNISTCTL_SCRIPT, mnist_like
@@ -127,6 +128,42 @@ def test_sigterm_answers_the_request_in_flight_then_stops():
     assert s.proc.wait(timeout=30) == 0
     s.wait_for_log("Stopped: every request in flight was answered")
     assert not any("Traceback" in line or "Error" in line for line in s.log)
+
+
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU time process ``pid`` has used, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _worker_processes(pid: int) -> list[int]:
+    """The server processes ``pid`` has spawned (not multiprocessing's resource tracker)."""
+    children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [child for child in children if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--workers needs Linux's SO_REUSEPORT")
+def test_workers_share_the_port_and_all_stop_on_sigterm():
+    s = start_server("--workers", "2", "--quiet")
+    try:
+        deadline = time.monotonic() + 120
+        while sum("Application startup complete" in line for line in s.log) < 2:
+            assert time.monotonic() < deadline and s.proc.poll() is None, s.log
+            time.sleep(0.05)
+        assert any("in 2 processes" in line for line in s.log)
+        workers = _worker_processes(s.proc.pid)
+        assert len(workers) == 1  # the first process serves too
+        before = _cpu_ticks(workers[0])
+        body = digit_png()
+        for _ in range(200):  # each on a connection of its own, which the kernel gives to one process or the other
+            status, answer = s.post("/v1/digit", body)
+            assert status == 200 and answer["digit"] in range(10)
+        assert _cpu_ticks(workers[0]) > before  # the worker answered some of them
+    finally:
+        code = stop(s)
+    assert code == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert not any("Traceback" in line for line in s.log), s.log
 
 
 def test_a_busy_port_is_one_line():

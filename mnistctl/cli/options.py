@@ -251,6 +251,10 @@ MaxUpload = Annotated[float, _opt("--max-upload", min=0.001, max=1024, help="Lar
 BatchWait = Annotated[
     float, _opt("--batch-wait", min=0, max=1000, help="Milliseconds a lone request waits to share a forward pass.")
 ]
+Workers = Annotated[
+    int,
+    _opt("--workers", "-w", min=1, max=64, help="Server processes, each with its own model, sharing the port (Linux)."),
+]
 ServeQuiet = Annotated[bool, _opt("--quiet", "-q", help="No log line per request on stderr (errors only).")]
 
 

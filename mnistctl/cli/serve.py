@@ -12,6 +12,7 @@ HELP = (
 EXAMPLES = """
 mnistctl serve                                   http://127.0.0.1:8000/ (open it in a browser)
 mnistctl serve --port 9000 -m my_model.pt        another port and model
+mnistctl serve --workers 2                       one process per core: about twice the requests per second
 curl --data-binary @digit.png -H 'Content-Type: image/png' localhost:8000/v1/digit  read one digit
 """
 
@@ -25,19 +26,33 @@ def serve(
     threads: opt.Threads = None,
     max_upload: opt.MaxUpload = 10.0,
     batch_wait: opt.BatchWait = 0.0,
+    workers: opt.Workers = 1,
     quiet: opt.ServeQuiet = False,
 ) -> None:
+    import functools
+
     from mnistctl import report
     from mnistctl import serve as server
     from mnistctl.errors import MnistctlError
-    from mnistctl.runtime import leave_cores
+    from mnistctl.reader import load_reader
+    from mnistctl.runtime import set_threads
 
     if missing := server.missing_packages():
         raise MnistctlError(f"mnistctl serve needs {', '.join(missing)}", "install them: pip install 'mnistctl[serve]'")
-    sock = server.listen(host, port)
+    socks = server.listen(host, port, count=workers)
     reader = model_reader(model, amp, device, threads, quiet)
     if reader.device.type == "cpu" and threads is None:
-        leave_cores(1)  # the event loop, parsing requests and writing answers, needs a core of its own
-    report.log(f"Serving {reader.meta.arch} at {server.url_of(sock)} — Ctrl-C stops.")
-    server.run(reader, sock, max_upload=round(max_upload * 1e6), max_wait=batch_wait / 1e3, access_log=not quiet)
+        # The cores are shared among the workers, and each one's event loop (parsing requests, writing
+        # answers) needs one of its own: torch gets what is left, at least one thread.
+        threads = set_threads(max(1, set_threads(None) // workers - 1))
+    options = {"max_upload": round(max_upload * 1e6), "max_wait": batch_wait / 1e3, "access_log": not quiet}
+    processes = f" in {workers} processes" if workers > 1 else ""
+    report.log(f"Serving {reader.meta.arch} at {server.url_of(socks[0])}{processes} — Ctrl-C stops.")
+    if workers == 1:
+        server.run(reader, socks[0], **options)
+    else:
+        load = functools.partial(
+            load_reader, reader.meta.path, device=reader.meta.device, precision=reader.meta.precision, threads=threads
+        )
+        server.run_workers(reader, load, socks, **options)
     report.log("Stopped: every request in flight was answered.")

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import signal
 import socket
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mnistctl.errors import MnistctlError
@@ -25,8 +28,25 @@ def missing_packages() -> list[str]:
     return [name for name in NEEDS if importlib.util.find_spec(name) is None]
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host``:``port`` (0: any free port), or a one-line error saying why it cannot."""
+def listen(host: str, port: int, *, count: int = 1) -> list[socket.socket]:
+    """``count`` sockets listening on ``host``:``port`` (0: any free port), or a one-line error saying why they
+    cannot. Several share the port through SO_REUSEPORT, with which Linux spreads the connections among them:
+    one socket for each server process."""
+    if count > 1 and not sys.platform.startswith("linux"):
+        raise MnistctlError("--workers above 1 needs Linux (its SO_REUSEPORT)", "leave --workers at 1")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(_listen_one(host, port, reuse_port=count > 1))
+            port = socks[0].getsockname()[1]  # with port 0, the others take the port the first one got
+    except MnistctlError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def _listen_one(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     try:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -34,6 +54,8 @@ def listen(host: str, port: int) -> socket.socket:
         raise MnistctlError(f"cannot listen on {host}: {exc.strerror or exc}", "pass another --host") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(2048)  # from now on connections wait in the backlog, even while the model is still loading
     except (OSError, OverflowError) as exc:
@@ -73,6 +95,44 @@ def run(reader: Reader, sock: socket.socket, *, max_upload: int, max_wait: float
     # uvicorn raises the signal that stopped it again once it has stopped: here, that is a clean end.
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def run_workers(
+    reader: Reader, load_reader: Callable[[], Reader], socks: list[socket.socket], **options: object
+) -> None:
+    """Serve on ``socks[0]`` with ``reader`` in this process, and on each other socket in a worker process of
+    its own that makes its reader with ``load_reader`` (picklable: workers are spawned, not forked, since
+    torch's thread pools do not survive a fork). When this process stops, each worker is sent SIGTERM and
+    answers what it has in flight first; Ctrl-C at a terminal reaches them all at once."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    workers = [spawn.Process(target=_worker, args=(load_reader, sock, options)) for sock in socks[1:]]
+    # Until a worker's server takes over its signals, Ctrl-C leaves it be (its parent stops it in order);
+    # the disposition is inherited through the spawn, so none stops half-started with a traceback.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for worker in workers:
+            worker.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    for sock in socks[1:]:
+        sock.close()  # each worker has its own copy now
+    try:
+        run(reader, socks[0], **options)  # type: ignore[arg-type]
+    finally:
+        for worker in workers:
+            worker.terminate()  # SIGTERM: a graceful stop
+        for worker in workers:
+            worker.join()
+
+
+def _worker(load_reader: Callable[[], Reader], sock: socket.socket, options: dict) -> None:
+    try:
+        reader = load_reader()
+    except MnistctlError as exc:  # the file changed since this process's parent read it: one line, not a traceback
+        sys.exit(f"Error: a worker could not load the model: {exc}")
+    run(reader, sock, **options)
 
 
 # One line per event on stderr: "INFO  127.0.0.1:50412 POST /v1/digit 200", without uvicorn's colour codes.
