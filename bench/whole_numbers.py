@@ -62,17 +62,24 @@ def _digit_ink(pixels: np.ndarray, side: int) -> np.ndarray:
     return np.clip(a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], 0, 1)
 
 
-def render(images: np.ndarray, rng: random.Random) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
-    """A number written with the digits ``images`` (k×28×28 uint8): the picture and each digit's ink box."""
+def render(
+    images: np.ndarray, rng: random.Random, touching: float = 0.0
+) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """A number written with the digits ``images`` (k×28×28 uint8): the picture and each digit's ink box. With
+    ``touching``, neighbours' ink boxes overlap by 0 to ``touching`` of the narrower one's width (written fast:
+    the digits touch or run into each other) instead of standing apart."""
     size = rng.randint(28, 130)
     inks = [_digit_ink(d, max(12, round(size * rng.uniform(0.85, 1.15)))) for d in images]
     line = size  # the baseline, from the top of the canvas before margins
     margin_x, margin_y = round(size * rng.uniform(0.3, 1.5)), round(size * rng.uniform(0.3, 1.0))
     placed, x = [], margin_x
-    for ink in inks:
+    for i, ink in enumerate(inks):
         bottom = line + round(size * rng.uniform(-0.12, 0.12))
         placed.append((x, bottom - ink.shape[0], ink))
-        x += ink.shape[1] + max(2, round(size * rng.uniform(0.02, 0.6)))  # never touching: boxes apart
+        if touching and i + 1 < len(inks):
+            x += ink.shape[1] - round(min(ink.shape[1], inks[i + 1].shape[1]) * rng.uniform(0, touching))
+        else:
+            x += ink.shape[1] + max(2, round(size * rng.uniform(0.02, 0.6)))  # never touching: boxes apart
     top = min(y for _, y, _ in placed)
     width = x + margin_x
     height = max(y + ink.shape[0] for _, y, ink in placed) - top + 2 * margin_y
@@ -80,7 +87,8 @@ def render(images: np.ndarray, rng: random.Random) -> tuple[Image.Image, list[tu
     boxes = []
     for x0, y, ink in placed:
         y0 = y - top + margin_y
-        coverage[y0 : y0 + ink.shape[0], x0 : x0 + ink.shape[1]] = ink
+        region = coverage[y0 : y0 + ink.shape[0], x0 : x0 + ink.shape[1]]
+        np.maximum(region, ink, out=region)  # where digits overlap, the darker ink
         boxes.append((x0, y0, x0 + ink.shape[1], y0 + ink.shape[0]))
     dark = rng.random() < 1 / 3
     paper = _paper((width, height), rng, dark)
@@ -94,15 +102,18 @@ def render(images: np.ndarray, rng: random.Random) -> tuple[Image.Image, list[tu
     return rgb, boxes
 
 
-def write_numbers(images, labels, count: int, seed: int, directory: Path) -> list[Number]:
-    """Render and save ``count`` numbers of 2-6 test digits; number i is the same whatever ``count`` is."""
+def write_numbers(
+    images, labels, count: int, seed: int, directory: Path, touching: float = 0.0, most: int = 6
+) -> list[Number]:
+    """Render and save ``count`` numbers of 2 to ``most`` test digits; number i is the same whatever ``count``
+    is."""
     directory.mkdir(parents=True, exist_ok=True)
     pixels, truth = images.numpy(), labels.numpy()
     numbers = []
     for i in range(count):
         rng = random.Random(seed * 1_000_003 + i)
-        picks = [rng.randrange(len(pixels)) for _ in range(rng.randint(2, 6))]
-        img, boxes = render(pixels[picks], rng)
+        picks = [rng.randrange(len(pixels)) for _ in range(rng.randint(2, most))]
+        img, boxes = render(pixels[picks], rng, touching)
         jpeg = rng.random() < 0.7
         path = directory / f"{i:05d}.{'jpg' if jpeg else 'png'}"
         img.save(path, **({"quality": rng.randint(60, 95)} if jpeg else {}))
@@ -172,6 +183,11 @@ def main() -> None:
     parser.add_argument("--samples", type=Path, default=None, help="write 8 numbers and what was read in them here")
     parser.add_argument("--out", type=Path, default=None, help="keep all the rendered images in this directory")
     parser.add_argument("--workers", type=int, default=1, help="decoding threads (default 1)")
+    parser.add_argument(
+        "--touching", type=float, default=0.0, metavar="F",
+        help="neighbours overlap by up to F of the narrower digit's width (#22's target: 0.35, 2-5 digits)",
+    )  # fmt: skip
+    parser.add_argument("--most", type=int, default=6, help="digits in the longest number (default 6)")
     args = parser.parse_args()
     if not Path(args.model).exists():
         sys.exit(f"no model at {args.model}: train one with `mnistctl train` or pass --model")
@@ -194,7 +210,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mnistctl-numbers-") as tmp:
         directory = args.out or Path(tmp)
         start = time.perf_counter()
-        numbers = write_numbers(images, labels, args.count, args.seed, directory)
+        numbers = write_numbers(images, labels, args.count, args.seed, directory, args.touching, args.most)
         render_s = time.perf_counter() - start
         preds, read_s = read_numbers(numbers, args.model, args.workers)
         if args.samples:
@@ -215,7 +231,8 @@ def main() -> None:
     n = len(numbers)
     per_image = statistics.mean(len(x.digits) for x in numbers)
     print("| what | value |\n|---|---|")
-    print(f"| numbers (2-6 digits, {per_image:.2f} on average), seed {args.seed} | {n} |")
+    touch = f", touching by up to {args.touching:.0%}" if args.touching else ", never touching"
+    print(f"| numbers (2-{args.most} digits, {per_image:.2f} on average{touch}), seed {args.seed} | {n} |")
     print(f"| model | {args.model} |")
     print(f"| numbers read exactly | {exact / n:.2%} ({exact}/{n}) |")
     print(f"| numbers split into the right count of digits | {sum(split) / n:.2%} |")

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -228,14 +228,19 @@ def compare_optimizers(
     resume: bool = False,
     callbacks_for: Callable[[str, int, int], Any] | None = None,
 ) -> Comparison:
-    """Run ``base`` once per optimizer (with its learning rate), from one set of initial weights."""
+    """Run ``base`` once per optimizer (with its learning rate), from one set of initial weights. The networks
+    are digit classifiers only (no "not a digit" class, no drawn non-digits), as the original question was,
+    unless ``base.negatives`` says otherwise."""
+    if base.negatives is None:
+        base = replace(base, negatives=0.0)
     base = base.resolved(device_kind(device), default_precision(device))
     shared = {k: v for k, v in asdict(base).items() if k not in ("optimizer", "lr")}
     comparison = Comparison(base=shared)
     previous = _load_previous(results, shared) if (resume and results) else {}
 
     seed_everything(base.seed)
-    initial = {k: v.clone() for k, v in get_architecture(base.arch).build().state_dict().items()}
+    arch = get_architecture(base.arch)
+    initial = {k: v.clone() for k, v in arch.build(**arch.config_for(bool(base.negatives))).state_dict().items()}
     digest = weights_digest(initial)
 
     for i, name in enumerate(optimizers):

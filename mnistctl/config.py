@@ -19,6 +19,9 @@ DEFAULT_LR = {name: kind.default_lr for name, kind in OPTIMIZERS.entries.items()
 # The network `train` uses when --arch is not given, by the class of the training device.
 DEFAULT_ARCH = {"cpu": "compact", "gpu": "wide"}
 DEFAULT_EPOCHS = 10
+# Reading: below this probability the reader answers "unsure" (?) instead of naming a digit (``--min-confidence``),
+# chosen from measurements on photos of digits and on things that are not (bench/trust.py, docs/benchmarks.md).
+MIN_CONFIDENCE = 0.5
 
 # compare-optimizers' default comparison, the original project's: Adam 1e-3 against SGD with Nesterov momentum
 # 0.9 at 1e-3 (the optimizers it compares when --optimizers is not given, each at this rate unless --lr says).
@@ -40,6 +43,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         **_AUGMENT,
         "ema": 0.999,
         "channels_last": True,
+        "negatives": 0.2,
     },
     # GPUs: a wider network and bigger batches (width and batch are nearly free there; launches are not).
     "wide": {
@@ -52,6 +56,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         **_AUGMENT,
         "ema": 0.995,
         "channels_last": True,
+        "negatives": 0.2,
     },
     # The original project: Adam 1e-3, batch 32, constant rate, no augmentation (but we shuffle).
     "seed": {
@@ -65,6 +70,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": False,
         "ema": 0.0,
         "channels_last": False,
+        "negatives": 0.0,
     },
 }
 
@@ -113,6 +119,7 @@ RANGES = {
     "shift": Range("--shift", 0.0, 8.0),
     "elastic": Range("--elastic", 0.0, 6.0),
     "seed": Range("--seed", 0, 2**32 - 1),
+    "negatives": Range("--negatives", 0.0, 1.0),
 }
 
 
@@ -138,8 +145,15 @@ class TrainConfig:
     train_limit: int | None = None
     precision: str | None = None  # fp32, bf16 or fp16 (autocast)
     channels_last: bool | None = None
+    # Drawn things that are not digits, as a fraction of the training images, taught as an eleventh class
+    # ("not a digit"): what lets the reader decline them. 0: a ten-class model.
+    negatives: float | None = None
     compile: bool = False
     momentum: float = 0.9
+
+    def negatives_for(self, digits: int) -> int:
+        """How many non-digits a run on ``digits`` training images adds (``negatives``, a fraction of them)."""
+        return round((self.negatives or 0) * digits)
 
     def arch_for(self, device_kind: str) -> str:
         """The architecture to train: ``--arch``, else the default for the device kind ("cpu" or "gpu")."""
@@ -168,6 +182,8 @@ class TrainConfig:
             raise UsageError(f"--lr must be a positive number, not {self.lr}", "pass e.g. --lr 1e-3")
         if self.weight_decay is not None and not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise UsageError(f"--weight-decay must be 0 or more, not {self.weight_decay}", "pass e.g. 5e-4")
+        if self.negatives and self.arch == "seed":
+            raise UsageError("the seed network has no 'not a digit' class", "pass --negatives 0 with --arch seed")
         OPTIMIZERS.check(self.optimizer)
         SCHEDULES.check(self.schedule)
         PRECISIONS.check(self.precision)
@@ -178,7 +194,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        # A run stored before negatives existed was trained without them (its network has ten classes).
+        return cls(**{"negatives": 0.0, **{k: v for k, v in values.items() if k in known}})
 
 
 def describe_defaults() -> str:

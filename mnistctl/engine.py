@@ -220,12 +220,13 @@ def predict_logits(
     batch_size: int = 2000,
     on_batch: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Logits (float32, on the CPU) for already-normalised ``inputs``, in large batches; ``on_batch(n)`` is
-    told after each batch how many images it held."""
+    """The ten digits' logits (float32, on the CPU) for already-normalised ``inputs``, in large batches; a "not a
+    digit" output, where the model has one, is left out: accuracy is the digit read with --always-answer.
+    ``on_batch(n)`` is told after each batch how many images it held."""
     model.eval()
     outs = []
     for i in range(0, len(inputs), batch_size):
-        outs.append(model(inputs[i : i + batch_size].to(device)).float().cpu())
+        outs.append(model(inputs[i : i + batch_size].to(device))[:, :10].float().cpu())
         if on_batch is not None:
             on_batch(len(outs[-1]))
     return torch.cat(outs) if outs else torch.empty(0, 10)

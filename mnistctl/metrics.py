@@ -5,6 +5,7 @@ Loss, accuracy, the confusion matrix, per-class precision/recall/F1 and the most
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -86,3 +87,44 @@ def summarise(split: str, logits: torch.Tensor, labels: torch.Tensor, top_mistak
         mistakes=[Mistake(int(i), int(labels[i]), int(predicted[i]), round(float(confidence[i]), 6)) for i in order],
         errors=len(wrong),
     )
+
+
+# --------------------------------------------------------------------------------------------- calibration
+
+
+def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, bins: int = 15) -> float:
+    """How far confidence is from accuracy: answers grouped by confidence into ``bins`` equal-width bins, the
+    gap between each bin's mean confidence and its fraction right, weighted by the bin's share of the answers
+    (0: a confidence of c is right a fraction c of the time)."""
+    confidence, correct = confidence.double().flatten(), correct.double().flatten()
+    if len(confidence) == 0:
+        return float("nan")
+    which = (confidence * bins).long().clamp(0, bins - 1)  # bin i holds (i/bins, (i+1)/bins]; 1.0 the last
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += float(inside.double().mean()) * abs(float(confidence[inside].mean() - correct[inside].mean()))
+    return error
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, low: float = 0.05, high: float = 20.0) -> float:
+    """The temperature T (``low`` to ``high``) whose ``softmax(logits / T)`` gives ``labels`` the least negative
+    log-likelihood: temperature scaling (Guo et al., 2017). One number, so the likeliest class never changes.
+    The likelihood is unimodal in log T: a golden-section search finds it to 0.1 %."""
+    logits, labels = logits.double(), labels.long()
+
+    def nll(log_t: float) -> float:
+        return float(F.cross_entropy(logits / math.exp(log_t), labels))
+
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    while b - a > 1e-3:
+        if nll(c) < nll(d):
+            b, d = d, c
+            c = b - ratio * (b - a)
+        else:
+            a, c = c, d
+            d = a + ratio * (b - a)
+    return math.exp((a + b) / 2)

@@ -45,7 +45,7 @@ class CompactNet(nn.Module):
     leaves BatchNorm and ReLU a quarter of the pixels. Chosen by measurement: see docs/benchmarks.md.
     """
 
-    def __init__(self, widths: tuple[int, ...] = (24, 48, 64), dropout: float = 0.0) -> None:
+    def __init__(self, widths: tuple[int, ...] = (24, 48, 64), dropout: float = 0.0, classes: int = 10) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.PixelUnshuffle(2)]  # 1×28×28 → 4×14×14
         cin, size = 4, 14
@@ -58,7 +58,7 @@ class CompactNet(nn.Module):
             cin = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.classifier = nn.Linear(cin * size * size, 10)
+        self.classifier = nn.Linear(cin * size * size, classes)  # 11: the ten digits and "not a digit"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(torch.flatten(self.features(x), 1)))
@@ -104,6 +104,11 @@ class Architecture:
     def build(self, **config: Any) -> nn.Module:
         return self.factory(**{**self.defaults, **config})
 
+    def config_for(self, not_a_digit: bool) -> dict[str, Any]:
+        """The settings a run trains this network with: its defaults, and eleven classes with the "not a digit"
+        one (a run with drawn non-digits)."""
+        return {**self.defaults, "classes": 11} if not_a_digit else dict(self.defaults)
+
     def build_on_meta(self, **config: Any) -> nn.Module:
         """The network on torch's "meta" device: every shape and dtype, no memory for the values."""
         with torch.device("meta"):
@@ -122,13 +127,17 @@ class Architecture:
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-def _compact(widths: list[int], dropout: float = 0.0) -> nn.Module:
-    return CompactNet(tuple(widths), dropout)
+def _compact(widths: list[int], dropout: float = 0.0, classes: int = 10) -> nn.Module:
+    return CompactNet(tuple(widths), dropout, classes)
 
 
 # The compact network's settings a checkpoint may hold: at most 4 convolutions (the maps are 1x1 after the
 # fourth), at most 512 channels each (a few hundred MB of weights, training state included; wide has 128).
-COMPACT_BOUNDS = {"widths": Bound(int, 1, 512, items=(1, 4)), "dropout": Bound(float, 0.0, 0.9)}
+COMPACT_BOUNDS = {
+    "widths": Bound(int, 1, 512, items=(1, 4)),
+    "dropout": Bound(float, 0.0, 0.9),
+    "classes": Bound(int, 10, 11),  # 11: a "not a digit" class after the ten digits
+}
 
 # The networks by name: the names of config.ARCHS, in its order (a test checks), each with its recipe there.
 ARCHITECTURES: dict[str, Architecture] = {

@@ -11,8 +11,10 @@ as it is ready.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
+import math
 import os
 import threading
 from collections import deque
@@ -23,18 +25,20 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from mnistctl.errors import UsageError, first_line
+from mnistctl.config import MIN_CONFIDENCE
+from mnistctl.errors import MnistctlError, UsageError, first_line
 from mnistctl.imaging import (
     INVERT_CHOICES,
     Box,
     ImageError,
     ImageInput,
-    digit_input,
     pillow_warnings,
-    segment_digits,
+    preprocess_and_measure,
+    resize_only,
     to_gray,
 )
-from mnistctl.results import DigitReading, ModelMeta, NumberReading, ReadFailure
+from mnistctl.imaging.segment import Choices, best_path, segment_choices, segment_digits
+from mnistctl.results import NOT_A_DIGIT, UNSURE, DigitReading, ModelMeta, NumberReading, ReadFailure
 
 if TYPE_CHECKING:
     import torch
@@ -78,6 +82,7 @@ def load_reader(
 
 def _meta(checkpoint: Checkpoint, path: str, device: str, precision: str) -> ModelMeta:
     mean, std = checkpoint.normalization
+    classes = checkpoint.arch_config.get("classes", 10)
     return ModelMeta(
         path=path,
         arch=checkpoint.arch,
@@ -89,7 +94,23 @@ def _meta(checkpoint: Checkpoint, path: str, device: str, precision: str) -> Mod
         versions=dict(checkpoint.versions),
         device=device,
         precision=precision,
+        temperature=_temperature(checkpoint, path),
+        classes=(*"0123456789", NOT_A_DIGIT)[:classes],
     )
+
+
+def _temperature(checkpoint: Checkpoint, path: str) -> float:
+    """The calibration temperature the checkpoint's metrics hold (1 where it has none)."""
+    import math
+
+    value = checkpoint.metrics.get("temperature", 1.0)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not 0.05 <= value <= 20:
+        raise MnistctlError(
+            f"{path}: its calibration temperature {value!r} is not a number from 0.05 to 20",
+            "the checkpoint is damaged or was edited; train a new one",
+        )
+    return float(value)
 
 
 def default_workers() -> int:
@@ -111,19 +132,36 @@ class Preprocessing:
             raise UsageError(f"invert must be one of {', '.join(INVERT_CHOICES)}, not {self.invert!r}")
 
     def digit(self, image: ImageInput) -> _Prepared:
-        options = {"preprocess_image": self.preprocess, "normalise_strokes": self.normalise_strokes}
-        return _Prepared([digit_input(image, self.invert, **options)], None)
+        if not self.preprocess:
+            return _Prepared([resize_only(to_gray(image), self.invert)], None)
+        gray = to_gray(image)
+        pixels, aspect = preprocess_and_measure(gray, self.invert, normalise_strokes=self.normalise_strokes)
+        return _Prepared([pixels], None, several=aspect > WIDE and looks_like_a_number(gray, self.invert))
 
     def number(self, image: ImageInput) -> _Prepared:
         """The inputs for a number's digits: finding them is preprocessing, so ``preprocess`` does not apply."""
-        digits = segment_digits(to_gray(image), self.invert, normalise_strokes=self.normalise_strokes)
-        return _Prepared([d.pixels for d in digits], [d.box for d in digits])
+        groups = segment_choices(to_gray(image), self.invert, normalise_strokes=self.normalise_strokes)
+        digits = [d for group in groups for d in group.digits]  # a group's every way of being read
+        return _Prepared([d.pixels for d in digits], [d.box for d in digits], choices=groups)
 
 
 class _Prepared(NamedTuple):
     pixels: list[np.ndarray]  # the network's 28×28 inputs: one, or one per digit of a number
     boxes: list[Box] | None  # for a number: where each digit is
     error: str | None = None  # why the image gave no input
+    several: bool = False  # read as one digit, it looks like several side by side
+    choices: list[Choices] | None = None  # for a number: its groups of ink, each with its ways of being read
+
+
+WIDE = 1.3  # ink this many times wider than tall may be several digits: worth looking (MNIST's digits are ≤ 1)
+
+
+def looks_like_a_number(gray: np.ndarray, invert: str) -> bool:
+    """Whether the number reader finds two or more digits in ``gray``."""
+    try:
+        return len(segment_digits(gray, invert)) >= 2
+    except ImageError:
+        return False
 
 
 class Reader:
@@ -135,22 +173,43 @@ class Reader:
         self.meta = meta
         self._mean = meta.normalization["mean"]
         self._std = meta.normalization["std"]
+        self._temperature = meta.temperature
 
     def __repr__(self) -> str:
         return f"<Reader {self.meta.arch} from {self.meta.path} on {self.meta.device} ({self.meta.precision})>"
 
     def read_digit(
-        self, image: ImageInput, *, invert: str = "auto", preprocess: bool = True, normalise_strokes: bool = True
+        self,
+        image: ImageInput,
+        *,
+        invert: str = "auto",
+        preprocess: bool = True,
+        normalise_strokes: bool = True,
+        min_confidence: float = MIN_CONFIDENCE,
+        always_answer: bool = False,
     ) -> DigitReading:
         """The digit in ``image``: a path, the bytes of an image file, a binary file object, a PIL image, or an
-        array / tensor (H×W or H×W×C, uint8 or floats in [0, 1]; tensors also C×H×W). Raises ImageError."""
-        prepared = Preprocessing(invert, preprocess, normalise_strokes).digit(image)
-        return next(self._readings([prepared]))  # type: ignore[return-value]
+        array / tensor (H×W or H×W×C, uint8 or floats in [0, 1]; tensors also C×H×W). Raises ImageError.
 
-    def read_number(self, image: ImageInput, *, invert: str = "auto", normalise_strokes: bool = True) -> NumberReading:
-        """The number written on one line in ``image``, digit by digit, left to right. Raises ImageError."""
+        The reading's ``digit`` is None, with its ``reason``, where the model takes the image for no digit
+        ("not a digit") or gives no digit ``min_confidence`` ("unsure"); ``always_answer`` names the likeliest
+        digit whatever it is."""
+        prepared = Preprocessing(invert, preprocess, normalise_strokes).digit(image)
+        return next(self._readings([prepared], Answering(min_confidence, always_answer)))  # type: ignore[return-value]
+
+    def read_number(
+        self,
+        image: ImageInput,
+        *,
+        invert: str = "auto",
+        normalise_strokes: bool = True,
+        min_confidence: float = MIN_CONFIDENCE,
+        always_answer: bool = False,
+    ) -> NumberReading:
+        """The number written on one line in ``image``, digit by digit, left to right (``?`` in its text for
+        each digit declined, as :meth:`read_digit` declines). Raises ImageError."""
         prepared = Preprocessing(invert, True, normalise_strokes).number(image)
-        return next(self._readings([prepared]))  # type: ignore[return-value]
+        return next(self._readings([prepared], Answering(min_confidence, always_answer)))  # type: ignore[return-value]
 
     def read_digits(
         self,
@@ -161,12 +220,15 @@ class Reader:
         invert: str = "auto",
         preprocess: bool = True,
         normalise_strokes: bool = True,
+        min_confidence: float = MIN_CONFIDENCE,
+        always_answer: bool = False,
     ) -> Iterator[DigitReading | ReadFailure]:
         """One result per image of ``images`` (any iterable, even endless), in order, each as soon as it is known;
         a :class:`ReadFailure` for an image that cannot be read. ``workers`` threads decode (default: half the
-        cores; 0 decodes in the calling thread); the network runs on batches of up to ``batch_size``."""
+        cores; 0 decodes in the calling thread); the network runs on batches of up to ``batch_size``. Declining
+        as :meth:`read_digit` does."""
         options = Preprocessing(invert, preprocess, normalise_strokes)
-        return self._stream(images, options.digit, batch_size, workers)
+        return self._stream(images, options.digit, Answering(min_confidence, always_answer), batch_size, workers)
 
     def read_numbers(
         self,
@@ -176,17 +238,20 @@ class Reader:
         workers: int | None = None,
         invert: str = "auto",
         normalise_strokes: bool = True,
+        min_confidence: float = MIN_CONFIDENCE,
+        always_answer: bool = False,
     ) -> Iterator[NumberReading | ReadFailure]:
         """As :meth:`read_digits`, for images that each hold a number (the digits of all go through the network
         together, a number's digits in one batch)."""
         options = Preprocessing(invert, True, normalise_strokes)
-        return self._stream(images, options.number, batch_size, workers)  # type: ignore[return-value]
+        answering = Answering(min_confidence, always_answer)
+        return self._stream(images, options.number, answering, batch_size, workers)  # type: ignore[return-value]
 
     # ----------------------------------------------------------------------------------------- internals
 
     def _stream(
-        self, images: Iterable[ImageInput], prepare: Callable[[ImageInput], _Prepared], batch_size: int,
-        workers: int | None,
+        self, images: Iterable[ImageInput], prepare: Callable[[ImageInput], _Prepared], answering: Answering,
+        batch_size: int, workers: int | None,
     ) -> Generator[DigitReading | NumberReading | ReadFailure, None, None]:  # fmt: skip
         batch_size = max(1, batch_size)
         workers = default_workers() if workers is None else workers
@@ -199,11 +264,13 @@ class Reader:
                 # The network runs on full batches (small ones cost it a third more per image), or on what is
                 # there whenever the next chunk is still being decoded: it works while the threads decode.
                 if not next_ready or sum(len(p.pixels) for p in pending) >= batch_size:
-                    yield from self._batched(pending, batch_size)
+                    yield from self._batched(pending, answering, batch_size)
                     pending = []
-        yield from self._batched(pending, batch_size)
+        yield from self._batched(pending, answering, batch_size)
 
-    def _batched(self, prepared: list[_Prepared], size: int) -> Iterator[DigitReading | NumberReading | ReadFailure]:
+    def _batched(
+        self, prepared: list[_Prepared], answering: Answering, size: int
+    ) -> Iterator[DigitReading | NumberReading | ReadFailure]:
         """The network on runs of about ``size`` inputs of ``prepared``; the digits of a number stay together."""
         batch: list[_Prepared] = []
         inputs = 0
@@ -211,12 +278,14 @@ class Reader:
             batch.append(item)
             inputs += len(item.pixels)
             if inputs >= size:
-                yield from self._readings(batch)
+                yield from self._readings(batch, answering)
                 batch, inputs = [], 0
         if batch:
-            yield from self._readings(batch)
+            yield from self._readings(batch, answering)
 
-    def _readings(self, prepared: list[_Prepared]) -> Iterator[DigitReading | NumberReading | ReadFailure]:
+    def _readings(
+        self, prepared: list[_Prepared], answering: Answering
+    ) -> Iterator[DigitReading | NumberReading | ReadFailure]:
         """Run the network once on every input of ``prepared``; a result for each item."""
         inputs = [pixels for item in prepared for pixels in item.pixels]
         probabilities = iter(self._probabilities(inputs) if inputs else [])
@@ -225,10 +294,12 @@ class Reader:
                 yield ReadFailure(item.error)
                 continue
             if item.boxes is None:
-                yield _reading(item.pixels[0], next(probabilities))
+                reading = answering.reading(item.pixels[0], next(probabilities))
+                yield dataclasses.replace(reading, several_digits=True) if item.several else reading
             else:
                 pairs = zip(item.pixels, item.boxes, strict=True)
-                yield NumberReading.of([_reading(pixels, next(probabilities), box) for pixels, box in pairs])
+                readings = [answering.reading(pixels, next(probabilities), box) for pixels, box in pairs]
+                yield NumberReading.of(_chosen(item.choices or [], readings))
 
     def _probabilities(self, inputs: list[np.ndarray]) -> list[list[float]]:
         import torch
@@ -237,12 +308,52 @@ class Reader:
 
         x = normalise(torch.from_numpy(np.stack(inputs)), self._mean, self._std).to(self.device)
         with torch.inference_mode():
-            return self.network(x).float().softmax(1).cpu().tolist()
+            return self.network(x).float().div(self._temperature).softmax(1).cpu().tolist()
 
 
-def _reading(pixels: np.ndarray, probabilities: list[float], box: Box | None = None) -> DigitReading:
-    digit = max(range(len(probabilities)), key=probabilities.__getitem__)
-    return DigitReading(digit, probabilities[digit], tuple(probabilities), pixels, box)
+def _chosen(groups: list[Choices], readings: list[DigitReading]) -> list[DigitReading]:
+    """The number's digits: for each group of ink, the readings of the spans on its best path — the cuts whose
+    pieces the network most believes to be digits (:func:`~mnistctl.imaging.segment.best_path`)."""
+    out: list[DigitReading] = []
+    start = 0
+    for group in groups:
+        mine = readings[start : start + len(group.spans)]
+        start += len(group.spans)
+        if len(mine) == 1:
+            out += mine
+            continue
+        scores = [math.log(max(r.confidence, 1e-30)) for r in mine]  # NaN, from a broken model, is never best
+        out += [mine[k] for k in best_path(group, scores)]
+    return out
+
+
+@dataclass(frozen=True)
+class Answering:
+    """When the reader names a digit: unless the model's "not a digit" class (an eleventh output, where the
+    model has one) is its likeliest answer, and the likeliest digit has at least ``min_confidence``; always,
+    with ``always_answer``."""
+
+    min_confidence: float = MIN_CONFIDENCE
+    always_answer: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_confidence <= 1:
+            raise UsageError(f"min_confidence must be from 0 to 1, not {self.min_confidence!r}", "pass 0.5, say")
+
+    def reading(self, pixels: np.ndarray, probabilities: list[float], box: Box | None = None) -> DigitReading:
+        """The reading of one input from the network's probabilities (ten, or eleven with "not a digit")."""
+        digits, rest = probabilities[:10], probabilities[10:]
+        not_a_digit = rest[0] if rest else None
+        best = max(range(10), key=digits.__getitem__)
+        confidence = digits[best]
+        reason = None
+        if not self.always_answer:
+            if not_a_digit is not None and not_a_digit > confidence:
+                reason = NOT_A_DIGIT
+            elif not confidence >= self.min_confidence:  # NaN, from a broken model, is unsure too
+                reason = UNSURE
+        digit = None if reason else best
+        return DigitReading(digit, confidence, tuple(digits), pixels, box, reason, not_a_digit)
 
 
 def _chunks(images: Iterator[ImageInput], size: int) -> Iterator[list[ImageInput]]:

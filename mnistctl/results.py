@@ -17,31 +17,56 @@ Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in the image's pixels, x1 an
 DECIMALS = 6  # to_dict() rounds probabilities and confidences to this many places (the attributes are exact)
 
 
+NOT_A_DIGIT = "not a digit"  # the model's own "not a digit" class is its likeliest answer
+UNSURE = "unsure"  # no digit is as likely as the reader's minimum confidence
+DECLINED = "?"  # a declined digit, in a TSV line and in a number's text
+
+
 @dataclass(frozen=True)
 class DigitReading:
-    """One digit read: the likeliest class, its probability, all ten probabilities (summing to 1), the 28×28
-    uint8 input the network saw, and — for a digit of a number — where it is in the image."""
+    """One digit read: the likeliest digit — or None, with the ``reason``, where the reader declines to name one —
+    its probability, the ten digits' probabilities, the 28×28 uint8 input the network saw, and, for a digit of
+    a number, where it is in the image. ``not_a_digit`` is the probability the model gives its "not a digit"
+    class (the ten and it sum to 1), or None for a model without one (the ten then sum to 1)."""
 
-    digit: int
+    digit: int | None
     confidence: float
     probabilities: tuple[float, ...]
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
     box: Box | None = None
+    reason: str | None = None  # NOT_A_DIGIT or UNSURE when digit is None
+    not_a_digit: float | None = None
+    several_digits: bool = field(default=False, compare=False)  # the image looks like a number (read_number)
+
+    @property
+    def top_digit(self) -> int:
+        """The likeliest digit, declined or not."""
+        return max(range(len(self.probabilities)), key=self.probabilities.__getitem__)
+
+    @property
+    def shown(self) -> str:
+        """The digit as a line shows it: ``?`` where declined."""
+        return DECLINED if self.digit is None else str(self.digit)
 
     def runners_up(self, k: int) -> list[int]:
-        """The ``k`` likeliest digits after the one read, likeliest first."""
+        """The ``k`` likeliest digits after the likeliest one, likeliest first."""
         return sorted(range(len(self.probabilities)), key=lambda d: -self.probabilities[d])[1 : 1 + k]
 
     def to_dict(self, top_k: int = 0, *, pixels: bool = False) -> dict[str, Any]:
-        """``{"digit", "confidence", "probabilities"}`` (``"box"`` first for a digit of a number), and with
+        """``{"digit", "confidence", "probabilities"}`` (``"box"`` first for a digit of a number; ``"digit":
+        null`` and a ``"reason"`` where declined; ``"not_a_digit"`` for a model with that class), and with
         ``top_k`` the runners-up: ``"top_k": [{"digit", "probability"}, ...]``; with ``pixels``, the 28×28 input
         the network saw as rows of 0-255 (``"pixels"``)."""
         out: dict[str, Any] = {"box": list(self.box)} if self.box is not None else {}
+        out["digit"] = self.digit
+        if self.reason is not None:
+            out["reason"] = self.reason
         out |= {
-            "digit": self.digit,
             "confidence": round(self.confidence, DECIMALS),
             "probabilities": [round(p, DECIMALS) for p in self.probabilities],
         }
+        if self.not_a_digit is not None:
+            out["not_a_digit"] = round(self.not_a_digit, DECIMALS)
         if top_k:
             out["top_k"] = [
                 {"digit": d, "probability": round(self.probabilities[d], DECIMALS)} for d in self.runners_up(top_k)
@@ -53,8 +78,8 @@ class DigitReading:
 
 @dataclass(frozen=True)
 class NumberReading:
-    """A number read digit by digit, left to right: the digits as text, the least confident digit's
-    confidence, and each digit (with its box)."""
+    """A number read digit by digit, left to right: the digits as text (``?`` for each one declined), the least
+    confident digit's confidence, and each digit (with its box)."""
 
     text: str
     confidence: float
@@ -62,7 +87,7 @@ class NumberReading:
 
     @classmethod
     def of(cls, digits: list[DigitReading]) -> NumberReading:
-        return cls("".join(str(d.digit) for d in digits), min(d.confidence for d in digits), tuple(digits))
+        return cls("".join(d.shown for d in digits), min(d.confidence for d in digits), tuple(digits))
 
     def to_dict(self, top_k: int = 0, *, pixels: bool = False) -> dict[str, Any]:
         """``{"number", "confidence", "digits": [each digit's to_dict(top_k, pixels=pixels)]}``."""
@@ -102,6 +127,8 @@ class ModelMeta:
     versions: dict[str, str]  # of mnistctl, torch and Python that wrote the file
     device: str  # where the reader runs it
     precision: str  # "fp32", "bf16" or "fp16"
+    temperature: float = 1.0  # the logits are divided by it before the softmax: calibration (docs/design.md)
+    classes: tuple[str, ...] = tuple("0123456789")  # the model's outputs, "not a digit" last where it has one
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -136,7 +136,8 @@ def check_resumable(checkpoint: Checkpoint, path: Path, stored: TrainConfig) -> 
     if state.scheduler is None or state.rng is None:
         refuse("it has an optimizer state but no scheduler or RNG state")
     config = stored.resolved()  # what fit() fills in for settings the file leaves out
-    network = ARCHITECTURES[checkpoint.arch].build_on_meta()  # what fit() trains: the network at its own sizes
+    arch = ARCHITECTURES[checkpoint.arch]
+    network = arch.build_on_meta(**arch.config_for(bool(config.negatives)))  # what fit() trains, at its sizes
     for name, weights in (("state_dict", checkpoint.state_dict), ("model_state", state.model_state)):
         problem = weights is not None and fit_problem(network, weights)
         if problem:

@@ -96,6 +96,9 @@ def fit(
     train_x, train_y = data.train_images[: cfg.train_limit], data.train_labels[: cfg.train_limit]
     if len(train_x) == 0:
         raise MnistctlError("there are no training images", "check the data directory and --train-limit")
+    digits = len(train_x)
+    if cfg.negatives:
+        train_x, train_y = with_negatives(train_x, train_y, cfg.negatives_for(digits), cfg.seed)
     dist = Dist.start(device)
     try:
         callbacks = (callbacks if dist.is_main else None) or TrainCallbacks()
@@ -104,7 +107,7 @@ def fit(
         history = run.resume(resume) if resume is not None else []  # resume
         test = (normalise(data.test_images, *arch.normalization).to(device), data.test_labels.to(device))
         start = saved = history[-1].epoch if history else 0  # saved: the last epoch ``out`` holds
-        callbacks.on_start(cfg, batches.steps, start, len(batches), str(device))
+        callbacks.on_start(cfg, batches.steps, start, digits, str(device))
         began = time.perf_counter()
         origin = began - (history[-1].elapsed if history else 0.0)  # when the run, not this process, began
         try:
@@ -131,6 +134,26 @@ def fit(
         dist.close()
 
 
+NOT_A_DIGIT_CLASS = 10  # the label of the drawn non-digits: the eleventh output
+
+
+def with_negatives(
+    images: torch.Tensor, labels: torch.Tensor, count: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images with ``count`` non-digits after them, labelled :data:`NOT_A_DIGIT_CLASS` (the same on
+    every rank: drawn from ``seed``): three in four drawn (letters, symbols, shapes ...), one in four made from
+    the training digits themselves (two run together), as a number reader's missed cuts give."""
+    import numpy as np
+
+    from mnistctl.data.negatives import fragments, negatives
+
+    pieces = count // 4
+    made = [negatives(count - pieces, seed), fragments(images.cpu().numpy(), pieces, seed)]
+    drawn = torch.from_numpy(np.concatenate(made)).to(images.device, images.dtype)
+    marks = torch.full((count,), NOT_A_DIGIT_CLASS, dtype=labels.dtype, device=labels.device)
+    return torch.cat([images, drawn]), torch.cat([labels, marks])
+
+
 class _Run:
     """One run's network, with the moving average of its weights, and what trains it (optimizer, learning-rate
     plan, precision): built from the run's config alone, so that each stage of :func:`fit` is one call on it."""
@@ -146,7 +169,8 @@ class _Run:
         self.cfg, self.arch, self.batches, self.dist = cfg, arch, batches, dist
         device = batches.device
         seed_everything(cfg.seed)
-        model = arch.build()
+        self.arch_config = arch.config_for(bool(cfg.negatives))
+        model = arch.build(**self.arch_config)
         if initial_state:
             model.load_state_dict(initial_state)
         model = model.to(device)
@@ -234,7 +258,7 @@ class _Run:
         )
         return Checkpoint(
             arch=self.cfg.arch,
-            arch_config=dict(self.arch.defaults),
+            arch_config=dict(self.arch_config),
             state_dict=_to_cpu(self.evaluated.state_dict()),
             normalization=self.arch.normalization,
             epoch=last.epoch,

@@ -84,21 +84,28 @@ def tiny_data(isolated_env: Path) -> Path:
     return write_tiny_mnist(Path(os.environ["MNISTCTL_DATA_DIR"]))
 
 
+SURE = 1000.0  # the random networks' last layer is scaled by this: their likeliest digit is far ahead
+
+
 @pytest.fixture
 def tiny_net():  # noqa: ANN201 - an nn.Module; torch is imported only by the tests that use it
-    """A tiny network (widths 4/8) with seeded random weights, in memory: the digits are arbitrary."""
+    """A tiny network (widths 4/8) with seeded random weights, in memory: the digits are arbitrary, but given
+    with confidence (its last layer scaled up), so that the reader names them rather than being unsure."""
     import torch
 
     from mnistctl.models import CompactNet
 
     torch.manual_seed(0)
-    return CompactNet(widths=(4, 8))
+    net = CompactNet(widths=(4, 8))
+    with torch.no_grad():
+        net.classifier.weight.mul_(SURE)
+    return net
 
 
 @pytest.fixture
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint of the default network with random weights: the digits are arbitrary, the plumbing is
-    what is tested."""
+    """A checkpoint of the default network with random weights (its last layer scaled up, so that it names a
+    digit with confidence): the digits are arbitrary, the plumbing is what is tested."""
     import torch
 
     from mnistctl.checkpoint import make_checkpoint, save_checkpoint
@@ -107,10 +114,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     arch = ARCHITECTURES["compact"]
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    net = arch.build()
+    with torch.no_grad():
+        net.classifier.weight.mul_(SURE)
     checkpoint = make_checkpoint(
         arch="compact",
         arch_config=dict(arch.defaults),
-        state_dict=arch.build().state_dict(),
+        state_dict=net.state_dict(),
         normalization=arch.normalization,
         epoch=1,
         config={},

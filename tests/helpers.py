@@ -281,3 +281,27 @@ def reader_of(network, normalization: dict[str, float] | None = None):  # noqa: 
         test_accuracy=None, epochs=0, training={}, versions={}, device="cpu", precision="fp32",
     )  # fmt: skip
     return Reader(network, torch.device("cpu"), meta)
+
+
+def model_file(path: Path, *, classes: int = 10, bias: dict[int, float] | None = None, **metrics: float) -> Path:
+    """A compact checkpoint whose answer is set by its last layer alone: weights 0, ``bias`` per class (so every
+    image gets the same probabilities)."""
+    import torch
+
+    from mnistctl.checkpoint import make_checkpoint, save_checkpoint
+    from mnistctl.models import ARCHITECTURES
+
+    arch = ARCHITECTURES["compact"]
+    net = arch.build(classes=classes)
+    with torch.no_grad():
+        net.classifier.weight.zero_()
+        net.classifier.bias.zero_()
+        for cls, value in (bias or {}).items():
+            net.classifier.bias[cls] = value
+    config = {**arch.defaults, "classes": classes} if classes != 10 else dict(arch.defaults)
+    checkpoint = make_checkpoint(
+        arch="compact", arch_config=config, state_dict=net.state_dict(), normalization=arch.normalization,
+        epoch=1, config={}, history=[], metrics=dict(metrics),
+    )  # fmt: skip
+    save_checkpoint(path, checkpoint)
+    return path

@@ -122,12 +122,13 @@ def test_exif_orientation_is_applied_to_a_pil_image_as_to_a_file(reader: mnistct
 def test_results_and_their_json(reader: mnistctl.Reader, pictures: Path) -> None:
     r = reader.read_digit(pictures / "digit.png")
     assert isinstance(r, DigitReading)
-    assert len(r.probabilities) == 10 and abs(sum(r.probabilities) - 1) < 1e-4
-    assert r.confidence == max(r.probabilities) == r.probabilities[r.digit]
+    assert len(r.probabilities) == 10 and abs(sum(r.probabilities) + (r.not_a_digit or 0) - 1) < 1e-4
+    assert r.confidence == max(r.probabilities) == r.probabilities[r.digit] and r.reason is None
     assert r.pixels.shape == (28, 28) and r.pixels.dtype == np.uint8
     assert r.box is None
     d = r.to_dict(top_k=2)
-    assert list(d) == ["digit", "confidence", "probabilities", "top_k"]
+    has_class = ["not_a_digit"] if reader.meta.classes[-1] == "not a digit" else []  # the bundled model has it
+    assert list(d) == ["digit", "confidence", "probabilities", *has_class, "top_k"]
     assert [t["digit"] for t in d["top_k"]] == r.runners_up(2) and r.digit not in r.runners_up(2)
     json.dumps(d)  # plain JSON types
 

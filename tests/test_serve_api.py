@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install '.[serve]')")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from helpers import black_on_white, mnist_like  # noqa: E402
+from helpers import black_on_white, mnist_like, model_file  # noqa: E402
 from PIL import Image  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -222,3 +222,20 @@ def test_the_image_field_is_found_by_its_name_among_other_files(client, reader):
     response = client.post("/v1/digit", files=files)
     assert response.status_code == 200, response.text
     assert response.json() == reader.read_digit(DIGIT).to_dict()
+
+
+def test_declining_is_an_answer_with_its_options(tmp_path):
+    # A model that gives every image 4 at 0.69: declined above that bar, a 200 like any reading.
+    reader = mnistctl.load_reader(model_file(tmp_path / "m.pt", bias={4: 3.0}), device="cpu")
+    with TestClient(create_app(reader, max_upload=200_000)) as client:
+        assert client.post("/v1/digit", content=DIGIT).json()["digit"] == 4
+        unsure = client.post("/v1/digit?min_confidence=0.9", content=DIGIT)
+        assert unsure.status_code == 200
+        assert unsure.json()["digit"] is None and unsure.json()["reason"] == "unsure"
+        always = client.post("/v1/digit?min_confidence=0.9&always_answer=true", content=DIGIT)
+        assert always.json()["digit"] == 4 and "reason" not in always.json()
+        number = client.post("/v1/number?min_confidence=0.9", content=NUMBER).json()
+        assert number["number"] == "??" and [d["reason"] for d in number["digits"]] == ["unsure", "unsure"]
+        many = client.post("/v1/digits?min_confidence=0.9", files={"a": ("a.png", DIGIT, "image/png")}).json()
+        assert many[0]["path"] == "a.png" and many[0]["reason"] == "unsure"
+        assert client.post("/v1/digit?min_confidence=2", content=DIGIT).status_code == 422

@@ -93,7 +93,7 @@ def digit_png() -> bytes:
 
 def test_it_answers_and_logs_one_line_per_request(server):
     status, body = server.post("/v1/digit", digit_png())
-    assert status == 200 and set(body) == {"digit", "confidence", "probabilities"}
+    assert status == 200 and set(body) == {"digit", "confidence", "probabilities", "not_a_digit"}
     server.wait_for_log(r'"POST /v1/digit HTTP/1.1" 200')
     status, body = server.post("/v1/digit", b"garbage")
     assert status == 422 and " — " in body["error"]

@@ -78,7 +78,8 @@ def test_predict_multi_reaches_a_file(tmp_path):
 def test_train_at_a_terminal_says_what_it_trains(tiny_data, tmp_path):
     run = run_at_terminal(["train", "--epochs", "1", "-b", "64", "-o", str(tmp_path / "m.pt")], stdout="terminal")
     assert run.returncode == 0, run.screen
-    assert "training: compact, sgd-nesterov lr 0.15, batch 64, 256 images, 1 epoch(s), on cpu in" in run.screen
+    header = "training: compact, sgd-nesterov lr 0.15, batch 64, 256 images and 51 non-digits, 1 epoch(s), on cpu in"
+    assert header in run.screen
     assert "Saved " in run.screen
 
 

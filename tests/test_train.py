@@ -274,7 +274,7 @@ def test_affine_augmentation_keeps_shape_and_black_background():
 def test_build_model_predicts_as_trained(tiny_data):
     assert runner.invoke(app, ["train", "--epochs", "1", *FAST]).exit_code == 0
     ckpt = load_checkpoint(model_path())
-    trained = get_architecture(ckpt.arch).build()
+    trained = get_architecture(ckpt.arch).build(**ckpt.arch_config)
     trained.load_state_dict(ckpt.state_dict)
     built = build_model(ckpt)
     assert not built.training
@@ -306,4 +306,20 @@ def test_the_gpu_recipe_runs_on_the_cpu_too(tiny_data, tmp_path):
     saved = load_checkpoint(tmp_path / "wide.pt")
     assert saved.arch == "wide" and saved.config["batch_size"] == 512 and saved.config["ema"] > 0
     assert saved.config["precision"] == result.config.precision == default_precision(torch.device("cpu"))
-    assert build_model(saved)(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert build_model(saved)(torch.zeros(2, 1, 28, 28)).shape == (2, 11)  # the ten digits and "not a digit"
+
+
+def test_low_resolution_augmentation_blurs_a_share_and_keeps_the_rest():
+    from mnistctl.batches import ELASTIC_NUMBERS, LOWRES_NUMBERS, augment_batch
+
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, 0, 6:22, 12:14] = 1.0  # a sharp stroke
+    u = torch.rand(64, 4 + ELASTIC_NUMBERS + LOWRES_NUMBERS, generator=torch.Generator().manual_seed(2))
+    u[:, :4] = 0.5  # no rotation, scaling or shift
+    u[:32, -2] = 0.0  # the first half chosen for low resolution, the rest not
+    u[32:, -2] = 0.99
+    y = augment_batch(x, u, rotate=10.0, scale=0.1, shift=2.0, elastic=0.0, lowres=0.15)
+    torch.testing.assert_close(y[32:], augment_batch(x[32:], u[32:, :-2], 10.0, 0.1, 2.0))  # untouched
+    blurred = y[:32]
+    assert float(blurred.max()) < 0.95 and float(((blurred > 0.05) & (blurred < 0.95)).sum()) > 32 * 20
+    torch.testing.assert_close(blurred.sum((1, 2, 3)), x[:32].sum((1, 2, 3)), rtol=0.35, atol=0)  # ink kept, roughly

@@ -16,7 +16,7 @@ import typer
 from mnistctl.cli import options as opt
 from mnistctl.cli import serve as serve_command
 from mnistctl.cli.loading import mnist_data_dir, model_reader
-from mnistctl.config import describe_defaults
+from mnistctl.config import MIN_CONFIDENCE, describe_defaults
 
 app = typer.Typer(
     name="mnistctl",
@@ -113,6 +113,7 @@ def train(
     scale: opt.Scale = None,
     shift: opt.Shift = None,
     elastic: opt.Elastic = None,
+    negatives: opt.Negatives = None,
     seed: opt.Seed = None,
     train_limit: opt.TrainLimit = None,
     out: opt.Out = None,
@@ -139,7 +140,7 @@ def train(
         arch=arch, epochs=epochs, optimizer=optimizer, lr=lr, batch_size=batch_size, schedule=schedule,
         weight_decay=weight_decay, label_smoothing=label_smoothing, augment=augment, rotate=rotate, scale=scale,
         shift=shift, elastic=elastic, ema=ema, seed=seed, train_limit=train_limit, channels_last=channels_last,
-        compile=compile_model,
+        negatives=negatives, compile=compile_model,
     )  # fmt: skip
     request = TrainRequest(
         config, out=out, resume=resume, force=force, device=device, threads=threads, amp=amp, nproc=nproc,
@@ -215,12 +216,14 @@ def eval_(
 @_command(
     help="Recognise the digit in each image (or, with --multi, every digit of a number): one line per image, "
     "`path<TAB>digit<TAB>confidence`.\n\nPhotos and drawings (dark ink on light paper, any size, off-centre, RGB, "
-    "JPEG, PNG with alpha) are turned into MNIST-style 28×28 inputs first. Bad files are reported one line each "
-    "on stderr; the rest are still predicted, and the exit code is 1 if any failed.",
+    "JPEG, PNG with alpha) are turned into MNIST-style 28×28 inputs first. Where the reader is unsure (or the "
+    "model takes the image for no digit), the digit is ? — a result, not an error. Bad files are reported one "
+    "line each on stderr; the rest are still predicted, and the exit code is 1 if any failed.",
     examples="""
 mnistctl predict digit.png                       the digit, its probability and what the network saw
 mnistctl predict --multi number.jpg              every digit, left to right: path, number, confidence
 mnistctl predict scans/ --recursive > answers.tsv
+mnistctl predict --min-confidence 0.9 form/*.png  ? wherever the reader is less than 90 % sure
 find scans -name '*.png' -print0 | mnistctl predict -0 - | cut -f2 | sort | uniq -c
 """,
 )
@@ -229,6 +232,8 @@ def predict(
     model: opt.Model = None,
     multi: opt.Multi = False,
     top_k: opt.TopK = 0,
+    min_confidence: opt.MinConfidence = MIN_CONFIDENCE,
+    always_answer: opt.AlwaysAnswer = False,
     recursive: opt.Recursive = False,
     null: opt.Null = False,
     invert: opt.Invert = "auto",
@@ -265,7 +270,13 @@ def predict(
     workers = default_workers() if workers is None else workers
     if reader.device.type == "cpu" and threads is None:
         leave_cores(workers)  # torch's threads spin while they wait: they must not compete with the decoding ones
-    options = {"batch_size": batch_size, "workers": workers, "invert": invert}
+    options = {
+        "batch_size": batch_size,
+        "workers": workers,
+        "invert": invert,
+        "min_confidence": min_confidence,
+        "always_answer": always_answer,
+    }
     if multi:
         results = reader.read_numbers(paths, **options)
     else:

@@ -178,6 +178,16 @@ Elastic = Annotated[
     float | None,
     _opt("--elastic", **RANGES["elastic"].typer, help="Random smooth warp, up to N pixels.", panel=AUGMENT),
 ]
+Negatives = Annotated[
+    float | None,
+    _opt(
+        "--negatives",
+        **RANGES["negatives"].typer,
+        metavar="X",
+        help="Drawn non-digits to add, this fraction of the images, as an 11th class ('not a digit').",
+        panel=RECIPE,
+    ),
+]
 Seed = Annotated[int | None, _opt("--seed", help="Fixes order, initial weights, augmentation. \\[default: 0]")]
 TrainLimit = Annotated[
     int | None, _opt("--train-limit", **RANGES["train_limit"].typer, help="Use only the first N training images.")
@@ -212,6 +222,19 @@ Inputs = Annotated[
 ]
 Multi = Annotated[bool, _opt("--multi", help="Read every digit in each image, left to right, as one number.")]
 TopK = Annotated[int, _opt("--top-k", "-k", min=0, max=9, help="Also print the next K digits.")]
+MinConfidence = Annotated[
+    float,
+    _opt(
+        "--min-confidence",
+        min=0.0,
+        max=1.0,
+        metavar="P",
+        help="Below this probability, answer ? (unsure) instead of a digit.",
+    ),
+]
+AlwaysAnswer = Annotated[
+    bool, _opt("--always-answer", help="Name the likeliest digit even when unsure or when it is not a digit.")
+]
 Recursive = Annotated[bool, _opt("--recursive", "-r", help="Descend into subdirectories.")]
 Null = Annotated[bool, _opt("--null", "-0", help="Paths on stdin end with NUL, not newline (find -print0).")]
 Invert = Annotated[

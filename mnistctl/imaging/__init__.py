@@ -7,7 +7,7 @@ Three steps, a module each: :mod:`~mnistctl.imaging.decode` turns an untrusted f
 """
 
 from mnistctl.imaging.decode import IMAGE_SUFFIXES, ImageError, image_format, load_image, pillow_warnings
-from mnistctl.imaging.digit import INVERT_CHOICES, digit_input, preprocess, resize_only
+from mnistctl.imaging.digit import INVERT_CHOICES, digit_input, preprocess, preprocess_and_measure, resize_only
 from mnistctl.imaging.segment import Box, Digit, segment_digits
 from mnistctl.imaging.sources import ImageInput, to_gray
 
@@ -23,6 +23,7 @@ __all__ = [
     "load_image",
     "pillow_warnings",
     "preprocess",
+    "preprocess_and_measure",
     "resize_only",
     "segment_digits",
     "to_gray",

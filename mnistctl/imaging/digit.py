@@ -26,6 +26,7 @@ BORDER = 0.05  # the outer frame (fraction of the shorter side) that tells the b
 MIN_CONTRAST = 40  # ink must be this many gray levels away from the background, else the image is blank
 INK_FRACTION = 0.2  # pixels fainter than this fraction of the strongest ink are background (JPEG noise, paper)
 INK_FLOOR = 12  # ... and never fewer gray levels than this
+PAPER_SPREAD = 2.5  # ... nor nearer the background than the paper's own grain and unevenness (_paper_spread)
 TRIM = 0.01  # ignore up to this fraction of the ink at each edge of the bounding box (dust, specks)
 MIN_INK_SIDE = 3  # ink smaller than this many pixels (at the working size) is a speck, not a digit ...
 MIN_INK_FRACTION = 0.01  # ... or smaller than this fraction of the image's longer side
@@ -47,10 +48,18 @@ def preprocess(gray: np.ndarray, invert: str = "auto", *, normalise_strokes: boo
     white on black is returned unchanged. ``normalise_strokes=False`` leaves the strokes as they are (bench/photos.py
     measures what the step brings).
     """
+    return preprocess_and_measure(gray, invert, normalise_strokes=normalise_strokes)[0]
+
+
+def preprocess_and_measure(
+    gray: np.ndarray, invert: str = "auto", *, normalise_strokes: bool = True
+) -> tuple[np.ndarray, float]:
+    """:func:`preprocess`'s input, and how many times wider than tall the ink is (one digit seldom is more than
+    1: MNIST's never are; several side by side are)."""
     gray = reduce_to_work_size(check_gray(gray))
     inverted, *levels = ink_levels(gray, invert)  # raises for a blank image, whatever its size
     if not inverted and gray.shape == (SIZE, SIZE):
-        return gray  # already MNIST-shaped: any change would only hurt
+        return gray, 1.0  # already MNIST-shaped: any change would only hurt
     ink = ink_strength(gray, inverted, *levels)
     box = bounding_box(ink)
     if box is None:
@@ -59,9 +68,10 @@ def preprocess(gray: np.ndarray, invert: str = "auto", *, normalise_strokes: boo
     patch = ink[y0:y1, x0:x1]
     if max(patch.shape) < max(MIN_INK_SIDE, MIN_INK_FRACTION * max(gray.shape)):
         raise ImageError(f"{BLANK} (only specks)")  # dust on an empty page is not a digit
+    aspect = patch.shape[1] / patch.shape[0]
     if normalise_strokes:
         patch = normalise_stroke(patch)
-    return fit_and_centre(patch)
+    return fit_and_centre(patch), aspect
 
 
 def digit_input(
@@ -136,11 +146,14 @@ def _median(values: np.ndarray) -> int:
     return int(np.partition(values, k)[k])
 
 
-def ink_levels(gray: np.ndarray, invert: str) -> tuple[bool, int, int]:
+def ink_levels(gray: np.ndarray, invert: str) -> tuple[bool, int, int, int]:
     """Whether the ink is dark (:func:`_decide_invert`), then the background's gray level (the border's median)
-    and the strongest ink's, both counted towards the ink (as 255 - v when the ink is dark). Raises ImageError
-    when nothing stands out from the background."""
-    background = _median(_border(gray))
+    and the strongest ink's, both counted towards the ink (as 255 - v when the ink is dark), and how far the
+    paper itself strays from its level (grain, uneven light: :func:`_paper_spread`). Raises ImageError when
+    nothing stands out from the background."""
+    border = _border(gray)
+    background = _median(border)
+    spread = _paper_spread(border, background)
     inverted = _decide_invert(background, invert)
     hi = int(gray.max())
     if inverted:
@@ -151,15 +164,25 @@ def ink_levels(gray: np.ndarray, invert: str) -> tuple[bool, int, int]:
             ink = "light" if inverted else "dark"
             raise ImageError(f"blank image with --invert {invert}: the ink is {ink} (pass --invert auto)")
         raise ImageError(BLANK)
-    return inverted, background, hi
+    return inverted, background, hi, spread
 
 
-def ink_strength(gray: np.ndarray, inverted: bool, background: int, hi: int) -> np.ndarray:
+def _paper_spread(border: np.ndarray, background: int) -> int:
+    """How far from ``background`` paper pixels go: PAPER_SPREAD times the 90th percentile of the border's
+    distance from it (for grain, 2.5 × 1.64 σ ≈ 4 σ; a gradient's ends are in the border too). The 90th, so
+    that ink crossing up to a tenth of the border does not count as paper."""
+    distance = np.abs(border.astype(np.int16) - background)
+    k = int(0.9 * (distance.size - 1))
+    return int(PAPER_SPREAD * int(np.partition(distance, k)[k]))
+
+
+def ink_strength(gray: np.ndarray, inverted: bool, background: int, hi: int, spread: int = 0) -> np.ndarray:
     """How far each pixel is from the background towards the ink side, stretched so the strongest ink is 255;
-    zero where it is paper or noise (below a fraction of the strongest ink). One lookup table, worked out
-    in the ink's direction (255 - v when the ink is dark) and mirrored."""
+    zero where it is paper or noise (below a fraction of the strongest ink, or within the paper's own
+    ``spread``). One lookup table, worked out in the ink's direction (255 - v when the ink is dark) and
+    mirrored."""
     peak = hi - background
-    floor = max(int(INK_FRACTION * peak), INK_FLOOR)
+    floor = max(int(INK_FRACTION * peak), INK_FLOOR, min(spread, peak // 2))
     above = np.arange(256) - background
     lut = np.clip((above * 255 + peak // 2) // peak, 0, 255)
     lut[above <= floor] = 0

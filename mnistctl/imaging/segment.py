@@ -66,6 +66,12 @@ class _Group:
     def size(self) -> int:
         return max(self.width, self.height)
 
+    @property
+    def digit_size(self) -> float:
+        """The size of a digit in it: its size, but no more than WIDEST times its height (a group wider than
+        that is digits side by side, each about as wide as it is high)."""
+        return min(self.size, WIDEST * self.height)
+
 
 def segment_digits(gray: np.ndarray, invert: str = "auto", *, normalise_strokes: bool = True) -> list[Digit]:
     """The digits of a number written on one line, left to right (H×W uint8 gray image in).
@@ -92,6 +98,29 @@ def segment_digits(gray: np.ndarray, invert: str = "auto", *, normalise_strokes:
 
     Raises ImageError("blank image: no ink found") when there is no digit.
     """
+    groups = segment_choices(gray, invert, normalise_strokes=normalise_strokes, recognise=False)
+    return [digit for group in groups for digit in group.digits]
+
+
+@dataclass(frozen=True)
+class Choices:
+    """One group of ink of a number, and the ways of reading it as digits: ``cuts`` are columns in it (its left
+    and right edge first and last), each of ``spans`` a (from, to) pair of them that may hold one digit, with
+    that digit in ``digits`` (same order). A group that is one digit has one span: (0, 1). The reader chooses
+    the spans from what the network makes of each (:func:`best_path`)."""
+
+    cuts: tuple[int, ...]
+    spans: tuple[tuple[int, int], ...]
+    digits: tuple[Digit, ...]
+
+
+def segment_choices(
+    gray: np.ndarray, invert: str = "auto", *, normalise_strokes: bool = True, recognise: bool = True
+) -> list[Choices]:
+    """:func:`segment_digits`' groups of ink, left to right, each with its ways of being read: a group wide
+    enough to be digits that touch has, with ``recognise``, every plausible cut (:func:`_candidate_cuts`) and
+    every stretch between two of them that could be one digit; without, the cuts :func:`segment_digits` makes
+    (the weakest columns near where cuts are expected). Raises ImageError when there is no digit."""
     from scipy import ndimage  # ~0.1 s to import: only when a number is read
 
     gray = check_gray(gray)
@@ -102,17 +131,100 @@ def segment_digits(gray: np.ndarray, invert: str = "auto", *, normalise_strokes:
     groups = _digit_groups(labels, ndimage.find_objects(labels), strongest)
     if not groups:
         raise ImageError(BLANK)
-    digits = []
+    factor = work_reduction(gray.shape)
+    out = []
     for group in groups:
         others = [g for g in groups if g is not group]
         size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
-        for x0, y0, x1, y1 in _split_touching(group, labels, ink, size):
-            patch = np.where(np.isin(labels[y0:y1, x0:x1], group.labels), ink[y0:y1, x0:x1], 0)  # its own ink only
-            if normalise_strokes:
-                patch = normalise_stroke(patch)
-            box = _scale_box((x0, y0, x1, y1), work_reduction(gray.shape), gray.shape)
-            digits.append(Digit(box, fit_and_centre(patch)))
-    return digits
+        mask = np.isin(labels[group.box[1] : group.box[3], group.box[0] : group.box[2]], group.labels)
+        if recognise and group.width > SPLIT_WIDTH * max(size, group.height):
+            cuts = _candidate_cuts(mask, ink, group, size)
+            spans = [(i, j) for i in range(len(cuts)) for j in range(i + 1, len(cuts))
+                     if SPAN_WIDTH[0] * size <= cuts[j] - cuts[i] <= SPAN_WIDTH[1] * size]  # fmt: skip
+            spans = _reaching(spans, len(cuts) - 1)
+        else:
+            boxes = _split_touching(group, labels, ink, size)
+            cuts = [b[0] - group.box[0] for b in boxes] + [group.width]
+            spans = [(i, i + 1) for i in range(len(boxes))]
+        digits = []
+        for a, b in spans:
+            digit = _cut_out(mask, ink, group, cuts[a], cuts[b], normalise_strokes)
+            if digit is None:  # no ink between the two cuts
+                continue
+            box, pixels = digit
+            digits.append((a, b, Digit(_scale_box(box, factor, gray.shape), pixels)))
+        if digits:
+            out.append(Choices(tuple(cuts), tuple((a, b) for a, b, _ in digits), tuple(d for *_, d in digits)))
+    if not out:
+        raise ImageError(BLANK)
+    return out
+
+
+# A stretch between two cuts may be one digit if it is this many typical digit sizes wide (a 1 is narrow; MNIST
+# digits are at most a size wide, and a cut may leave a little of the next one).
+SPAN_WIDTH = (0.2, 1.25)
+CUT_SPACING = 0.08  # candidate cuts are the least inked columns of windows this fraction of a size wide
+
+
+def _candidate_cuts(mask: np.ndarray, ink: np.ndarray, group: _Group, size: float) -> list[int]:
+    """Columns of a wide group where one digit may end and the next begin: its edges, and in each window of
+    CUT_SPACING sizes, the column that crosses the fewest strokes, then holds the least ink."""
+    x0, y0, x1, y1 = group.box
+    strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)
+    profile = np.where(mask, ink[y0:y1, x0:x1], 0).sum(0, dtype=np.int64)
+    step = max(2, round(CUT_SPACING * size))
+    cuts = [0]
+    for start in range(step // 2, group.width - step // 2, step):
+        window = range(start, min(group.width - 1, start + step))
+        if window:
+            cuts.append(min(window, key=lambda i: (strokes[i], profile[i])))
+    return sorted(set(cuts + [group.width]))
+
+
+def _reaching(spans: list[tuple[int, int]], last: int) -> list[tuple[int, int]]:
+    """The spans on some path of spans from cut 0 to cut ``last`` (the others can never be chosen)."""
+    forward, backward = {0}, {last}
+    for a, b in sorted(spans):
+        if a in forward:
+            forward.add(b)
+    for a, b in sorted(spans, reverse=True):
+        if b in backward:
+            backward.add(a)
+    kept = [(a, b) for a, b in spans if a in forward and b in backward]
+    return kept or [(0, last)]  # no way through: the whole group, read as it is
+
+
+def _cut_out(
+    mask: np.ndarray, ink: np.ndarray, group: _Group, a: int, b: int, normalise_strokes: bool
+) -> tuple[Box, np.ndarray] | None:
+    """The group's own ink between columns ``a`` and ``b``, trimmed: its box (working pixels) and 28×28 input."""
+    x0, y0 = group.box[:2]
+    part = bounding_box(mask[:, a:b])
+    if part is None:
+        return None
+    box = (x0 + a + part[0], y0 + part[1], x0 + a + part[2], y0 + part[3])
+    inside = mask[part[1] : part[3], a + part[0] : a + part[2]]
+    patch = np.where(inside, ink[box[1] : box[3], box[0] : box[2]], 0)
+    if normalise_strokes:
+        patch = normalise_stroke(patch)
+    return box, fit_and_centre(patch)
+
+
+def best_path(choices: Choices, scores: Sequence[float]) -> list[int]:
+    """The spans (indices into ``choices.spans``) that read the group from its left edge to its right: the path
+    whose spans' ``scores`` (log-probabilities that each is a digit) sum highest (dynamic programming over the
+    cuts, left to right)."""
+    last = len(choices.cuts) - 1
+    best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}
+    for k in sorted(range(len(choices.spans)), key=lambda k: choices.spans[k]):
+        a, b = choices.spans[k]
+        if a in best:
+            total = best[a][0] + scores[k]
+            if b not in best or total > best[b][0]:
+                best[b] = (total, [*best[a][1], k])
+    if last in best:
+        return best[last][1]
+    return [max(range(len(scores)), key=scores.__getitem__)]  # no path through: the likeliest digit alone
 
 
 def _digit_groups(labels: np.ndarray, slices: list, strongest: Sequence[float]) -> list[_Group]:
@@ -144,10 +256,13 @@ def _digit_groups(labels: np.ndarray, slices: list, strongest: Sequence[float]) 
     return [g for g in groups if g.height >= MIN_DIGIT_HEIGHT * size]
 
 
+WIDEST = 1.25  # a digit is at most this many times as wide as it is high (MNIST's: at most 1)
+
+
 def _typical_size(groups: list[_Group]) -> float:
     """The median size of the big ones (at least half the biggest): digits, not their broken-off parts."""
-    biggest = max(g.size for g in groups)
-    return float(np.median([g.size for g in groups if 2 * g.size >= biggest]))
+    biggest = max(g.digit_size for g in groups)
+    return float(np.median([g.digit_size for g in groups if 2 * g.digit_size >= biggest]))
 
 
 def _overlap(a: _Group, b: _Group) -> int:

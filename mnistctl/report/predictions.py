@@ -9,10 +9,18 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from mnistctl.report.console import draws_in_colour, path_error, print_json, progress_enabled, show_err, show_result
+from mnistctl.report.console import (
+    draws_in_colour,
+    log,
+    path_error,
+    print_json,
+    progress_enabled,
+    show_err,
+    show_result,
+)
 from mnistctl.report.progress import CountProgress
 from mnistctl.report.text import encoding_of, has_undecodable, quote_name
-from mnistctl.results import DigitReading, NumberReading, ReadFailure, Reading
+from mnistctl.results import NOT_A_DIGIT, DigitReading, NumberReading, ReadFailure, Reading
 
 SHADES = " .:-=+*#%@"
 
@@ -53,10 +61,15 @@ def digit_panel(path: str, reading: DigitReading, show_preview: bool = True) -> 
     for digit, p in enumerate(reading.probabilities):
         style = "bold green" if digit == reading.digit else "cyan"
         bars.add_row(str(digit), f"[{style}]{'█' * _bar_length(p)}[/]", f"{p:.4f}")
+    if reading.not_a_digit is not None:
+        style = "bold yellow" if reading.reason == NOT_A_DIGIT else "cyan"
+        bars.add_row("?", f"[{style}]{'█' * _bar_length(reading.not_a_digit)}[/]", f"{reading.not_a_digit:.4f}")
     body: Any = bars
     if show_preview and reading.pixels is not None:
         body = Columns([digit_preview(reading.pixels, draws_in_colour("out")), bars], padding=(0, 3))
     title = f"[bold]{reading.digit}[/] ({reading.confidence:.2%})"
+    if reading.digit is None:
+        title = f"[bold yellow]{reading.reason}[/] (likeliest digit {reading.top_digit}: {reading.confidence:.2%})"
     return Panel(body, title=title, subtitle=_shown_path(path), expand=False)
 
 
@@ -70,7 +83,8 @@ def number_panel(path: str, number: NumberReading) -> Any:
     color = draws_in_colour("out")
     cells = []
     for d in number.digits:
-        caption = Text(f"{d.digit} ({d.confidence:.0%})", style="bold green" if d.confidence >= 0.9 else "yellow")
+        sure = d.digit is not None and d.confidence >= 0.9
+        caption = Text(f"{d.shown} ({d.confidence:.0%})", style="bold green" if sure else "yellow")
         cells.append(Group(digit_preview(d.pixels, color), caption) if d.pixels is not None else caption)
     title = f"[bold]{number.text}[/] (lowest {number.confidence:.2%})"
     return Panel(Columns(cells, padding=(0, 2)), title=title, subtitle=_shown_path(path), expand=False)
@@ -101,8 +115,9 @@ def _json_path(path: str) -> dict[str, Any]:
 
 
 def digit_line(path: str, reading: DigitReading, top_k: int = 0) -> str:
-    """``path<TAB>digit<TAB>confidence``, then the next ``top_k`` digits and probabilities."""
-    fields = [_tsv_path(path), str(reading.digit), f"{reading.confidence:.4f}"]
+    """``path<TAB>digit<TAB>confidence`` (``?`` for a digit declined, beside the likeliest digit's probability),
+    then the next ``top_k`` digits and probabilities."""
+    fields = [_tsv_path(path), reading.shown, f"{reading.confidence:.4f}"]
     for d in reading.runners_up(top_k) if top_k else ():
         fields += [str(d), f"{reading.probabilities[d]:.4f}"]
     return "\t".join(fields)
@@ -147,10 +162,14 @@ def print_predictions(
     each failed file as one error line on stderr; return how many failed."""
     progress = CountProgress("predicting", len(paths)) if len(paths) > 1 and progress_enabled(quiet) else None
     failed = 0
+    hinted = False
     try:
         for path, result in zip(paths, results, strict=True):
             if progress:
                 progress.advance()
+            if isinstance(result, DigitReading) and result.several_digits and not hinted:
+                hinted = True  # once a run: the hint, not a complaint per file
+                log(f"{quote_name(path)} looks like several digits: pass --multi to read it as a number.", quiet=quiet)
             if isinstance(result, ReadFailure):
                 failed += 1
                 path_error(path, result.error)

@@ -136,11 +136,14 @@ class RichTrainProgress:
 
 
 def training_header(config: Any, start_epoch: int, samples: int, device: str, prefix: str = "") -> str:
-    """The line a run starts with: what is trained, how, on what."""
+    """The line a run starts with: what is trained, how, on what (``samples``: the training digits; the drawn
+    non-digits, ``config.negatives`` of them, are said beside them)."""
     verb = f"resuming after epoch {start_epoch}" if start_epoch else "training"
+    drawn = config.negatives_for(samples)
+    images = f"{samples:,} images" + (f" and {drawn:,} non-digits" if drawn else "")
     return (
         f"{prefix}{verb}: {config.arch}, {config.optimizer} lr {config.lr:g}, batch {config.batch_size}, "
-        f"{samples:,} images, {config.epochs} epoch(s), on {device} in {config.precision}"
+        f"{images}, {config.epochs} epoch(s), on {device} in {config.precision}"
     )
 
 

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from mnistctl import __version__
+from mnistctl.config import MIN_CONFIDENCE
 from mnistctl.results import ReadFailure
 from mnistctl.serve.batcher import Batcher, Stopping
 
@@ -40,6 +41,10 @@ Invert = Annotated[
 ]
 Preprocess = Annotated[bool, Query(description="false: only resize to 28×28 (for images framed like MNIST's)")]
 Pixels = Annotated[bool, Query(description="also give the 28×28 input the network saw (0-255, rows)")]
+MinConfidence = Annotated[
+    float, Query(ge=0, le=1, description='below this probability, "digit": null with "reason": "unsure"')
+]
+AlwaysAnswer = Annotated[bool, Query(description="name the likeliest digit even when unsure or not a digit")]
 
 
 class ApiError(Exception):
@@ -85,25 +90,42 @@ def create_app(reader: Reader, *, max_upload: int = MAX_UPLOAD, max_wait: float 
         invert: Invert = "auto",
         preprocess: Preprocess = True,
         pixels: Pixels = False,
+        min_confidence: MinConfidence = MIN_CONFIDENCE,
+        always_answer: AlwaysAnswer = False,
     ) -> Response:
         image = await _one_image(request, max_upload)
-        reading = await batcher.read("digit", image, invert=invert, preprocess=preprocess)
+        answering = {"min_confidence": min_confidence, "always_answer": always_answer}
+        reading = await batcher.read("digit", image, invert=invert, preprocess=preprocess, **answering)
         return _answer(reading, top_k, pixels)
 
     @app.post("/v1/number", summary="Read the number written on one line in an image, digit by digit")
-    async def number(request: Request, top_k: TopK = 0, invert: Invert = "auto", pixels: Pixels = False) -> Response:
+    async def number(
+        request: Request,
+        top_k: TopK = 0,
+        invert: Invert = "auto",
+        pixels: Pixels = False,
+        min_confidence: MinConfidence = MIN_CONFIDENCE,
+        always_answer: AlwaysAnswer = False,
+    ) -> Response:
         image = await _one_image(request, max_upload)
-        reading = await batcher.read("number", image, invert=invert)
+        answering = {"min_confidence": min_confidence, "always_answer": always_answer}
+        reading = await batcher.read("number", image, invert=invert, **answering)
         return _answer(reading, top_k, pixels)
 
     @app.post("/v1/digits", summary="Read one digit from each image of a multipart request, in order")
     async def digits(
-        request: Request, top_k: TopK = 0, invert: Invert = "auto", preprocess: Preprocess = True
+        request: Request,
+        top_k: TopK = 0,
+        invert: Invert = "auto",
+        preprocess: Preprocess = True,
+        min_confidence: MinConfidence = MIN_CONFIDENCE,
+        always_answer: AlwaysAnswer = False,
     ) -> Response:
         files = await _form_files(request, max_upload)
         if not files:
             raise ApiError(400, "the form holds no image files", "send each image as a file part of the form")
-        readings = (batcher.read("digit", data, invert=invert, preprocess=preprocess) for _, _, data in files)
+        options = {"invert": invert, "preprocess": preprocess, "min_confidence": min_confidence}
+        readings = (batcher.read("digit", data, always_answer=always_answer, **options) for _, _, data in files)
         results = await asyncio.gather(*readings)  # all queued at once: they share forward passes
         named = [{"path": name, **r.to_dict(top_k)} for (_, name, _), r in zip(files, results, strict=True)]
         return json_response(named)
