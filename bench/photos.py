@@ -39,7 +39,7 @@ class Rendered:
     stroke: str  # "thick", "normal" or "thin"
 
 
-def _paper(size: tuple[int, int], rng: random.Random) -> Image.Image:
+def draw_paper(size: tuple[int, int], rng: random.Random) -> Image.Image:
     """Light gray paper: a base level, a gentle gradient in a random direction, and a little grain."""
     base = rng.randint(175, 245)
     amplitude = rng.randint(0, 12)
@@ -80,7 +80,7 @@ def render(pixels: bytes, rng: random.Random) -> Rendered:
     ink = (level, level, min(255, level + rng.randint(40, 120))) if blue else (level, level, level)
 
     if rng.random() < 0.7:  # a photo or scan: RGB JPEG on paper
-        paper = _paper(size, rng)
+        paper = draw_paper(size, rng)
         tint = rng.randint(0, 8)
         paper_rgb = Image.merge(
             "RGB", (paper.point(lambda v: min(255, v + tint)), paper, paper.point(lambda v: v - tint))

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 from common import load_test_digits, machine
-from photos import _paper, write_photos
+from photos import draw_paper, write_photos
 from PIL import Image
+from predict import write_pngs
 
 import mnistctl
 from mnistctl.data.negatives import draw_negative
@@ -61,7 +62,7 @@ def write_non_digits(count: int, seed: int, directory: Path) -> list[tuple[str, 
         mask = Image.new("L", size, 0)
         mask.paste(ink, (rng.randint(0, size[0] - side), rng.randint(0, size[1] - side)))
         level = rng.randint(0, 90)
-        page = Image.composite(Image.new("L", size, level), _paper(size, rng), mask)
+        page = Image.composite(Image.new("L", size, level), draw_paper(size, rng), mask)
         path = directory / f"{i:05d}.jpg"
         page.convert("RGB").save(path, quality=rng.randint(60, 95))
         out.append((str(path), kind))
@@ -82,16 +83,6 @@ def write_sklearn_digits(directory: Path) -> tuple[list[str], list[int]] | None:
         Image.fromarray(pixels).resize((64, 64), Image.Resampling.BICUBIC).save(path)
         paths.append(str(path))
     return paths, digits.target.tolist()
-
-
-def write_mnist(images, directory: Path) -> list[str]:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, pixels in enumerate(images.numpy()):
-        path = directory / f"{i:05d}.png"
-        Image.fromarray(pixels).save(path)
-        paths.append(str(path))
-    return paths
 
 
 def read(reader: mnistctl.Reader, paths: list[str], **options) -> list[mnistctl.DigitReading]:
@@ -176,7 +167,8 @@ def main() -> None:
         images, labels = load_test_digits(args.data_dir, args.mirror, 10_000)
         non_digits = write_non_digits(args.non_digits, SEEDS["bench"], tmp / "non-digits")
         photos, _ = write_photos(images, args.photos, seed=0, directory=tmp / "photos")
-        mnist = write_mnist(images, tmp / "mnist")
+        (tmp / "mnist").mkdir()
+        mnist = write_pngs(images, tmp / "mnist")
         sklearn = write_sklearn_digits(tmp / "sklearn")
         print(f"# bench/trust.py on {machine()}")
         for model in models:

@@ -312,19 +312,27 @@ class Reader:
 
 
 def _chosen(groups: list[Choices], readings: list[DigitReading]) -> list[DigitReading]:
-    """The number's digits: for each group of ink, the readings of the spans on its best path — the cuts whose
-    pieces the network most believes to be digits (:func:`~mnistctl.imaging.segment.best_path`)."""
+    """The number's digits: for each group of ink, the reading of the whole where the network takes it for one
+    digit, else the readings of the spans on its best path — the cuts whose pieces the network most believes
+    to be digits (:func:`~mnistctl.imaging.segment.best_path`)."""
     out: list[DigitReading] = []
     start = 0
     for group in groups:
         mine = readings[start : start + len(group.spans)]
         start += len(group.spans)
-        if len(mine) == 1:
-            out += mine
+        whole = group.spans.index((0, len(group.cuts) - 1)) if (0, len(group.cuts) - 1) in group.spans else None
+        if whole is not None and _one_digit(mine[whole]):
+            out.append(mine[whole])  # read whole, it is a digit: no cut is needed (nor, measured, better)
             continue
         scores = [math.log(max(r.confidence, 1e-30)) for r in mine]  # NaN, from a broken model, is never best
         out += [mine[k] for k in best_path(group, scores)]
     return out
+
+
+def _one_digit(reading: DigitReading) -> bool:
+    """Whether the network takes the piece for a digit (whatever ``always_answer`` says): likelier a digit than
+    not, and more likely this digit than not."""
+    return reading.confidence >= 0.5 and (reading.not_a_digit or 0.0) < reading.confidence
 
 
 @dataclass(frozen=True)

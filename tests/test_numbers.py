@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import centre_of_mass, reader_of
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from mnistctl.imaging import ImageError, load_image, segment_digits
 from mnistctl.results import NumberReading, ReadFailure
@@ -340,3 +340,22 @@ def test_segment_choices_offers_cuts_through_a_wide_group_only() -> None:
     plain = segment_choices(touching, recognise=False)  # segment_digits' own cuts: one way through each group
     assert all(c.spans == tuple((i, i + 1) for i in range(len(c.spans))) for c in plain)
     assert [d.box for c in plain for d in c.digits] == [d.box for d in segment_digits(touching)]
+
+
+def test_a_legible_number_whose_digits_touch_is_read_not_called_blank() -> None:
+    """Dark ink on uneven, grainy grey paper (whose grain was once taken for ink joining everything), a 1 and a 0
+    written into each other, then a 7: read by the bundled model, digit by digit."""
+    import mnistctl
+
+    rng = np.random.default_rng(0)
+    img = Image.new("L", (260, 160), 0)
+    draw = ImageDraw.Draw(img)
+    draw.line([(62, 30), (68, 130)], fill=255, width=12)  # a 1 ...
+    draw.ellipse([74, 28, 150, 132], outline=255, width=12)  # ... touching a 0
+    draw.line([(146, 40), (215, 40), (185, 130)], fill=255, width=12)  # a 7
+    ink = np.asarray(img.filter(ImageFilter.GaussianBlur(1.2)), np.float64) / 255
+    paper = 180 + 0.05 * (np.arange(260)[None, :] - 130) + rng.normal(0, 6, (160, 260))
+    number = np.clip(paper * (1 - ink) + 30 * ink, 0, 255).astype(np.uint8)
+    assert len(segment_digits(number)) == 2  # the 1 and the 0 are one piece of ink
+    reading = mnistctl.load_reader(device="cpu").read_number(number)
+    assert reading.text == "107"

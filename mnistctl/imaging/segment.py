@@ -137,18 +137,23 @@ def segment_choices(
         others = [g for g in groups if g is not group]
         size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
         mask = np.isin(labels[group.box[1] : group.box[3], group.box[0] : group.box[2]], group.labels)
-        if recognise and group.width > SPLIT_WIDTH * max(size, group.height):
-            cuts = _candidate_cuts(mask, ink, group, size)
+        strength = np.where(mask, ink[group.box[1] : group.box[3], group.box[0] : group.box[2]], 0)
+        if recognise and (group.width > MAYBE_SEVERAL * group.height or group.width > SPLIT_WIDTH * size):
+            cuts = _candidate_cuts(mask, strength, size)
             spans = [(i, j) for i in range(len(cuts)) for j in range(i + 1, len(cuts))
                      if SPAN_WIDTH[0] * size <= cuts[j] - cuts[i] <= SPAN_WIDTH[1] * size]  # fmt: skip
+            if group.width <= SPLIT_WIDTH * max(size, group.height) and (0, len(cuts) - 1) not in spans:
+                spans.append((0, len(cuts) - 1))  # not too wide for one digit: being one stays a choice
             spans = _reaching(spans, len(cuts) - 1)
+            seams = _seams(strength, cuts, round(SEAM_REACH * size))
         else:
             boxes = _split_touching(group, labels, ink, size)
             cuts = [b[0] - group.box[0] for b in boxes] + [group.width]
             spans = [(i, i + 1) for i in range(len(boxes))]
+            seams = np.repeat(np.asarray(cuts)[:, None], group.height, 1)  # straight down
         digits = []
         for a, b in spans:
-            digit = _cut_out(mask, ink, group, cuts[a], cuts[b], normalise_strokes)
+            digit = _cut_out(strength, group, seams[a], seams[b], normalise_strokes)
             if digit is None:  # no ink between the two cuts
                 continue
             box, pixels = digit
@@ -160,25 +165,66 @@ def segment_choices(
     return out
 
 
+# With recognition, a group this many times wider than high may be digits that touch or overlap (two overlapping
+# by a third are about 1.1 times as wide as high): its cuts are tried, and the whole stays one of the choices.
+MAYBE_SEVERAL = 0.75
 # A stretch between two cuts may be one digit if it is this many typical digit sizes wide (a 1 is narrow; MNIST
 # digits are at most a size wide, and a cut may leave a little of the next one).
 SPAN_WIDTH = (0.2, 1.25)
-CUT_SPACING = 0.08  # candidate cuts are the least inked columns of windows this fraction of a size wide
+CUT_SPACING = 0.15  # candidate cuts are the least inked columns of windows this fraction of a size wide ...
+VALLEY = 100  # ... that hold no more ink than this percentile of the group's columns
 
 
-def _candidate_cuts(mask: np.ndarray, ink: np.ndarray, group: _Group, size: float) -> list[int]:
+def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list[int]:
     """Columns of a wide group where one digit may end and the next begin: its edges, and in each window of
     CUT_SPACING sizes, the column that crosses the fewest strokes, then holds the least ink."""
-    x0, y0, x1, y1 = group.box
+    width = mask.shape[1]
     strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)
-    profile = np.where(mask, ink[y0:y1, x0:x1], 0).sum(0, dtype=np.int64)
+    profile = strength.sum(0, dtype=np.int64)
     step = max(2, round(CUT_SPACING * size))
     cuts = [0]
-    for start in range(step // 2, group.width - step // 2, step):
-        window = range(start, min(group.width - 1, start + step))
+    for start in range(step // 2, width - step // 2, step):
+        window = range(start, min(width - 1, start + step))
         if window:
             cuts.append(min(window, key=lambda i: (strokes[i], profile[i])))
-    return sorted(set(cuts + [group.width]))
+    # Only the valleys: a column with more ink than most is inside a digit, not between two.
+    valley = np.percentile(profile, VALLEY)
+    return sorted({0, width, *(c for c in cuts[1:] if profile[c] <= valley)})
+
+
+SEAM_REACH = 0.2  # a cut may wind this many digit sizes either side of its column, round the strokes in its way
+SEAM_BEND = 0.5  # ... each pixel away from its column costing this fraction of a pixel of full ink
+
+
+def _seams(strength: np.ndarray, cuts: list[int], reach: int) -> np.ndarray:
+    """For each cut, the path from the top of the group to its bottom that crosses the least ink (one column
+    per row, moving at most one column from row to row, within ``reach`` of the cut's column): where digits
+    overlap, a straight cut slices both, and a path winds between their strokes. The edges stay straight.
+    All the cuts at once, by dynamic programming down the rows."""
+    h, w = strength.shape
+    cols = np.asarray(cuts)[:, None] + np.arange(-reach, reach + 1)[None, :]  # each cut's columns
+    inside = (cols >= 0) & (cols < w)
+    cost = np.where(inside[None], strength[:, np.clip(cols, 0, w - 1)].astype(np.float64), np.inf)  # h×cuts×cols
+    cost += SEAM_BEND * 255 * np.abs(np.arange(-reach, reach + 1))[None, None, :] / max(1, reach)
+    total = cost[0].copy()
+    step = np.zeros(cost.shape, np.int8)  # which way each row's best path came from: -1, 0 or +1
+    for y in range(1, h):
+        best = total.copy()
+        from_left = total[:, :-1] < best[:, 1:]
+        best[:, 1:][from_left] = total[:, :-1][from_left]
+        step[y, :, 1:][from_left] = -1
+        from_right = total[:, 1:] < best[:, :-1]
+        best[:, :-1][from_right] = total[:, 1:][from_right]
+        step[y, :, :-1][from_right] = 1
+        total = cost[y] + best
+    seams = np.empty((len(cuts), h), np.int64)
+    at = total.argmin(1)
+    for y in range(h - 1, -1, -1):
+        seams[:, y] = at
+        at = at + step[y, np.arange(len(cuts)), at] if y else at
+    seams = cols[np.arange(len(cuts))[:, None], seams]
+    seams[0], seams[-1] = cuts[0], cuts[-1]  # the group's own edges
+    return seams
 
 
 def _reaching(spans: list[tuple[int, int]], last: int) -> list[tuple[int, int]]:
@@ -195,19 +241,21 @@ def _reaching(spans: list[tuple[int, int]], last: int) -> list[tuple[int, int]]:
 
 
 def _cut_out(
-    mask: np.ndarray, ink: np.ndarray, group: _Group, a: int, b: int, normalise_strokes: bool
+    strength: np.ndarray, group: _Group, left: np.ndarray, right: np.ndarray, normalise_strokes: bool
 ) -> tuple[Box, np.ndarray] | None:
-    """The group's own ink between columns ``a`` and ``b``, trimmed: its box (working pixels) and 28×28 input."""
-    x0, y0 = group.box[:2]
-    part = bounding_box(mask[:, a:b])
+    """The group's own ink (``strength``) between two cuts (a column for each row), trimmed: its box (working
+    pixels) and 28×28 input."""
+    lo, hi = int(left.min()), int(right.max())  # the columns either cut reaches: all the rest is outside
+    columns = np.arange(lo, hi)[None, :]
+    between = np.where((columns >= left[:, None]) & (columns < right[:, None]), strength[:, lo:hi], 0)
+    part = bounding_box(between)
     if part is None:
         return None
-    box = (x0 + a + part[0], y0 + part[1], x0 + a + part[2], y0 + part[3])
-    inside = mask[part[1] : part[3], a + part[0] : a + part[2]]
-    patch = np.where(inside, ink[box[1] : box[3], box[0] : box[2]], 0)
+    x0, y0 = group.box[0] + lo, group.box[1]
+    patch = between[part[1] : part[3], part[0] : part[2]]
     if normalise_strokes:
         patch = normalise_stroke(patch)
-    return box, fit_and_centre(patch)
+    return (x0 + part[0], y0 + part[1], x0 + part[2], y0 + part[3]), fit_and_centre(patch)
 
 
 def best_path(choices: Choices, scores: Sequence[float]) -> list[int]:
