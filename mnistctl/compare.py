@@ -147,7 +147,10 @@ def _load_previous(path: Path, base: dict[str, Any]) -> dict[str, RunResult]:
         ) from exc
     if not isinstance(saved, dict) or saved.get("format") != RESULTS_FORMAT:
         raise MnistctlError(f"{path} is not a compare-optimizers results file", "pass another --results path")
-    if saved.get("config") != base:
+    config = saved.get("config")
+    if isinstance(config, dict):
+        config = {"negatives": 0.0, **config}  # written before negatives existed: it had none
+    if config != base:
         raise MnistctlError(
             f"{path} holds results of a different comparison (other epochs, data, seed or model)",
             "pass --force instead of --resume to start over, or another --results path",

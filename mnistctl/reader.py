@@ -324,7 +324,8 @@ def _chosen(groups: list[Choices], readings: list[DigitReading]) -> list[DigitRe
         if whole is not None and _one_digit(mine[whole]):
             out.append(mine[whole])  # read whole, it is a digit: no cut is needed (nor, measured, better)
             continue
-        scores = [math.log(max(r.confidence, 1e-30)) for r in mine]  # NaN, from a broken model, is never best
+        # A NaN confidence (a broken model) fails the comparison: the floor, never the best.
+        scores = [math.log(r.confidence if r.confidence > 1e-30 else 1e-30) for r in mine]
         out += [mine[k] for k in best_path(group, scores)]
     return out
 

@@ -138,7 +138,8 @@ def segment_choices(
         size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
         mask = np.isin(labels[group.box[1] : group.box[3], group.box[0] : group.box[2]], group.labels)
         strength = np.where(mask, ink[group.box[1] : group.box[3], group.box[0] : group.box[2]], 0)
-        if recognise and (group.width > MAYBE_SEVERAL * group.height or group.width > SPLIT_WIDTH * size):
+        several = group.width > MAYBE_SEVERAL * group.height or group.width > SPLIT_WIDTH * size
+        if recognise and several and group.width <= MOST_CUTS * CUT_SPACING * size:  # bounded work per image
             cuts = _candidate_cuts(mask, strength, size)
             spans = [(i, j) for i in range(len(cuts)) for j in range(i + 1, len(cuts))
                      if SPAN_WIDTH[0] * size <= cuts[j] - cuts[i] <= SPAN_WIDTH[1] * size]  # fmt: skip
@@ -171,8 +172,8 @@ MAYBE_SEVERAL = 0.75
 # A stretch between two cuts may be one digit if it is this many typical digit sizes wide (a 1 is narrow; MNIST
 # digits are at most a size wide, and a cut may leave a little of the next one).
 SPAN_WIDTH = (0.2, 1.25)
-CUT_SPACING = 0.15  # candidate cuts are the least inked columns of windows this fraction of a size wide ...
-VALLEY = 100  # ... that hold no more ink than this percentile of the group's columns
+CUT_SPACING = 0.15  # candidate cuts are the least inked columns of windows this fraction of a size wide
+MOST_CUTS = 64  # more than this (a long line, an underline: about 9 digits touching) and cuts are not tried
 
 
 def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list[int]:
@@ -187,9 +188,7 @@ def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list
         window = range(start, min(width - 1, start + step))
         if window:
             cuts.append(min(window, key=lambda i: (strokes[i], profile[i])))
-    # Only the valleys: a column with more ink than most is inside a digit, not between two.
-    valley = np.percentile(profile, VALLEY)
-    return sorted({0, width, *(c for c in cuts[1:] if profile[c] <= valley)})
+    return sorted({*cuts, width})
 
 
 SEAM_REACH = 0.2  # a cut may wind this many digit sizes either side of its column, round the strokes in its way

@@ -35,6 +35,8 @@ def listen(host: str, port: int, *, count: int = 1) -> list[socket.socket]:
     if count > 1 and not sys.platform.startswith("linux"):
         raise MnistctlError("--workers above 1 needs Linux (its SO_REUSEPORT)", "leave --workers at 1")
     socks: list[socket.socket] = []
+    if count > 1:  # SO_REUSEPORT would share the port with another server of ours: a plain bind finds it taken
+        _listen_one(host, port, reuse_port=False).close()
     try:
         for _ in range(count):
             socks.append(_listen_one(host, port, reuse_port=count > 1))
@@ -110,21 +112,23 @@ def run_workers(
     workers = [spawn.Process(target=_worker, args=(load_reader, sock, options)) for sock in socks[1:]]
     # Until a worker's server takes over its signals, Ctrl-C leaves it be (its parent stops it in order);
     # the disposition is inherited through the spawn, so none stops half-started with a traceback.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        for worker in workers:
-            worker.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    for sock in socks[1:]:
-        sock.close()  # each worker has its own copy now
-    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for worker in workers:
+                worker.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        for sock in socks[1:]:
+            sock.close()  # each worker has its own copy now
         run(reader, socks[0], **options)  # type: ignore[arg-type]
     finally:
         for worker in workers:
-            worker.terminate()  # SIGTERM: a graceful stop
+            if worker.pid is not None:
+                worker.terminate()  # SIGTERM: a graceful stop
         for worker in workers:
-            worker.join()
+            if worker.pid is not None:
+                worker.join()
 
 
 def _worker(load_reader: Callable[[], Reader], sock: socket.socket, options: dict) -> None:
