@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import UploadFile
@@ -45,6 +45,14 @@ MinConfidence = Annotated[
     float, Query(ge=0, le=1, description='below this probability, "digit": null with "reason": "unsure"')
 ]
 AlwaysAnswer = Annotated[bool, Query(description="name the likeliest digit even when unsure or not a digit")]
+
+
+def _answering(min_confidence: MinConfidence = MIN_CONFIDENCE, always_answer: AlwaysAnswer = False) -> dict[str, Any]:
+    """When the reader declines to name a digit: the query options every read endpoint takes, as its keywords."""
+    return {"min_confidence": min_confidence, "always_answer": always_answer}
+
+
+Answering = Annotated[dict[str, Any], Depends(_answering)]
 
 
 class ApiError(Exception):
@@ -86,46 +94,41 @@ def create_app(reader: Reader, *, max_upload: int = MAX_UPLOAD, max_wait: float 
     @app.post("/v1/digit", summary="Read the digit in one image (the raw body, or the multipart field 'image')")
     async def digit(
         request: Request,
+        answering: Answering,
         top_k: TopK = 0,
         invert: Invert = "auto",
         preprocess: Preprocess = True,
         pixels: Pixels = False,
-        min_confidence: MinConfidence = MIN_CONFIDENCE,
-        always_answer: AlwaysAnswer = False,
     ) -> Response:
         image = await _one_image(request, max_upload)
-        answering = {"min_confidence": min_confidence, "always_answer": always_answer}
         reading = await batcher.read("digit", image, invert=invert, preprocess=preprocess, **answering)
         return _answer(reading, top_k, pixels)
 
     @app.post("/v1/number", summary="Read the number written on one line in an image, digit by digit")
     async def number(
         request: Request,
+        answering: Answering,
         top_k: TopK = 0,
         invert: Invert = "auto",
         pixels: Pixels = False,
-        min_confidence: MinConfidence = MIN_CONFIDENCE,
-        always_answer: AlwaysAnswer = False,
     ) -> Response:
         image = await _one_image(request, max_upload)
-        answering = {"min_confidence": min_confidence, "always_answer": always_answer}
         reading = await batcher.read("number", image, invert=invert, **answering)
         return _answer(reading, top_k, pixels)
 
     @app.post("/v1/digits", summary="Read one digit from each image of a multipart request, in order")
     async def digits(
         request: Request,
+        answering: Answering,
         top_k: TopK = 0,
         invert: Invert = "auto",
         preprocess: Preprocess = True,
-        min_confidence: MinConfidence = MIN_CONFIDENCE,
-        always_answer: AlwaysAnswer = False,
     ) -> Response:
         files = await _form_files(request, max_upload)
         if not files:
             raise ApiError(400, "the form holds no image files", "send each image as a file part of the form")
-        options = {"invert": invert, "preprocess": preprocess, "min_confidence": min_confidence}
-        readings = (batcher.read("digit", data, always_answer=always_answer, **options) for _, _, data in files)
+        options = {"invert": invert, "preprocess": preprocess, **answering}
+        readings = (batcher.read("digit", data, **options) for _, _, data in files)
         results = await asyncio.gather(*readings)  # all queued at once: they share forward passes
         named = [{"path": name, **r.to_dict(top_k)} for (_, name, _), r in zip(files, results, strict=True)]
         return json_response(named)
