@@ -62,13 +62,22 @@ def _digit_ink(pixels: np.ndarray, side: int) -> np.ndarray:
     return np.clip(a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], 0, 1)
 
 
+SIZES = (28, 130)  # the side the 28×28 MNIST digit is drawn at (its ink: up to 20 of the 28 px, so 20-93 px high)
+
+
 def render(
-    images: np.ndarray, rng: random.Random, touching: float = 0.0
+    images: np.ndarray,
+    rng: random.Random,
+    touching: float = 0.0,
+    sizes: tuple[int, int] = SIZES,
+    page: tuple[int, int] | None = None,
 ) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
     """A number written with the digits ``images`` (k×28×28 uint8): the picture and each digit's ink box. With
     ``touching``, neighbours' ink boxes overlap by 0 to ``touching`` of the narrower one's width (written fast:
-    the digits touch or run into each other) instead of standing apart."""
-    size = rng.randint(28, 130)
+    the digits touch or run into each other) instead of standing apart. ``sizes``: the range of the digit size
+    (the 28×28 frame's side). ``page`` (width, height): the number somewhere on a page that big (or bigger, if
+    the number is)."""
+    size = rng.randint(*sizes)
     inks = [_digit_ink(d, max(12, round(size * rng.uniform(0.85, 1.15)))) for d in images]
     line = size  # the baseline, from the top of the canvas before margins
     margin_x, margin_y = round(size * rng.uniform(0.3, 1.5)), round(size * rng.uniform(0.3, 1.0))
@@ -83,6 +92,10 @@ def render(
     top = min(y for _, y, _ in placed)
     width = x + margin_x
     height = max(y + ink.shape[0] for _, y, ink in placed) - top + 2 * margin_y
+    if page is not None:  # the number's own canvas, put somewhere on the page
+        dx, dy = rng.randint(0, max(0, page[0] - width)), rng.randint(0, max(0, page[1] - height))
+        placed = [(x0 + dx, y + dy, ink) for x0, y, ink in placed]
+        width, height = max(width, page[0]), max(height, page[1])
     coverage = np.zeros((height, width))
     boxes = []
     for x0, y, ink in placed:
@@ -103,17 +116,18 @@ def render(
 
 
 def write_numbers(
-    images, labels, count: int, seed: int, directory: Path, touching: float = 0.0, most: int = 6
-) -> list[Number]:
-    """Render and save ``count`` numbers of 2 to ``most`` test digits; number i is the same whatever ``count``
-    is."""
+    images, labels, count: int, seed: int, directory: Path, touching: float = 0.0, most: int = 6, least: int = 2,
+    sizes: tuple[int, int] = SIZES, page: tuple[int, int] | None = None,
+) -> list[Number]:  # fmt: skip
+    """Render and save ``count`` numbers of ``least`` to ``most`` test digits (the rest: :func:`render`'s
+    options); number i is the same whatever ``count`` is."""
     directory.mkdir(parents=True, exist_ok=True)
     pixels, truth = images.numpy(), labels.numpy()
     numbers = []
     for i in range(count):
         rng = random.Random(seed * 1_000_003 + i)
-        picks = [rng.randrange(len(pixels)) for _ in range(rng.randint(2, most))]
-        img, boxes = render(pixels[picks], rng, touching)
+        picks = [rng.randrange(len(pixels)) for _ in range(rng.randint(least, most))]
+        img, boxes = render(pixels[picks], rng, touching, sizes, page)
         jpeg = rng.random() < 0.7
         path = directory / f"{i:05d}.{'jpg' if jpeg else 'png'}"
         img.save(path, **({"quality": rng.randint(60, 95)} if jpeg else {}))
@@ -174,6 +188,14 @@ def write_samples(numbers: list[Number], preds: list, directory: Path, count: in
         shown.save(directory / f"number-{k}-{number.digits}-read.png")
 
 
+def _pair(sep: str):  # noqa: ANN202 - an argparse type
+    def parse(text: str) -> tuple[int, int]:
+        a, b = text.split(sep)
+        return int(a), int(b)
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-m", "--model", default="digit_model.pt", help="checkpoint (default digit_model.pt)")
@@ -188,6 +210,12 @@ def main() -> None:
         help="neighbours overlap by up to F of the narrower digit's width (#22's target: 0.35, 2-5 digits)",
     )  # fmt: skip
     parser.add_argument("--most", type=int, default=6, help="digits in the longest number (default 6)")
+    parser.add_argument("--least", type=int, default=2, help="digits in the shortest number (default 2)")
+    parser.add_argument(
+        "--sizes", type=_pair(","), default=SIZES, metavar="LO,HI",
+        help="the digit size range: the side of the 28×28 MNIST frame (its ink is up to 20/28 of it; default 28,130)",
+    )  # fmt: skip
+    parser.add_argument("--page", type=_pair("x"), default=None, metavar="WxH", help="on a page this big")
     args = parser.parse_args()
     if not Path(args.model).exists():
         sys.exit(f"no model at {args.model}: train one with `mnistctl train` or pass --model")
@@ -210,7 +238,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mnistctl-numbers-") as tmp:
         directory = args.out or Path(tmp)
         start = time.perf_counter()
-        numbers = write_numbers(images, labels, args.count, args.seed, directory, args.touching, args.most)
+        shape = {"most": args.most, "least": args.least, "sizes": args.sizes, "page": args.page}
+        numbers = write_numbers(images, labels, args.count, args.seed, directory, args.touching, **shape)
         render_s = time.perf_counter() - start
         preds, read_s = read_numbers(numbers, args.model, args.workers)
         if args.samples:
@@ -232,7 +261,10 @@ def main() -> None:
     per_image = statistics.mean(len(x.digits) for x in numbers)
     print("| what | value |\n|---|---|")
     touch = f", touching by up to {args.touching:.0%}" if args.touching else ", never touching"
-    print(f"| numbers (2-{args.most} digits, {per_image:.2f} on average{touch}), seed {args.seed} | {n} |")
+    page = f", on a {args.page[0]}x{args.page[1]} page" if args.page else ""
+    size = f", digit frames {args.sizes[0]}-{args.sizes[1]} px"
+    what = f"{args.least}-{args.most} digits, {per_image:.2f} on average{touch}{size}{page}"
+    print(f"| numbers ({what}), seed {args.seed} | {n} |")
     print(f"| model | {args.model} |")
     print(f"| numbers read exactly | {exact / n:.2%} ({exact}/{n}) |")
     print(f"| numbers split into the right count of digits | {sum(split) / n:.2%} |")

@@ -143,6 +143,24 @@ def test_a_speck_far_from_the_digit_does_not_shrink_it() -> None:
     assert height >= 19
 
 
+@pytest.mark.parametrize("page", [(3000, 3000), (4000, 3000), (6000, 400)])
+def test_a_small_digit_on_a_big_page_is_read_from_the_page_s_own_pixels(page: tuple[int, int]) -> None:
+    """A digit 28 px high is a digit on a page of any size (not "only specks"), and the network sees what it
+    would of the same digit on a small canvas: the page is reduced only to find the ink."""
+    small = black_on_white((60, 60), box=(16, 16, 40, 44))
+    big = Image.new("L", page, 255)
+    big.paste(small, (page[0] // 2 - 17, page[1] // 3 - 9))
+    on_page, alone = preprocess(gray(big)), preprocess(gray(small))
+    assert np.abs(on_page.astype(int) - alone).mean() < 4, np.abs(on_page.astype(int) - alone).mean()
+
+
+def test_a_speck_on_a_big_page_is_still_dust() -> None:
+    page = Image.new("L", (4000, 3000), 235)
+    ImageDraw.Draw(page).rectangle((2000, 1000, 2005, 1005), fill=30)  # 6 px: dust, at any page size
+    with pytest.raises(ImageError, match="only specks"):
+        preprocess(gray(page))
+
+
 def test_blank_image_is_an_error(tmp_path: Path) -> None:
     for colour in (0, 255, 180):
         for side in (28, 50, 100):  # 28x28 too: an all-black MNIST-sized image is not a "1"
@@ -344,6 +362,19 @@ def test_decompression_bombs_are_refused(tmp_path: Path) -> None:
     # Between Pillow's limit and twice it, Pillow only warns: that warning must stop us too.
     (tmp_path / "big.png").write_bytes(png_header_only(10000, 10000))
     assert _reason(tmp_path / "big.png").startswith("image too large (10000x10000 pixels")
+
+
+def test_a_jpeg_over_the_pixel_limit_is_decoded_reduced(tmp_path: Path) -> None:
+    """A phone's 100-megapixel photo is read, decoded at half size (draft mode); a PNG that big is refused."""
+    w, h = 11000, 9000  # 99 Mpx: over Pillow's 89.5 Mpx limit, under twice it
+    img = Image.new("L", (w // 10, h // 10), 235)
+    ImageDraw.Draw(img).ellipse((400, 300, 700, 700), outline=30, width=40)
+    img.resize((w, h), Image.Resampling.NEAREST).save(tmp_path / "photo.jpg", quality=80)
+    loaded = load_image(tmp_path / "photo.jpg")
+    assert loaded.shape == (h // 2, w // 2)
+    assert loaded[h // 4, w // 4] > 200 and loaded[2500, 2100] < 80  # paper, and the ring (drawn at 500, 420)
+    (tmp_path / "photo.png").write_bytes(png_header_only(w, h))
+    assert _reason(tmp_path / "photo.png") == f"image too large ({w}x{h} pixels; limit 89 Mpx)"
 
 
 def test_a_real_compressed_bomb_is_refused_cheaply(tmp_path: Path) -> None:

@@ -156,6 +156,25 @@ def test_three_touching_digits_make_three() -> None:
     assert abs(digits[1].box[0] - 133) <= 10 and abs(digits[2].box[0] - 223) <= 10
 
 
+def test_small_digits_on_a_big_page_are_found_where_they_are() -> None:
+    """Digits 30 px high on a 4000×3000 page: read from the page's own pixels round them, boxes in its pixels."""
+    drawn = [(d, (1500 + 40 * k, 2000, 1522 + 40 * k, 2030)) for k, d in enumerate("20475")]
+    digits = segment_digits(page(drawn, size=(4000, 3000)))
+    assert len(digits) == 5
+    for digit, (name, box) in zip(digits, drawn, strict=True):
+        assert close(digit.box, ink_box(name, box, size=(4000, 3000))), (digit.box, box)
+
+
+def test_a_hundred_digits_in_a_row_are_a_hundred() -> None:
+    """A long strip keeps its digits' pixels: it is reduced by its area, not by its longer side."""
+    text = "2047153" * 14 + "07"
+    drawn = [(d, (10 + 26 * k, 10, 26 + 26 * k, 32)) for k, d in enumerate(text)]  # 22 px high, 16 wide
+    size = (26 * len(text) + 20, 42)
+    digits = segment_digits(page(drawn, size=size))
+    assert len(digits) == len(text) == 100
+    assert all(close(d.box, ink_box(*drawn_k, size=size)) for d, drawn_k in zip(digits, drawn, strict=True))
+
+
 def test_a_blank_page_has_no_number() -> None:
     for gray in (np.full((200, 600), 235, np.uint8), np.zeros((200, 600), np.uint8)):
         with pytest.raises(ImageError, match="^blank image: no ink found$"):

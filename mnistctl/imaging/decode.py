@@ -26,7 +26,6 @@ from mnistctl.errors import MnistctlError, first_line
 from mnistctl.fsutil import NotRegularFile, open_regular_fd
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
-WORK_SIDE = 1024  # bigger images are reduced to about this before preprocessing: a digit needs far fewer pixels
 MIN_SIDE = 3  # smaller images have no border to tell the background from
 IN_MEMORY_BYTES = 1 << 20  # smaller files are read in one call and decoded from memory (a fifth cheaper)
 
@@ -57,7 +56,9 @@ class _PillowWarnings:
                 self._saved = warnings.catch_warnings()
                 self._saved.__enter__()
                 warnings.filterwarnings("ignore", module="PIL")  # e.g. "Corrupt EXIF data": we report or succeed
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # Over Pillow's pixel limit, the size is checked after a JPEG has been told to decode reduced
+                # (_draft, _check_pixels); over twice the limit, Image.open raises DecompressionBombError.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             self._depth += 1
 
     def __exit__(self, *exc: object) -> None:
@@ -98,6 +99,7 @@ def decode(fp: BinaryIO) -> np.ndarray:
     with pillow_warnings, _reasons(fp):
         im = Image.open(fp)  # not closed: it holds nothing but ``fp``, which the caller closes
         _draft(im)
+        _check_pixels(im.size)
         return checked_size(_upright_gray(im, in_place=True))
 
 
@@ -105,7 +107,15 @@ def from_pil(im: Image.Image) -> np.ndarray:
     """A PIL image the caller opened or made, by the same steps as a file: decoded (if it was only opened),
     upright by its EXIF orientation, alpha on white, 8-bit gray. ``im`` itself is not changed."""
     with pillow_warnings, _reasons(None):
+        _check_pixels(im.size)
         return checked_size(_upright_gray(im, in_place=False))
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    """Pillow's limit on pixels (Image.MAX_IMAGE_PIXELS), applied to what will be decoded."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and size[0] * size[1] > limit:
+        raise ImageError(f"image too large ({size[0]}x{size[1]} pixels; limit {_limit_mpx()} Mpx)")
 
 
 def checked_size(gray: np.ndarray) -> np.ndarray:
@@ -200,10 +210,15 @@ def _may_have_orientation(im: Image.Image) -> bool:
 
 
 def _draft(im: Image.Image) -> None:
-    """Let the JPEG decoder scale a big photo down by 2, 4 or 8 while decoding: many times faster."""
-    if im.format == "JPEG" and max(im.size) > 2 * WORK_SIDE:
-        scale = max(im.size) / WORK_SIDE
-        im.draft("L" if im.mode == "RGB" else None, (int(im.size[0] / scale), int(im.size[1] / scale)))
+    """Let the JPEG decoder make gray pixels (a third of the work) and, for a photo over Pillow's pixel limit
+    (a 108-megapixel phone camera's), scale it down by 2, 4 or 8 while decoding, to within the limit. Below the
+    limit every pixel is kept: a small digit on a big page needs them."""
+    if im.format != "JPEG":
+        return
+    w, h = im.size
+    limit = Image.MAX_IMAGE_PIXELS or w * h
+    scale = next((s for s in (1, 2, 4, 8) if (w // s) * (h // s) <= limit), 8)
+    im.draft("L" if im.mode == "RGB" else None, (w // scale, h // scale))
 
 
 def _to_gray(im: Image.Image) -> np.ndarray:

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mnistctl.imaging.decode import WORK_SIDE, ImageError
+from mnistctl.imaging.decode import ImageError
 from mnistctl.imaging.sources import ImageInput, to_gray
 
 INVERT_CHOICES = ("auto", "yes", "no")
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
 
 SIZE = 28  # MNIST canvas
 BOX = 20  # MNIST fits the longer side of the digit into 20 px
@@ -29,7 +30,8 @@ INK_FLOOR = 12  # ... and never fewer gray levels than this
 PAPER_SPREAD = 2.5  # ... nor nearer the background than the paper's own grain and unevenness (_paper_spread)
 TRIM = 0.01  # ignore up to this fraction of the ink at each edge of the bounding box (dust, specks)
 MIN_INK_SIDE = 3  # ink smaller than this many pixels (at the working size) is a speck, not a digit ...
-MIN_INK_FRACTION = 0.01  # ... or smaller than this fraction of the image's longer side
+DUST_SIDE = 8  # ... and so is ink smaller than this many of the image's own pixels ...
+MIN_INK_FRACTION = 0.01  # ... or than this fraction of its longer side, if that is less (a small icon's digit)
 # Stroke width, in pixels of the 20 px box (measured by stroke_width on MNIST's training digits: median 2.5,
 # 5th-95th percentile 1.7-3.9). Thinner than LOW is thickened to THIN_TO, thicker than HIGH thinned to THICK_TO.
 STROKE_LOW, STROKE_HIGH = 1.9, 3.6
@@ -37,6 +39,9 @@ STROKE_THIN_TO, STROKE_THICK_TO = 2.4, 3.05
 STROKE_REF = 80  # strokes are measured and changed on a copy with this longer side (4 px per box pixel)
 
 BLANK = "blank image: no ink found"
+# Bigger images are box-averaged to about this many pixels to be worked on (a digit needs far fewer), and where
+# the ink takes only a part of the page, that part is looked at again in the image's own pixels.
+WORK_PIXELS = 1024 * 1024
 
 
 def preprocess(gray: np.ndarray, invert: str = "auto", *, normalise_strokes: bool = True) -> np.ndarray:
@@ -56,22 +61,57 @@ def preprocess_and_measure(
 ) -> tuple[np.ndarray, float]:
     """:func:`preprocess`'s input, and how many times wider than tall the ink is (one digit seldom is more than
     1: MNIST's never are; several side by side are)."""
-    gray = reduce_to_work_size(check_gray(gray))
-    inverted, *levels = ink_levels(gray, invert)  # raises for a blank image, whatever its size
+    gray = check_gray(gray)
+    factor = work_reduction(gray.shape)
+    work = reduce_to_work_size(gray)
+    inverted, background, hi, spread = ink_levels(work, invert)  # raises for a blank image, whatever its size
     if not inverted and gray.shape == (SIZE, SIZE):
         return gray, 1.0  # already MNIST-shaped: any change would only hurt
-    ink = ink_strength(gray, inverted, *levels)
-    box = bounding_box(ink)
-    if box is None:
-        raise ImageError(BLANK)
-    x0, y0, x1, y1 = _trim(ink[box[1] : box[3], box[0] : box[2]], box)
-    patch = ink[y0:y1, x0:x1]
-    if max(patch.shape) < max(MIN_INK_SIDE, MIN_INK_FRACTION * max(gray.shape)):
+    box, patch = _digit_ink(ink_strength(work, inverted, background, hi, spread))
+    if max(patch.shape) < dust_side(gray.shape):
         raise ImageError(f"{BLANK} (only specks)")  # dust on an empty page is not a digit
+    region = detail_region(box, factor, gray.shape, margin=factor)
+    if region is not None:  # a small digit on a big page: cut out of the image itself, not the reduced copy
+        crop = gray[region[1] : region[3], region[0] : region[2]]
+        work = reduce_to_work_size(crop)
+        _, patch = _digit_ink(ink_strength(work, inverted, background, strongest_ink(work, inverted), spread))
     aspect = patch.shape[1] / patch.shape[0]
     if normalise_strokes:
         patch = normalise_stroke(patch)
     return fit_and_centre(patch), aspect
+
+
+def _digit_ink(ink: np.ndarray) -> tuple[Box, np.ndarray]:
+    """The box of the ink (trimmed of far-off dust: :func:`_trim`) and the ink in it."""
+    box = bounding_box(ink)
+    if box is None:
+        raise ImageError(BLANK)
+    box = _trim(ink[box[1] : box[3], box[0] : box[2]], box)
+    return box, ink[box[1] : box[3], box[0] : box[2]]
+
+
+def dust_side(shape: tuple[int, ...]) -> float:
+    """Ink less than this many working pixels across (both ways) is dust, in an image of ``shape`` (its own
+    pixels): DUST_SIDE pixels of the image, or MIN_INK_FRACTION of its longer side if that is less; never under
+    MIN_INK_SIDE at the working size. A digit 20 px high is read on a page of any size."""
+    return max(MIN_INK_SIDE, min(DUST_SIDE, MIN_INK_FRACTION * max(shape)) / work_reduction(shape))
+
+
+def detail_region(box: Box, factor: int, shape: tuple[int, ...], margin: int) -> Box | None:
+    """Where to look again, in the image's own pixels, at ink found at ``box`` on its copy reduced ``factor``
+    times: the box with ``margin`` pixels round it — or None when that region would be reduced as much (a big
+    digit, or ink all over the page), so that looking again would show nothing more."""
+    if factor <= 1:
+        return None
+    h, w = shape[:2]
+    x0, y0 = max(0, box[0] * factor - margin), max(0, box[1] * factor - margin)
+    x1, y1 = min(w, box[2] * factor + margin), min(h, box[3] * factor + margin)
+    return (x0, y0, x1, y1) if work_reduction((y1 - y0, x1 - x0)) < factor else None
+
+
+def strongest_ink(gray: np.ndarray, inverted: bool) -> int:
+    """The strongest ink's gray level, counted towards the ink (as 255 - v when the ink is dark)."""
+    return 255 - int(gray.min()) if inverted else int(gray.max())
 
 
 def digit_input(
@@ -105,13 +145,17 @@ def check_gray(gray: np.ndarray) -> np.ndarray:
 
 
 def reduce_to_work_size(gray: np.ndarray) -> np.ndarray:
-    """Box-average a huge image to about WORK_SIDE first: everything after it is then cheap."""
+    """Box-average a huge image to about WORK_PIXELS first (:func:`work_reduction`): everything after it is then
+    cheap."""
     factor = work_reduction(gray.shape)
     return np.asarray(Image.fromarray(gray).reduce(factor)) if factor > 1 else gray
 
 
 def work_reduction(shape: tuple[int, ...]) -> int:
-    return -(-max(shape) // WORK_SIDE)
+    """By how much (each way) an image of ``shape`` is reduced to work on: to at most WORK_PIXELS, counted in
+    pixels rather than by its longer side, so that a long strip of small digits keeps them whole."""
+    h, w = shape[:2]
+    return max(1, math.ceil(math.sqrt(h * w / WORK_PIXELS)))
 
 
 def _border(gray: np.ndarray) -> np.ndarray:

@@ -11,10 +11,11 @@ import numpy as np
 from mnistctl.imaging.decode import ImageError
 from mnistctl.imaging.digit import (
     BLANK,
-    MIN_INK_FRACTION,
-    MIN_INK_SIDE,
+    Box,
     bounding_box,
     check_gray,
+    detail_region,
+    dust_side,
     fit_and_centre,
     ink_levels,
     ink_strength,
@@ -35,8 +36,6 @@ MIN_DIGIT_HEIGHT = 0.4  # merged pieces lower than this are not a digit (a minus
 SPLIT_WIDTH = 1.3
 DIGIT_WIDTH = 0.8
 SPLIT_WINDOW = 0.25  # look for the cut this fraction of a digit's width either side of where it is expected
-
-Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1 and y1 exclusive
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,9 @@ def segment_digits(gray: np.ndarray, invert: str = "auto", *, normalise_strokes:
     like one digit) or among narrow ones (a touching "141" is cut by its width, in two); digits touching at
     two places or along a slanted stroke; a digit broken into pieces side by side (a 0 drawn as two arcs); a
     stray stroke as tall as a digit (it is read as a 1); an underline or a box round the number. A big photo
-    is reduced to about WORK_SIDE first, as for one digit; boxes are in the original image's pixels.
+    is reduced to about WORK_PIXELS first, as for one digit, and where the digits take only a part of it, that
+    part is read again from the image's own pixels (small digits on a big page); boxes are in the original
+    image's pixels.
 
     Raises ImageError("blank image: no ink found") when there is no digit.
     """
@@ -128,10 +129,15 @@ def segment_choices(
     ink = ink_strength(work, *ink_levels(work, invert))
     labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
     strongest = ndimage.maximum(ink, labels, np.arange(1, count + 1)) if count else []
-    groups = _digit_groups(labels, ndimage.find_objects(labels), strongest)
+    groups = _digit_groups(labels, ndimage.find_objects(labels), strongest, dust_side(gray.shape))
     if not groups:
         raise ImageError(BLANK)
     factor = work_reduction(gray.shape)
+    region = detail_region(_union(*(g.box for g in groups)), factor, gray.shape, round(factor * _typical_size(groups)))
+    if region is not None:  # small digits on a big page: read from the image's own pixels round them
+        x0, y0, x1, y1 = region
+        inside = segment_choices(gray[y0:y1, x0:x1], invert, normalise_strokes=normalise_strokes, recognise=recognise)
+        return [_moved(choices, x0, y0) for choices in inside]
     out = []
     for group in groups:
         others = [g for g in groups if g is not group]
@@ -274,10 +280,10 @@ def best_path(choices: Choices, scores: Sequence[float]) -> list[int]:
     return [max(range(len(scores)), key=scores.__getitem__)]  # no path through: the likeliest digit alone
 
 
-def _digit_groups(labels: np.ndarray, slices: list, strongest: Sequence[float]) -> list[_Group]:
+def _digit_groups(labels: np.ndarray, slices: list, strongest: Sequence[float], dust: float) -> list[_Group]:
     """Pieces of ink (``labels``, their ``ndimage.find_objects`` slices and strongest ink) → digits, left to
-    right: faint shading, noise and dust dropped, pieces of one digit merged, punctuation dropped."""
-    dust = max(MIN_INK_SIDE, MIN_INK_FRACTION * max(labels.shape))  # as for one digit: dust on an empty page
+    right: faint shading, noise and dust (under ``dust`` pixels both ways: as for one digit) dropped, pieces of
+    one digit merged, punctuation dropped."""
     pieces = [
         _Group([k], (s[1].start, s[0].start, s[1].stop, s[0].stop))
         for k, (s, top) in enumerate(zip(slices, strongest, strict=True), 1)
@@ -317,8 +323,15 @@ def _overlap(a: _Group, b: _Group) -> int:
     return max(0, min(a.box[2], b.box[2]) - max(a.box[0], b.box[0]))
 
 
-def _union(a: Box, b: Box) -> Box:
-    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+def _union(*boxes: Box) -> Box:
+    x0s, y0s, x1s, y1s = zip(*boxes, strict=True)
+    return min(x0s), min(y0s), max(x1s), max(y1s)
+
+
+def _moved(choices: Choices, dx: int, dy: int) -> Choices:
+    """``choices`` found in a part of an image whose corner is at (dx, dy): its boxes in the whole image's pixels."""
+    moved = (Digit((d.box[0] + dx, d.box[1] + dy, d.box[2] + dx, d.box[3] + dy), d.pixels) for d in choices.digits)
+    return Choices(choices.cuts, choices.spans, tuple(moved))
 
 
 def _split_touching(group: _Group, labels: np.ndarray, ink: np.ndarray, size: float) -> list[Box]:
