@@ -2,6 +2,9 @@
 
     MNISTCTL_DATA_DIR=/tmp/mnist-data python bench/whole_numbers.py -m digit_model.pt
     python bench/whole_numbers.py -m digit_model.pt -n 2000 --seed 1 --samples docs/numbers    # a few images too
+    python bench/whole_numbers.py -m digit_model.pt --touching 0.35 --most 5     # neighbours running into each other
+    python bench/whole_numbers.py -m digit_model.pt --page 4000x3000 --sizes 28,40   # small digits on a big page
+    python bench/whole_numbers.py -m digit_model.pt --least 56 --most 100 --sizes 28,40   # long rows
 
 (Not bench/numbers.py: a script's folder comes first on sys.path, so a numbers.py there would stand in for the
 standard library's `numbers`, which numpy imports, and break every script in bench/.)
@@ -13,13 +16,14 @@ baseline up to ±12 % of the size off the line; gaps between digits uneven (2 % 
 touching; saved as RGB JPEG (quality 60-95) or PNG. Then reads them all with `Reader.read_numbers`
 (segmentation, then every digit of every image through the network in shared batches) and prints: the share
 of numbers read exactly, the share split into the right number of digits, the per-digit accuracy (a digit
-counts as right only in a number split into the right count), and the time `segment_digits` takes on a
-1000x300 photo of a 6-digit number (best of 5, beyond decoding). With the command and the machine.
+counts as right only in a number split into the right count), and the time `Reader.read_number` takes on
+1000x300 photos of 6-digit numbers written the same way (beyond decoding). With the command and the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import random
 import shlex
@@ -148,26 +152,31 @@ def read_numbers(numbers: list[Number], model_path: str, workers: int) -> tuple[
     return preds, time.perf_counter() - start
 
 
-def segmentation_ms(images, seed: int) -> float:
-    """segment_digits on a decoded 1000x300 JPEG photo of a 6-digit number: best of 5, in ms."""
-    from mnistctl.imaging import load_image, segment_digits
+def reading_ms(images, seed: int, model_path: str, touching: float, photos: int = 10) -> list[float]:
+    """``Reader.read_number`` on decoded 1000x300 JPEG photos of 6-digit numbers (their digits touching by up to
+    ``touching``), beyond decoding: for each of ``photos`` numbers, the best of 3, in ms."""
+    import mnistctl
+    from mnistctl.imaging import load_image
 
+    reader = mnistctl.load_reader(model_path, device="cpu")
     rng = random.Random(seed)
+    grays = []
     with tempfile.TemporaryDirectory() as tmp:
-        while True:  # a 6-digit number at the size that makes it about 1000x300
-            img, _ = render(images.numpy()[rng.sample(range(len(images)), 6)], rng)
+        while len(grays) < photos:  # 6-digit numbers at the size that makes them about 1000x300
+            img, _ = render(images.numpy()[rng.sample(range(len(images)), 6)], rng, touching)
             if 0.6 < img.width / 1000 < 1.4:
-                break
-        img = img.resize((1000, 300), Image.Resampling.BILINEAR)
-        img.save(Path(tmp) / "number.jpg", quality=85)
-        gray = load_image(Path(tmp) / "number.jpg")
-    segment_digits(gray)  # the first call imports scipy.ndimage
+                img.resize((1000, 300), Image.Resampling.BILINEAR).save(Path(tmp) / "number.jpg", quality=85)
+                grays.append(load_image(Path(tmp) / "number.jpg"))
+    reader.read_number(grays[0])  # the first call imports scipy.ndimage
     times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        segment_digits(gray)
-        times.append(time.perf_counter() - start)
-    return min(times) * 1000
+    for gray in grays:
+        best = math.inf
+        for _ in range(3):
+            start = time.perf_counter()
+            reader.read_number(gray)
+            best = min(best, time.perf_counter() - start)
+        times.append(best * 1000)
+    return times
 
 
 def write_samples(numbers: list[Number], preds: list, directory: Path, count: int = 8) -> None:
@@ -272,8 +281,11 @@ def main() -> None:
     print(f"| files that failed | {len(failed)} |")
     print(f"| rendering | {render_s:.1f} s |")
     print(f"| reading (Reader.read_numbers, {args.workers} worker) | {read_s:.1f} s, {n / read_s:.0f} numbers/s |")
-    seg_ms = segmentation_ms(images, args.seed)
-    print(f"| segment_digits, 1000x300 photo of 6 digits, beyond decoding (best of 5) | {seg_ms:.1f} ms |")
+    ms = reading_ms(images, args.seed, args.model, args.touching)
+    spread = f"median {statistics.median(ms):.1f} ms, {min(ms):.1f}-{max(ms):.1f} ms"
+    print(
+        f"| read_number, 1000x300 photos of 6 digits{touch}, beyond decoding (10 photos, best of 3 each) | {spread} |"
+    )
     if args.samples:
         print(f"\nwrote 8 numbers and what was read in them to {args.samples}")
 

@@ -142,16 +142,22 @@ def with_negatives(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The training images with ``count`` non-digits after them, labelled :data:`NOT_A_DIGIT_CLASS` (the same on
     every rank: drawn from ``seed``): three in four drawn (letters, symbols, shapes ...), one in four made from
-    the training digits themselves (two run together), as a number reader's missed cuts give."""
+    the training digits themselves (two run together), as a number reader's missed cuts give. Then half as
+    many pieces of numbers of training digits written fast, cut by the number reader's own segmentation
+    (:func:`~mnistctl.data.negatives.cut_pieces`): half of them digits (labelled so, slivers of their
+    neighbours and all), half not (two digits, part of one): a model with the class reads numbers."""
     import numpy as np
 
-    from mnistctl.data.negatives import fragments, negatives
+    from mnistctl.data.negatives import cut_pieces, fragments, negatives
 
     pieces = count // 4
-    made = [negatives(count - pieces, seed), fragments(images.cpu().numpy(), pieces, seed)]
+    digits = images.cpu().numpy()
+    made = [negatives(count - pieces, seed), fragments(digits, pieces, seed)]
     drawn = torch.from_numpy(np.concatenate(made)).to(images.device, images.dtype)
     marks = torch.full((count,), NOT_A_DIGIT_CLASS, dtype=labels.dtype, device=labels.device)
-    return torch.cat([images, drawn]), torch.cat([labels, marks])
+    cut, cut_labels = cut_pieces(digits, labels.cpu().numpy(), count // 2, seed, NOT_A_DIGIT_CLASS)
+    cut_out = torch.from_numpy(cut).to(images.device, images.dtype)
+    return torch.cat([images, drawn, cut_out]), torch.cat([labels, marks, torch.from_numpy(cut_labels).to(labels)])
 
 
 class _Run:

@@ -142,6 +142,30 @@ def test_the_drawn_non_digits_are_reproducible_and_look_like_inputs() -> None:
     assert (a[:, 0, :] == 0).all() and (a.reshape(20, -1).max(1) > 200).all()  # white on black, framed like MNIST
 
 
+def test_pieces_of_numbers_written_fast_are_labelled_by_what_they_hold() -> None:
+    """What a number reader cuts out of touching digits: half of it one digit (labelled as it was, slivers of
+    its neighbours and all), half not (two digits, part of one)."""
+    import numpy as np
+
+    from mnistctl.data.negatives import cut_pieces
+    from mnistctl.train import with_negatives
+
+    bar = np.zeros((28, 28), np.uint8)
+    bar[4:24, 12:16] = 255  # a "1"
+    ring = np.array(black_on_white((28, 28), box=(6, 4, 22, 24)).point(lambda v: 255 - v))  # a "0" with a tail
+    digits, labels = np.stack([bar, ring, ring]), np.array([1, 0, 0])
+    images, got = cut_pieces(digits, labels, 40, seed=5, not_a_digit=10)
+    again, _ = cut_pieces(digits, labels, 40, seed=5, not_a_digit=10)
+    assert images.shape == (40, 28, 28) and (images == again).all()
+    assert (got == 10).sum() == 20 and set(got[got != 10]) <= {0, 1}
+    bars = images[got == 1].reshape(-1, 28, 28).astype(np.int64)
+    # A bar with slivers of rings beside it is still mostly one upright stroke, in the middle of the frame.
+    assert len(bars) and (bars[:, 4:24, 11:17].sum((1, 2)) > 0.6 * bars.sum((1, 2))).all()
+
+    x, y = with_negatives(torch.from_numpy(digits), torch.from_numpy(labels), 8, seed=5)
+    assert len(x) == 3 + 8 + 4 and (y[3:11] == 10).all() and (y[11:] == 10).sum() == 2
+
+
 def test_plain_predict_on_a_number_hints_at_multi_once(tmp_path: Path, images: list[str]) -> None:
     import numpy as np
     from PIL import Image

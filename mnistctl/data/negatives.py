@@ -67,6 +67,87 @@ def fragments(digits: np.ndarray, count: int, seed: int) -> np.ndarray:
     return out
 
 
+CROWDING = 0.35  # neighbours in a number written fast run into each other by up to this much of the narrower
+ONE_DIGIT = 0.85  # a piece holding this much of a digit's width ...
+SLIVER = 0.4  # ... and no more than this much of any other's is that digit
+TWO_DIGITS = 0.5  # one holding this much of two digits is not a digit
+PIECES_PER_NUMBER = 4  # at most this many pieces of each number rendered, for variety
+BARREN = 4  # numbers that gave no piece at all, after which the digits are taken for no digits
+
+
+def cut_pieces(
+    digits: np.ndarray, labels: np.ndarray, count: int, seed: int, not_a_digit: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``count`` 28×28 inputs as the number reader cuts them out of numbers written fast, and their labels
+    (fewer only if twice ``count`` numbers do not give them, none if the first BARREN give none: digits that
+    are no digits, in a test).
+
+    Numbers of two to four training digits (``digits``: N×28×28 uint8, white on black; ``labels``: theirs),
+    neighbours touching or running into each other by up to CROWDING of the narrower one's width, are cut by
+    the reader's own segmentation (:func:`~mnistctl.imaging.segment.segment_choices`: every plausible cut).
+    A piece that holds ONE_DIGIT of a digit's width and at most a SLIVER of any other is labelled with that
+    digit; one that holds TWO_DIGITS of two of them is ``not_a_digit``; the rest are left out — parts of one
+    digit too (half a 0 is a 1, and so is the stem of a 4: measured, a reader trained to decline them declines
+    low-resolution digits, and reads numbers no better). Half are digits, half not: what the reader must tell
+    apart to choose its cuts."""
+    from mnistctl.imaging.segment import segment_choices
+
+    rng = random.Random(seed)
+    out, out_labels = np.empty((count, 28, 28), np.uint8), np.empty(count, np.int64)
+    wanted = {True: count // 2, False: count - count // 2}  # digits, not digits
+    made = 0
+    for tried in range(2 * count):  # numbers: each gives up to PIECES_PER_NUMBER (bounded, whatever the digits are)
+        if made == count or (tried == BARREN and made == 0):
+            break  # done, or these are not digits that run together into numbers (a test's bars)
+        picks = [rng.randrange(len(digits)) for _ in range(rng.randint(2, 4))]
+        canvas, extents = _run_together([digits[k] for k in picks], rng)
+        try:
+            groups = segment_choices(np.pad(canvas, 16), "no")
+        except ImageError:
+            continue
+        pieces = [d for group in groups for d in group.digits]
+        for piece in rng.sample(pieces, min(len(pieces), PIECES_PER_NUMBER)):
+            x0, x1 = piece.box[0] - 16, piece.box[2] - 16
+            held = [max(0, min(x1, b) - max(x0, a)) / (b - a) for a, b in extents]
+            most = max(range(len(held)), key=held.__getitem__)
+            second = max((h for k, h in enumerate(held) if k != most), default=0.0)
+            if held[most] >= ONE_DIGIT and second <= SLIVER:
+                is_digit = True
+            elif second >= TWO_DIGITS:
+                is_digit = False
+            else:
+                continue
+            if wanted[is_digit] and made < count:
+                out[made] = piece.pixels
+                out_labels[made] = labels[picks[most]] if is_digit else not_a_digit
+                wanted[is_digit] -= 1
+                made += 1
+    return out[:made], out_labels[:made]
+
+
+def _run_together(chosen: list[np.ndarray], rng: random.Random) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Digits written side by side, each running into the last by up to CROWDING of the narrower one's width,
+    each a little bigger or smaller and off the line: the canvas (white on black) and each digit's columns."""
+    inks = []
+    for digit in chosen:
+        ink = _ink(digit)
+        scale = rng.uniform(0.85, 1.15)
+        size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+        inks.append(np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.BILINEAR)))
+    xs = [0]
+    for left, right in zip(inks, inks[1:], strict=False):
+        overlap = round(min(left.shape[1], right.shape[1]) * rng.uniform(0.0, CROWDING))
+        xs.append(xs[-1] + left.shape[1] - overlap)
+    height = max(ink.shape[0] for ink in inks)
+    jitter = height // 8
+    canvas = np.zeros((height + 2 * jitter, xs[-1] + inks[-1].shape[1]), np.uint8)
+    for x, ink in zip(xs, inks, strict=True):
+        y = height + rng.randint(0, 2 * jitter) - ink.shape[0]
+        region = canvas[y : y + ink.shape[0], x : x + ink.shape[1]]
+        np.maximum(region, ink, out=region)  # where they overlap, the stronger ink
+    return canvas, [(x, x + ink.shape[1]) for x, ink in zip(xs, inks, strict=True)]
+
+
 def _ink(digit: np.ndarray) -> np.ndarray:
     """One 28×28 digit at 4× its size, cropped to its ink."""
     big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))

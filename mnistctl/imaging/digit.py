@@ -295,15 +295,17 @@ def _centre(profile: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------- stroke width
 
 
-def normalise_stroke(patch: np.ndarray) -> np.ndarray:
+def normalise_stroke(patch: np.ndarray, pen: float | None = None) -> np.ndarray:
     """Thicken strokes much thinner than MNIST's, thin much thicker ones (``patch``: ink cropped, white on black).
 
     Measured and changed on a copy whose longer side is STROKE_REF px (4 per pixel of the 20 px box), so the
     cost does not grow with the photo; returned unchanged when the width is within MNIST's usual range.
+    ``pen``: a width already measured for the whole number (:func:`box_stroke_width`): within that range, the
+    patch is returned at once; outside it, the patch is measured itself.
     """
-    h, w = patch.shape
-    s = STROKE_REF / max(w, h)
-    small = _resize(patch, (max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR, 2.0)
+    if pen is not None and STROKE_LOW <= pen <= STROKE_HIGH:
+        return patch  # written with MNIST's pen: nothing to measure for each of a number's pieces
+    small = _stroke_copy(patch, max(patch.shape))
     width = stroke_width(small) * BOX / STROKE_REF
     if STROKE_LOW <= width <= STROKE_HIGH:
         return patch
@@ -317,6 +319,19 @@ def normalise_stroke(patch: np.ndarray) -> np.ndarray:
         steps -= 1
     box = bounding_box(out)
     return out[box[1] : box[3], box[0] : box[2]] if box else patch
+
+
+def box_stroke_width(ink: np.ndarray, size: float) -> float:
+    """The width of the strokes of ``ink`` (white on black) in pixels of the 20 px box, for digits ``size``
+    pixels across (never less than half its height: the copy it is measured on stays small)."""
+    return stroke_width(_stroke_copy(ink, max(size, ink.shape[0] / 2))) * BOX / STROKE_REF
+
+
+def _stroke_copy(ink: np.ndarray, size: float) -> np.ndarray:
+    """``ink`` scaled so that ``size`` pixels of it are STROKE_REF."""
+    h, w = ink.shape
+    s = STROKE_REF / size
+    return _resize(ink, (max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR, 2.0)
 
 
 def _blend(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:

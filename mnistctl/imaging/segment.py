@@ -13,6 +13,7 @@ from mnistctl.imaging.digit import (
     BLANK,
     Box,
     bounding_box,
+    box_stroke_width,
     check_gray,
     detail_region,
     dust_side,
@@ -92,7 +93,8 @@ def segment_digits(gray: np.ndarray, invert: str = "auto", *, normalise_strokes:
     a lot without touching (a 7's long bar over a 1); touching digits that are narrow together ("11" looks
     like one digit) or among narrow ones (a touching "141" is cut by its width, in two); digits touching at
     two places or along a slanted stroke; a digit broken into pieces side by side (a 0 drawn as two arcs); a
-    stray stroke as tall as a digit (it is read as a 1); an underline or a box round the number. A big photo
+    stray stroke as tall as a digit (it is read as a 1); an underline or a box round the number; small digits
+    far apart on a big page (the part holding them is the whole page, reduced). A big photo
     is reduced to about WORK_PIXELS first, as for one digit, and where the digits take only a part of it, that
     part is read again from the image's own pixels (small digits on a big page); boxes are in the original
     image's pixels.
@@ -153,14 +155,16 @@ def segment_choices(
                 spans.append((0, len(cuts) - 1))  # not too wide for one digit: being one stays a choice
             spans = _reaching(spans, len(cuts) - 1)
             seams = _seams(strength, cuts, round(SEAM_REACH * size))
+            pen = box_stroke_width(strength, size) if normalise_strokes else None  # once, not for every span
         else:
             boxes = _split_touching(group, labels, ink, size)
             cuts = [b[0] - group.box[0] for b in boxes] + [group.width]
             spans = [(i, i + 1) for i in range(len(boxes))]
             seams = np.repeat(np.asarray(cuts)[:, None], group.height, 1)  # straight down
+            pen = None  # each digit's own
         digits = []
         for a, b in spans:
-            digit = _cut_out(strength, group, seams[a], seams[b], normalise_strokes)
+            digit = _cut_out(strength, group, seams[a], seams[b], normalise_strokes, pen)
             if digit is None:  # no ink between the two cuts
                 continue
             box, pixels = digit
@@ -178,13 +182,15 @@ MAYBE_SEVERAL = 0.75
 # A stretch between two cuts may be one digit if it is this many typical digit sizes wide (a 1 is narrow; MNIST
 # digits are at most a size wide, and a cut may leave a little of the next one).
 SPAN_WIDTH = (0.2, 1.25)
-CUT_SPACING = 0.15  # candidate cuts are the least inked columns of windows this fraction of a size wide
-MOST_CUTS = 64  # more than this (a long line, an underline: about 9 digits touching) and cuts are not tried
+CUT_SPACING = 0.1  # candidate cuts are the least inked columns of windows this fraction of a size wide ...
+CUT_STROKES = 2  # ... that cross no more than this many strokes (the seam winds round them; three: inside an 8)
+MOST_CUTS = 96  # more than this (a long line, an underline: about 9 digits touching) and cuts are not tried
 
 
 def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list[int]:
     """Columns of a wide group where one digit may end and the next begin: its edges, and in each window of
-    CUT_SPACING sizes, the column that crosses the fewest strokes, then holds the least ink."""
+    CUT_SPACING sizes, the column that crosses the fewest strokes, then holds the least ink (unless it crosses
+    more than CUT_STROKES)."""
     width = mask.shape[1]
     strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)
     profile = strength.sum(0, dtype=np.int64)
@@ -193,7 +199,9 @@ def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list
     for start in range(step // 2, width - step // 2, step):
         window = range(start, min(width - 1, start + step))
         if window:
-            cuts.append(min(window, key=lambda i: (strokes[i], profile[i])))
+            best = min(window, key=lambda i: (strokes[i], profile[i]))
+            if strokes[best] <= CUT_STROKES:
+                cuts.append(best)
     return sorted({*cuts, width})
 
 
@@ -246,10 +254,15 @@ def _reaching(spans: list[tuple[int, int]], last: int) -> list[tuple[int, int]]:
 
 
 def _cut_out(
-    strength: np.ndarray, group: _Group, left: np.ndarray, right: np.ndarray, normalise_strokes: bool
+    strength: np.ndarray,
+    group: _Group,
+    left: np.ndarray,
+    right: np.ndarray,
+    normalise_strokes: bool,
+    pen: float | None = None,
 ) -> tuple[Box, np.ndarray] | None:
     """The group's own ink (``strength``) between two cuts (a column for each row), trimmed: its box (working
-    pixels) and 28×28 input."""
+    pixels) and 28×28 input (``pen``: the stroke width, if it was measured for the whole group)."""
     lo, hi = int(left.min()), int(right.max())  # the columns either cut reaches: all the rest is outside
     columns = np.arange(lo, hi)[None, :]
     between = np.where((columns >= left[:, None]) & (columns < right[:, None]), strength[:, lo:hi], 0)
@@ -259,7 +272,7 @@ def _cut_out(
     x0, y0 = group.box[0] + lo, group.box[1]
     patch = between[part[1] : part[3], part[0] : part[2]]
     if normalise_strokes:
-        patch = normalise_stroke(patch)
+        patch = normalise_stroke(patch, pen)
     return (x0 + part[0], y0 + part[1], x0 + part[2], y0 + part[3]), fit_and_centre(patch)
 
 
