@@ -269,7 +269,7 @@ class Reader:
         yield from self._batched(pending, answering, batch_size)
 
     def _batched(
-        self, prepared: list[_Prepared], answering: Answering, size: int
+        self, prepared: list[_Prepared], answering: Answering, size: int = 512
     ) -> Iterator[DigitReading | NumberReading | ReadFailure]:
         """The network on runs of about ``size`` inputs of ``prepared``; the digits of a number stay together."""
         batch: list[_Prepared] = []
@@ -278,17 +278,17 @@ class Reader:
             batch.append(item)
             inputs += len(item.pixels)
             if inputs >= size:
-                yield from self._readings(batch, answering)
+                yield from self._readings(batch, answering, size)
                 batch, inputs = [], 0
         if batch:
-            yield from self._readings(batch, answering)
+            yield from self._readings(batch, answering, size)
 
     def _readings(
-        self, prepared: list[_Prepared], answering: Answering
+        self, prepared: list[_Prepared], answering: Answering, size: int = 512
     ) -> Iterator[DigitReading | NumberReading | ReadFailure]:
-        """Run the network once on every input of ``prepared``; a result for each item."""
+        """Run the network on every input of ``prepared``, ``size`` at a time; a result for each item."""
         inputs = [pixels for item in prepared for pixels in item.pixels]
-        probabilities = iter(self._probabilities(inputs) if inputs else [])
+        probabilities = iter(self._probabilities(inputs, size) if inputs else [])
         for item in prepared:
             if item.error is not None:
                 yield ReadFailure(item.error)
@@ -301,14 +301,17 @@ class Reader:
                 readings = [answering.reading(pixels, next(probabilities), box) for pixels, box in pairs]
                 yield NumberReading.of(_chosen(item.choices or [], readings))
 
-    def _probabilities(self, inputs: list[np.ndarray]) -> list[list[float]]:
+    def _probabilities(self, inputs: list[np.ndarray], size: int) -> list[list[float]]:
         import torch
 
         from mnistctl.data.mnist import normalise
 
-        x = normalise(torch.from_numpy(np.stack(inputs)), self._mean, self._std).to(self.device)
-        with torch.inference_mode():
-            return self.network(x).float().div(self._temperature).softmax(1).cpu().tolist()
+        out: list[list[float]] = []
+        for start in range(0, len(inputs), size):  # a number's stretches can be thousands
+            x = normalise(torch.from_numpy(np.stack(inputs[start : start + size])), self._mean, self._std)
+            with torch.inference_mode():
+                out += self.network(x.to(self.device)).float().div(self._temperature).softmax(1).cpu().tolist()
+        return out
 
 
 def _chosen(groups: list[Choices], readings: list[DigitReading]) -> list[DigitReading]:

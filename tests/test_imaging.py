@@ -154,6 +154,17 @@ def test_a_small_digit_on_a_big_page_is_read_from_the_page_s_own_pixels(page: tu
     assert np.abs(on_page.astype(int) - alone).mean() < 4, np.abs(on_page.astype(int) - alone).mean()
 
 
+def test_a_20_px_digit_on_an_88_megapixel_page_is_read_wherever_it_lies() -> None:
+    """Reduced ten times to find the ink, the digit is 2 px there: where it lies on the reduction's grid must
+    not make it dust."""
+    page = np.full((9400, 9400), 235, np.uint8)
+    for offset in range(0, 10, 3):
+        img = Image.fromarray(page)
+        x, y = 4000 + offset, 5000 + offset
+        ImageDraw.Draw(img).ellipse((x, y, x + 14, y + 20), outline=30, width=3)
+        assert preprocess(np.asarray(img)).max() == 255
+
+
 def test_a_speck_on_a_big_page_is_still_dust() -> None:
     page = Image.new("L", (4000, 3000), 235)
     ImageDraw.Draw(page).rectangle((2000, 1000, 2005, 1005), fill=30)  # 6 px: dust, at any page size
@@ -375,6 +386,15 @@ def test_a_jpeg_over_the_pixel_limit_is_decoded_reduced(tmp_path: Path) -> None:
     assert loaded[h // 4, w // 4] > 200 and loaded[2500, 2100] < 80  # paper, and the ring (drawn at 500, 420)
     (tmp_path / "photo.png").write_bytes(png_header_only(w, h))
     assert _reason(tmp_path / "photo.png") == f"image too large ({w}x{h} pixels; limit 89 Mpx)"
+
+
+def test_a_bomb_inside_an_icon_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    """An ICO says 256×256 in its header and holds a PNG of 10000×10000: Pillow's check on the inner image must
+    stop it (over the limit, under twice it), not a decode of 100 Mpx."""
+    png = png_header_only(10000, 10000)
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 6 + 16)  # 0, 0: 256×256
+    (tmp_path / "bomb.ico").write_bytes(struct.pack("<HHH", 0, 1, 1) + entry + png)
+    assert _reason(tmp_path / "bomb.ico").startswith("image too large")
 
 
 def test_a_real_compressed_bomb_is_refused_cheaply(tmp_path: Path) -> None:

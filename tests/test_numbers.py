@@ -175,6 +175,19 @@ def test_a_hundred_digits_in_a_row_are_a_hundred() -> None:
     assert all(close(d.box, ink_box(*drawn_k, size=size)) for d, drawn_k in zip(digits, drawn, strict=True))
 
 
+def test_a_long_strip_of_scribbles_is_bounded_work() -> None:
+    """A megapixel strip of zigzags, each wide enough to be digits that touch: the stretches read are capped
+    per image (the groups past the cap are cut at their weakest columns), not tens of thousands."""
+    from mnistctl.imaging.segment import MOST_STRETCHES, segment_choices
+
+    img = Image.new("L", (26000, 40), 255)
+    draw = ImageDraw.Draw(img)
+    for k in range(100):
+        draw.line([(10 + 258 * k + 10 * i, 5 if i % 2 else 35) for i in range(26)], fill=0, width=3)
+    groups = segment_choices(np.asarray(img))
+    assert len(groups) == 100 and sum(len(g.spans) for g in groups) <= 2 * MOST_STRETCHES
+
+
 def test_a_blank_page_has_no_number() -> None:
     for gray in (np.full((200, 600), 235, np.uint8), np.zeros((200, 600), np.uint8)):
         with pytest.raises(ImageError, match="^blank image: no ink found$"):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from mnistctl.errors import MnistctlError, first_line
 from mnistctl.fsutil import NotRegularFile, open_regular_fd
@@ -56,9 +56,7 @@ class _PillowWarnings:
                 self._saved = warnings.catch_warnings()
                 self._saved.__enter__()
                 warnings.filterwarnings("ignore", module="PIL")  # e.g. "Corrupt EXIF data": we report or succeed
-                # Over Pillow's pixel limit, the size is checked after a JPEG has been told to decode reduced
-                # (_draft, _check_pixels); over twice the limit, Image.open raises DecompressionBombError.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
             self._depth += 1
 
     def __exit__(self, *exc: object) -> None:
@@ -97,9 +95,7 @@ def decode(fp: BinaryIO) -> np.ndarray:
     """The image file that the seekable binary file ``fp`` holds (from where it stands) as :func:`load_image`
     returns it."""
     with pillow_warnings, _reasons(fp):
-        im = Image.open(fp)  # not closed: it holds nothing but ``fp``, which the caller closes
-        _draft(im)
-        _check_pixels(im.size)
+        im = _open(fp)  # not closed: it holds nothing but ``fp``, which the caller closes
         return checked_size(_upright_gray(im, in_place=True))
 
 
@@ -107,15 +103,30 @@ def from_pil(im: Image.Image) -> np.ndarray:
     """A PIL image the caller opened or made, by the same steps as a file: decoded (if it was only opened),
     upright by its EXIF orientation, alpha on white, 8-bit gray. ``im`` itself is not changed."""
     with pillow_warnings, _reasons(None):
-        _check_pixels(im.size)
         return checked_size(_upright_gray(im, in_place=False))
 
 
-def _check_pixels(size: tuple[int, int]) -> None:
-    """Pillow's limit on pixels (Image.MAX_IMAGE_PIXELS), applied to what will be decoded."""
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and size[0] * size[1] > limit:
-        raise ImageError(f"image too large ({size[0]}x{size[1]} pixels; limit {_limit_mpx()} Mpx)")
+def _open(fp: BinaryIO) -> Image.Image:
+    """The image in ``fp``, opened under Pillow's pixel limit (Image.MAX_IMAGE_PIXELS) — for a JPEG (or an MPO,
+    a JPEG with more images after it: its first is read) applied to what it decodes to once told to decode
+    reduced (:func:`_draft`), so that a 108-megapixel phone photo is read at half size rather than refused.
+    Every other format goes through Image.open, whose check (an error here, nested images included) comes
+    before anything is decoded."""
+    start = fp.tell()
+    if fp.read(3) != b"\xff\xd8\xff":
+        fp.seek(start)
+        return Image.open(fp)
+    fp.seek(start)
+    try:
+        im = JpegImagePlugin.JpegImageFile(fp)  # the JPEG reader itself: its header read, nothing decoded
+    except Exception:  # noqa: BLE001 - not a JPEG it can read: Image.open says why, as for any file
+        fp.seek(start)
+        return Image.open(fp)
+    _draft(im)
+    w, h = im.size
+    if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+        raise ImageError(f"image too large ({w}x{h} pixels; limit {_limit_mpx()} Mpx)")
+    return im
 
 
 def checked_size(gray: np.ndarray) -> np.ndarray:
@@ -213,8 +224,6 @@ def _draft(im: Image.Image) -> None:
     """Let the JPEG decoder make gray pixels (a third of the work) and, for a photo over Pillow's pixel limit
     (a 108-megapixel phone camera's), scale it down by 2, 4 or 8 while decoding, to within the limit. Below the
     limit every pixel is kept: a small digit on a big page needs them."""
-    if im.format != "JPEG":
-        return
     w, h = im.size
     limit = Image.MAX_IMAGE_PIXELS or w * h
     scale = next((s for s in (1, 2, 4, 8) if (w // s) * (h // s) <= limit), 8)

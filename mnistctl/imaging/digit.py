@@ -74,7 +74,10 @@ def preprocess_and_measure(
     if region is not None:  # a small digit on a big page: cut out of the image itself, not the reduced copy
         crop = gray[region[1] : region[3], region[0] : region[2]]
         work = reduce_to_work_size(crop)
-        _, patch = _digit_ink(ink_strength(work, inverted, background, strongest_ink(work, inverted), spread))
+        hi = max(hi, strongest_ink(work, inverted))  # sharper than the reduced page: never fainter
+        _, patch = _digit_ink(ink_strength(work, inverted, background, hi, spread))
+        if max(patch.shape) * work_reduction(crop.shape) < dust_pixels(gray.shape):
+            raise ImageError(f"{BLANK} (only specks)")
     aspect = patch.shape[1] / patch.shape[0]
     if normalise_strokes:
         patch = normalise_stroke(patch)
@@ -90,11 +93,19 @@ def _digit_ink(ink: np.ndarray) -> tuple[Box, np.ndarray]:
     return box, ink[box[1] : box[3], box[0] : box[2]]
 
 
-def dust_side(shape: tuple[int, ...]) -> float:
+def dust_side(shape: tuple[int, ...], pixels: float | None = None) -> float:
     """Ink less than this many working pixels across (both ways) is dust, in an image of ``shape`` (its own
-    pixels): DUST_SIDE pixels of the image, or MIN_INK_FRACTION of its longer side if that is less; never under
-    MIN_INK_SIDE at the working size. A digit 20 px high is read on a page of any size."""
-    return max(MIN_INK_SIDE, min(DUST_SIDE, MIN_INK_FRACTION * max(shape)) / work_reduction(shape))
+    pixels): ``pixels`` of the image (default :func:`dust_pixels`) — but never under MIN_INK_SIDE working
+    pixels in an image worked on whole, nor under one in a reduced one (where what passes is looked at again
+    in the image's own pixels: :func:`detail_region`)."""
+    factor = work_reduction(shape)
+    return max(MIN_INK_SIDE if factor == 1 else 1, (dust_pixels(shape) if pixels is None else pixels) / factor)
+
+
+def dust_pixels(shape: tuple[int, ...]) -> float:
+    """Dust in an image of ``shape``, in its own pixels: under DUST_SIDE, or MIN_INK_FRACTION of its longer
+    side if that is less (a small icon's digit)."""
+    return min(DUST_SIDE, MIN_INK_FRACTION * max(shape))
 
 
 def detail_region(box: Box, factor: int, shape: tuple[int, ...], margin: int) -> Box | None:

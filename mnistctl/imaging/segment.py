@@ -16,6 +16,7 @@ from mnistctl.imaging.digit import (
     box_stroke_width,
     check_gray,
     detail_region,
+    dust_pixels,
     dust_side,
     fit_and_centre,
     ink_levels,
@@ -124,36 +125,49 @@ def segment_choices(
     enough to be digits that touch has, with ``recognise``, every plausible cut (:func:`_candidate_cuts`) and
     every stretch between two of them that could be one digit; without, the cuts :func:`segment_digits` makes
     (the weakest columns near where cuts are expected). Raises ImageError when there is no digit."""
+    gray = check_gray(gray)
+    return _choices(gray, invert, normalise_strokes, recognise, dust_pixels(gray.shape))
+
+
+def _choices(gray: np.ndarray, invert: str, normalise_strokes: bool, recognise: bool, dust: float) -> list[Choices]:
+    """:func:`segment_choices`, ``dust`` being in the pixels of the page the image is (a part of)."""
     from scipy import ndimage  # ~0.1 s to import: only when a number is read
 
-    gray = check_gray(gray)
+    factor = work_reduction(gray.shape)
     work = reduce_to_work_size(gray)
-    ink = ink_strength(work, *ink_levels(work, invert))
+    inverted, *levels = ink_levels(work, invert)
+    ink = ink_strength(work, inverted, *levels)
     labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
     strongest = ndimage.maximum(ink, labels, np.arange(1, count + 1)) if count else []
-    groups = _digit_groups(labels, ndimage.find_objects(labels), strongest, dust_side(gray.shape))
+    groups = _digit_groups(labels, ndimage.find_objects(labels), strongest, dust_side(gray.shape, dust))
     if not groups:
         raise ImageError(BLANK)
-    factor = work_reduction(gray.shape)
     region = detail_region(_union(*(g.box for g in groups)), factor, gray.shape, round(factor * _typical_size(groups)))
     if region is not None:  # small digits on a big page: read from the image's own pixels round them
         x0, y0, x1, y1 = region
-        inside = segment_choices(gray[y0:y1, x0:x1], invert, normalise_strokes=normalise_strokes, recognise=recognise)
+        polarity = "yes" if inverted else "no"  # as the page decided it
+        inside = _choices(gray[y0:y1, x0:x1], polarity, normalise_strokes, recognise, dust)
         return [_moved(choices, x0, y0) for choices in inside]
     out = []
+    budget = MOST_STRETCHES
     for group in groups:
         others = [g for g in groups if g is not group]
         size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
         mask = np.isin(labels[group.box[1] : group.box[3], group.box[0] : group.box[2]], group.labels)
         strength = np.where(mask, ink[group.box[1] : group.box[3], group.box[0] : group.box[2]], 0)
         several = group.width > MAYBE_SEVERAL * group.height or group.width > SPLIT_WIDTH * size
-        if recognise and several and group.width <= MOST_CUTS * CUT_SPACING * size:  # bounded work per image
+        spans = []
+        if recognise and several and group.width <= MOST_CUTS * CUT_SPACING * size:  # bounded work per group
             cuts = _candidate_cuts(mask, strength, size)
             spans = [(i, j) for i in range(len(cuts)) for j in range(i + 1, len(cuts))
                      if SPAN_WIDTH[0] * size <= cuts[j] - cuts[i] <= SPAN_WIDTH[1] * size]  # fmt: skip
             if group.width <= SPLIT_WIDTH * max(size, group.height) and (0, len(cuts) - 1) not in spans:
                 spans.append((0, len(cuts) - 1))  # not too wide for one digit: being one stays a choice
             spans = _reaching(spans, len(cuts) - 1)
+            if len(spans) > budget:  # ... and per image (a long strip of scribbles): the rest are cut simply
+                spans = []
+            budget -= len(spans)
+        if spans:
             seams = _seams(strength, cuts, round(SEAM_REACH * size))
             pen = box_stroke_width(strength, size) if normalise_strokes else None  # once, not for every span
         else:
@@ -185,6 +199,7 @@ SPAN_WIDTH = (0.2, 1.25)
 CUT_SPACING = 0.1  # candidate cuts are the least inked columns of windows this fraction of a size wide ...
 CUT_STROKES = 2  # ... that cross no more than this many strokes (the seam winds round them; three: inside an 8)
 MOST_CUTS = 96  # more than this (a long line, an underline: about 9 digits touching) and cuts are not tried
+MOST_STRETCHES = 2048  # stretches read in one image, at most: groups past it are cut at their weakest columns
 
 
 def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list[int]:
