@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "amp")
 CHUNK = 32  # images per decoding task: big enough to amortise the pool's overhead, small enough to stream
-AHEAD = 1024  # images handed to the decoding threads and not yet taken back: two batches of 512
+BATCH = 512  # inputs the network reads at once, unless told otherwise (``batch_size``)
+AHEAD = 2 * BATCH  # images handed to the decoding threads and not yet taken back: two batches
 
 
 def load_reader(
@@ -215,7 +216,7 @@ class Reader:
         self,
         images: Iterable[ImageInput],
         *,
-        batch_size: int = 512,
+        batch_size: int = BATCH,
         workers: int | None = None,
         invert: str = "auto",
         preprocess: bool = True,
@@ -234,7 +235,7 @@ class Reader:
         self,
         images: Iterable[ImageInput],
         *,
-        batch_size: int = 512,
+        batch_size: int = BATCH,
         workers: int | None = None,
         invert: str = "auto",
         normalise_strokes: bool = True,
@@ -269,7 +270,7 @@ class Reader:
         yield from self._batched(pending, answering, batch_size)
 
     def _batched(
-        self, prepared: list[_Prepared], answering: Answering, size: int = 512
+        self, prepared: list[_Prepared], answering: Answering, size: int
     ) -> Iterator[DigitReading | NumberReading | ReadFailure]:
         """The network on runs of about ``size`` inputs of ``prepared``; the digits of a number stay together."""
         batch: list[_Prepared] = []
@@ -284,7 +285,7 @@ class Reader:
             yield from self._readings(batch, answering, size)
 
     def _readings(
-        self, prepared: list[_Prepared], answering: Answering, size: int = 512
+        self, prepared: list[_Prepared], answering: Answering, size: int = BATCH
     ) -> Iterator[DigitReading | NumberReading | ReadFailure]:
         """Run the network on every input of ``prepared``, ``size`` at a time; a result for each item."""
         inputs = [pixels for item in prepared for pixels in item.pixels]

@@ -145,7 +145,7 @@ def with_negatives(
     the training digits themselves (two run together), as a number reader's missed cuts give. Then half as
     many pieces of numbers of training digits written fast, cut by the number reader's own segmentation
     (:func:`~mnistctl.data.negatives.cut_pieces`): half of them digits (labelled so, slivers of their
-    neighbours and all), half not (two digits, part of one): a model with the class reads numbers."""
+    neighbours and all), half two digits ("not a digit"): a model with the class reads numbers."""
     import numpy as np
 
     from mnistctl.data.negatives import cut_pieces, fragments, negatives

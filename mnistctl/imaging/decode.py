@@ -125,7 +125,7 @@ def _open(fp: BinaryIO) -> Image.Image:
     _draft(im)
     w, h = im.size
     if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
-        raise ImageError(f"image too large ({w}x{h} pixels; limit {_limit_mpx()} Mpx)")
+        raise _too_large(f"{w}x{h} pixels")
     return im
 
 
@@ -195,8 +195,7 @@ def _reasons(fp: BinaryIO | None) -> Iterator[None]:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        size = _describe_size(fp) if fp is not None else "too many pixels"
-        raise ImageError(f"image too large ({size}; limit {_limit_mpx()} Mpx)") from None
+        raise _too_large(_describe_size(fp) if fp is not None else "too many pixels") from None
     except UnidentifiedImageError:
         raise ImageError(_unidentified_reason(fp) if fp is not None else NOT_AN_IMAGE) from None
     except MemoryError:
@@ -299,8 +298,8 @@ def _scale_to_8bit(a: np.ndarray, scale: float, offset: float) -> np.ndarray:
     return np.clip(np.rint(a * scale + offset), 0, 255).astype(np.uint8)
 
 
-def _limit_mpx() -> int:
-    return round((Image.MAX_IMAGE_PIXELS or 0) / 1e6)
+def _too_large(size: str) -> ImageError:
+    return ImageError(f"image too large ({size}; limit {round((Image.MAX_IMAGE_PIXELS or 0) / 1e6)} Mpx)")
 
 
 def _describe_size(fp: BinaryIO) -> str:

@@ -210,9 +210,9 @@ def ink_levels(gray: np.ndarray, invert: str) -> tuple[bool, int, int, int]:
     background = _median(border)
     spread = _paper_spread(border, background)
     inverted = _decide_invert(background, invert)
-    hi = int(gray.max())
+    hi = strongest_ink(gray, inverted)
     if inverted:
-        hi, background = 255 - int(gray.min()), 255 - background
+        background = 255 - background
     if hi - background < MIN_CONTRAST:
         other = (int(gray.max()) - _median(_border(gray))) if inverted else (_median(_border(gray)) - int(gray.min()))
         if invert != "auto" and other >= MIN_CONTRAST:  # the ink is there, in the polarity the user ruled out
