@@ -7,6 +7,7 @@ No torch here: these are plain values (the probabilities are Python floats, the 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,11 @@ import numpy as np
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in the image's pixels, x1 and y1 exclusive
 
 DECIMALS = 6  # to_dict() rounds probabilities and confidences to this many places (the attributes are exact)
+
+
+def _number(p: float) -> float | None:
+    """A probability as to_dict() gives it: rounded, or None where a broken model made it NaN (JSON has no NaN)."""
+    return round(p, DECIMALS) if math.isfinite(p) else None
 
 
 NOT_A_DIGIT = "not a digit"  # the model's own "not a digit" class is its likeliest answer
@@ -49,8 +55,10 @@ class DigitReading:
         return DECLINED if self.digit is None else str(self.digit)
 
     def runners_up(self, k: int) -> list[int]:
-        """The ``k`` likeliest digits after the likeliest one, likeliest first."""
-        return sorted(range(len(self.probabilities)), key=lambda d: -self.probabilities[d])[1 : 1 + k]
+        """The ``k`` likeliest digits after the one named, likeliest first; where none is named (declined), the
+        ``k`` likeliest, so that a declined line still shows which digit came closest."""
+        ranked = sorted(range(len(self.probabilities)), key=lambda d: -self.probabilities[d])
+        return ranked[:k] if self.digit is None else ranked[1 : 1 + k]
 
     def to_dict(self, top_k: int = 0, *, pixels: bool = False) -> dict[str, Any]:
         """``{"digit", "confidence", "probabilities"}`` (``"box"`` first for a digit of a number; ``"digit":
@@ -62,14 +70,14 @@ class DigitReading:
         if self.reason is not None:
             out["reason"] = self.reason
         out |= {
-            "confidence": round(self.confidence, DECIMALS),
-            "probabilities": [round(p, DECIMALS) for p in self.probabilities],
+            "confidence": _number(self.confidence),
+            "probabilities": [_number(p) for p in self.probabilities],
         }
         if self.not_a_digit is not None:
-            out["not_a_digit"] = round(self.not_a_digit, DECIMALS)
+            out["not_a_digit"] = _number(self.not_a_digit)
         if top_k:
             out["top_k"] = [
-                {"digit": d, "probability": round(self.probabilities[d], DECIMALS)} for d in self.runners_up(top_k)
+                {"digit": d, "probability": _number(self.probabilities[d])} for d in self.runners_up(top_k)
             ]
         if pixels and self.pixels is not None:
             out["pixels"] = self.pixels.tolist()
@@ -93,7 +101,7 @@ class NumberReading:
         """``{"number", "confidence", "digits": [each digit's to_dict(top_k, pixels=pixels)]}``."""
         return {
             "number": self.text,
-            "confidence": round(self.confidence, DECIMALS),
+            "confidence": _number(self.confidence),
             "digits": [d.to_dict(top_k, pixels=pixels) for d in self.digits],
         }
 

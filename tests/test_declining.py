@@ -69,6 +69,16 @@ def test_a_declined_line_is_a_result_in_its_place(tmp_path: Path, images: list[s
     assert always.exit_code == 0 and always.stdout.split("\t")[1] in "0123456789"
 
 
+def test_top_k_on_a_declined_line_starts_with_the_likeliest_digit(tmp_path: Path, images: list[str]) -> None:
+    model = model_file(tmp_path / "m.pt", bias={4: 1.0, 6: 0.5})  # 4 at 0.21: unsure, 6 next
+    line = runner.invoke(app, ["predict", "-m", str(model), "--top-k", "2", images[0]]).stdout.split("\t")
+    assert line[1] == "?" and line[3] == "4" and line[4] == line[2] and line[5] == "6"
+    answered = runner.invoke(app, ["predict", "-m", str(model), "--top-k", "1", "--always-answer", images[0]])
+    assert answered.stdout.split("\t")[1:4:2] == ["4", "6"]  # named: the runners-up come after it
+    declined = json.loads(runner.invoke(app, ["predict", "-m", str(model), "--top-k", "1", "--json", images[0]]).stdout)
+    assert declined["digit"] is None and declined["top_k"][0]["digit"] == 4
+
+
 def test_min_confidence_on_the_command_line(tmp_path: Path, images: list[str]) -> None:
     model = model_file(tmp_path / "m.pt", bias={4: 3.0})  # 4: e³/(e³+9) = 0.69
     assert runner.invoke(app, ["predict", "-m", str(model), images[0]]).stdout.split("\t")[1] == "4"

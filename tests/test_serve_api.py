@@ -239,3 +239,19 @@ def test_declining_is_an_answer_with_its_options(tmp_path):
         many = client.post("/v1/digits?min_confidence=0.9", files={"a": ("a.png", DIGIT, "image/png")}).json()
         assert many[0]["path"] == "a.png" and many[0]["reason"] == "unsure"
         assert client.post("/v1/digit?min_confidence=2", content=DIGIT).status_code == 422
+
+
+def test_a_model_that_gives_nan_is_answered_with_nulls_not_a_500(tmp_path):
+    # Finite weights (a NaN in a file is refused), but the largest float over a temperature of 0.5 is infinite for
+    # two classes, and the softmax of two infinities is NaN: unsure, with no number to show (as predict --json).
+    huge = 3.4e38
+    model = model_file(tmp_path / "nan.pt", bias={0: huge, 1: huge}, temperature=0.5)
+    reader = mnistctl.load_reader(model, device="cpu")
+    with TestClient(create_app(reader, max_upload=200_000)) as client:
+        digit = client.post("/v1/digit?top_k=1", content=DIGIT)
+        assert digit.status_code == 200, digit.text
+        body = digit.json()
+        assert body["digit"] is None and body["reason"] == "unsure" and body["confidence"] is None
+        assert body["probabilities"] == [None] * 10 and body["top_k"][0]["probability"] is None
+        number = client.post("/v1/number", content=NUMBER)
+        assert number.status_code == 200 and number.json()["confidence"] is None
