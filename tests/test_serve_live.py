@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from helpers import MNISTCTL_SCRIPT, mnist_like
 
+from mnistctl.serve import RESTART_AFTER
+
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install '.[serve]')")
 pytestmark = pytest.mark.xdist_group("serve")  # one server and one browser for the module
 
@@ -138,7 +140,8 @@ def _cpu_ticks(pid: int) -> int:
 
 def _worker_processes(pid: int) -> list[int]:
     """The server processes ``pid`` has spawned (not multiprocessing's resource tracker)."""
-    children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    tasks = Path(f"/proc/{pid}/task").iterdir()  # each thread's: a replacement worker is its watcher thread's
+    children = [int(child) for task in tasks for child in (task / "children").read_text().split()]
     return [child for child in children if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
 
 
@@ -163,6 +166,40 @@ def test_workers_share_the_port_and_all_stop_on_sigterm():
         code = stop(s)
     assert code == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert not any("Traceback" in line for line in s.log), s.log
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--workers needs Linux's SO_REUSEPORT")
+def test_a_worker_that_dies_is_reported_and_replaced_once():
+    s = start_server("--workers", "2", "--quiet")
+
+    def started(count: int) -> None:
+        deadline = time.monotonic() + 120
+        while sum("Application startup complete" in line for line in s.log) < count:
+            assert time.monotonic() < deadline and s.proc.poll() is None, s.log
+            time.sleep(0.05)
+
+    try:
+        started(2)
+        (first,) = _worker_processes(s.proc.pid)
+        time.sleep(RESTART_AFTER + 0.5)  # long enough up not to be a worker that cannot start
+        os.kill(first, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        s.wait_for_log(rf"ERROR +a worker process \(pid {first}\) was killed \(SIGKILL\); starting another")
+        started(3)
+        (second,) = _worker_processes(s.proc.pid)
+        before = _cpu_ticks(second)
+        for _ in range(50):  # the port is shared with the new worker: it answers some
+            status, answer = s.post("/v1/digit", digit_png())
+            assert status == 200 and answer["digit"] in range(10)
+        assert _cpu_ticks(second) > before
+        os.kill(second, signal.SIGKILL)  # within RESTART_AFTER of its start: it would only stop again
+        s.wait_for_log(rf"ERROR +a worker process \(pid {second}\) was killed .* after it started; not started again")
+        time.sleep(1)
+        assert _worker_processes(s.proc.pid) == []
+        assert s.post("/v1/digit", digit_png())[0] == 200  # the first process serves on
+    finally:
+        code = stop(s)
+    assert code == 0
     assert not any("Traceback" in line for line in s.log), s.log
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mnistctl.errors import MnistctlError
 
@@ -104,34 +107,92 @@ def run_workers(
 ) -> None:
     """Serve on ``socks[0]`` with ``reader`` in this process, and on each other socket in a worker process of
     its own that makes its reader with ``load_reader`` (picklable: workers are spawned, not forked, since
-    torch's thread pools do not survive a fork). When this process stops, each worker is sent SIGTERM and
-    answers what it has in flight first; Ctrl-C at a terminal reaches them all at once."""
+    torch's thread pools do not survive a fork). A worker that stops while the server runs (killed, out of
+    memory) is reported on stderr and replaced, unless it stopped within RESTART_AFTER seconds of starting
+    (a model it cannot load: it would only stop again). When this process stops, each worker is sent SIGTERM
+    and answers what it has in flight first; Ctrl-C at a terminal reaches them all at once."""
     import multiprocessing
 
     spawn = multiprocessing.get_context("spawn")
-    workers = [spawn.Process(target=_worker, args=(load_reader, sock, options)) for sock in socks[1:]]
+    workers = _Workers(spawn, load_reader, options, socks[0].getsockname()[:2])
     # Until a worker's server takes over its signals, Ctrl-C leaves it be (its parent stops it in order);
     # the disposition is inherited through the spawn, so none stops half-started with a traceback.
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            for worker in workers:
-                worker.start()
+            for sock in socks[1:]:
+                workers.start(sock)
         finally:
             signal.signal(signal.SIGINT, previous)
-        for sock in socks[1:]:
-            sock.close()  # each worker has its own copy now
+        threading.Thread(target=workers.watch, name="mnistctl-workers", daemon=True).start()
         run(reader, socks[0], **options)  # type: ignore[arg-type]
     finally:
-        for worker in workers:
-            if worker.pid is not None:
-                worker.terminate()  # SIGTERM: a graceful stop
-        for worker in workers:
-            if worker.pid is not None:
-                worker.join()
+        workers.stop()
+
+
+RESTART_AFTER = 10.0  # seconds: a worker that stops sooner after starting is not started again
+
+
+class _Workers:
+    """The worker processes of :func:`run_workers`: started, watched, replaced, stopped."""
+
+    def __init__(self, spawn: Any, load_reader: Callable[[], Reader], options: dict, address: tuple) -> None:
+        self._spawn, self._load_reader, self._options, self._address = spawn, load_reader, options, address
+        self._running: dict[Any, float] = {}  # process → when it started (time.monotonic())
+        self._lock = threading.Lock()  # held to start one, and to stop them all: never both at once
+        self._stopping = False
+
+    def start(self, sock: socket.socket) -> None:
+        process = self._spawn.Process(target=_worker, args=(self._load_reader, sock, self._options))
+        process.start()
+        sock.close()  # the worker has its own copy now
+        self._running[process] = time.monotonic()
+
+    def watch(self) -> None:
+        """Until the server stops: report each worker that stops, and start another in its place."""
+        from multiprocessing.connection import wait
+
+        log = logging.getLogger("mnistctl.serve")
+        while not self._stopping:
+            ready = set(wait([p.sentinel for p in list(self._running)], timeout=0.5))
+            for process in [p for p in list(self._running) if p.sentinel in ready]:
+                with self._lock:
+                    if self._stopping:
+                        return
+                    process.join()
+                    lived = time.monotonic() - self._running.pop(process)
+                    how = _how_it_ended(process.exitcode)
+                    if lived < RESTART_AFTER:
+                        log.error(f"a worker process (pid {process.pid}) {how} {lived:.0f} s after it started; "
+                                  "not started again: the server goes on with one process fewer")  # fmt: skip
+                        continue
+                    log.error(f"a worker process (pid {process.pid}) {how}; starting another in its place")
+                    try:
+                        self.start(_listen_one(*self._address, reuse_port=True))
+                    except (MnistctlError, OSError) as exc:
+                        log.error(f"cannot start another worker: {exc}")
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+        for process in self._running:
+            process.terminate()  # SIGTERM: a graceful stop
+        for process in self._running:
+            process.join()
+
+
+def _how_it_ended(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed ({name})"
+    return f"stopped (exit status {exitcode})"
 
 
 def _worker(load_reader: Callable[[], Reader], sock: socket.socket, options: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a replacement is spawned without its parent ignoring it
     try:
         reader = load_reader()
     except MnistctlError as exc:  # the file changed since this process's parent read it: one line, not a traceback
