@@ -138,8 +138,8 @@ def _choices(gray: np.ndarray, invert: str, normalise_strokes: bool, recognise: 
     inverted, *levels = ink_levels(work, invert)
     ink = ink_strength(work, inverted, *levels)
     labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
-    strongest = ndimage.maximum(ink, labels, np.arange(1, count + 1)) if count else []
-    groups = _digit_groups(labels, ndimage.find_objects(labels), strongest, dust_side(gray.shape, dust))
+    strokes = np.bincount(labels[ink >= FAINT * 255], minlength=count + 1)[1:] > 0  # which hold a stroke
+    groups = _digit_groups(labels, ndimage.find_objects(labels), strokes, dust_side(gray.shape, dust))
     if not groups:
         raise ImageError(BLANK)
     region = detail_region(_union(*(g.box for g in groups)), factor, gray.shape, round(factor * _typical_size(groups)))
@@ -308,14 +308,14 @@ def best_path(choices: Choices, scores: Sequence[float]) -> list[int]:
     return [max(range(len(scores)), key=scores.__getitem__)]  # no path through: the likeliest digit alone
 
 
-def _digit_groups(labels: np.ndarray, slices: list, strongest: Sequence[float], dust: float) -> list[_Group]:
-    """Pieces of ink (``labels``, their ``ndimage.find_objects`` slices and strongest ink) → digits, left to
-    right: faint shading, noise and dust (under ``dust`` pixels both ways: as for one digit) dropped, pieces of
-    one digit merged, punctuation dropped."""
+def _digit_groups(labels: np.ndarray, slices: list, strokes: Sequence[bool], dust: float) -> list[_Group]:
+    """Pieces of ink (``labels``, their ``ndimage.find_objects`` slices, whether each holds ink over FAINT) →
+    digits, left to right: faint shading, noise and dust (under ``dust`` pixels both ways: as for one digit)
+    dropped, pieces of one digit merged, punctuation dropped."""
     pieces = [
         _Group([k], (s[1].start, s[0].start, s[1].stop, s[0].stop))
-        for k, (s, top) in enumerate(zip(slices, strongest, strict=True), 1)
-        if s is not None and top >= FAINT * 255
+        for k, (s, stroke) in enumerate(zip(slices, strokes, strict=True), 1)
+        if s is not None and stroke
     ]
     pieces = [p for p in pieces if p.size >= dust]
     if not pieces:
