@@ -221,7 +221,9 @@ Inputs = Annotated[
     ),
 ]
 Multi = Annotated[bool, _opt("--multi", help="Read every digit in each image, left to right, as one number.")]
-TopK = Annotated[int, _opt("--top-k", "-k", min=0, max=9, help="Also print the next K digits (the K likeliest where the digit is declined).")]
+TopK = Annotated[
+    int, _opt("--top-k", "-k", min=0, max=9, help="Also print the next K digits (the K likeliest where it declines).")
+]
 MinConfidence = Annotated[
     float,
     _opt(
