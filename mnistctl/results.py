@@ -76,9 +76,7 @@ class DigitReading:
         if self.not_a_digit is not None:
             out["not_a_digit"] = _number(self.not_a_digit)
         if top_k:
-            out["top_k"] = [
-                {"digit": d, "probability": _number(self.probabilities[d])} for d in self.runners_up(top_k)
-            ]
+            out["top_k"] = [{"digit": d, "probability": _number(self.probabilities[d])} for d in self.runners_up(top_k)]
         if pixels and self.pixels is not None:
             out["pixels"] = self.pixels.tolist()
         return out
