@@ -3,6 +3,7 @@ drawn on in a real browser (Debian's chromium, driven by selenium)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -53,11 +54,12 @@ class Server:
         raise AssertionError(f"no log line matching {pattern!r} in {self.log}")
 
 
-def start_server(*args: str) -> Server:
+def start_server(*args: str, session: bool = False) -> Server:
+    """The server, started with ``args``; with ``session``, in a process group of its own (as at a terminal)."""
     proc = subprocess.Popen(
         [MNISTCTL_SCRIPT, "serve", "--port", "0", "--device", "cpu", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=session,
     )  # fmt: skip
     log: list[str] = []
     threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
@@ -140,8 +142,10 @@ def _cpu_ticks(pid: int) -> int:
 
 def _worker_processes(pid: int) -> list[int]:
     """The server processes ``pid`` has spawned (not multiprocessing's resource tracker)."""
-    tasks = Path(f"/proc/{pid}/task").iterdir()  # each thread's: a replacement worker is its watcher thread's
-    children = [int(child) for task in tasks for child in (task / "children").read_text().split()]
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():  # each thread's: a replacement worker is its watcher thread's
+        with contextlib.suppress(FileNotFoundError):  # a thread that has just ended
+            children += [int(child) for child in (task / "children").read_text().split()]
     return [child for child in children if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
 
 
@@ -170,7 +174,7 @@ def test_workers_share_the_port_and_all_stop_on_sigterm():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--workers needs Linux's SO_REUSEPORT")
-def test_a_worker_that_dies_is_reported_and_replaced_once():
+def test_a_worker_that_dies_is_reported_and_replaced():
     s = start_server("--workers", "2", "--quiet")
 
     def started(count: int) -> None:
@@ -182,7 +186,7 @@ def test_a_worker_that_dies_is_reported_and_replaced_once():
     try:
         started(2)
         (first,) = _worker_processes(s.proc.pid)
-        time.sleep(RESTART_AFTER + 0.5)  # long enough up not to be a worker that cannot start
+        time.sleep(RESTART_AFTER + 0.5)  # up long enough not to be taken for a worker that cannot start
         os.kill(first, signal.SIGKILL)  # as the kernel's out-of-memory killer would
         s.wait_for_log(rf"ERROR +a worker process \(pid {first}\) was killed \(SIGKILL\); starting another")
         started(3)
@@ -192,8 +196,15 @@ def test_a_worker_that_dies_is_reported_and_replaced_once():
             status, answer = s.post("/v1/digit", digit_png())
             assert status == 200 and answer["digit"] in range(10)
         assert _cpu_ticks(second) > before
-        os.kill(second, signal.SIGKILL)  # within RESTART_AFTER of its start: it would only stop again
-        s.wait_for_log(rf"ERROR +a worker process \(pid {second}\) was killed .* after it started; not started again")
+        time.sleep(RESTART_AFTER + 0.5)
+        os.kill(second, signal.SIGKILL)
+        s.wait_for_log(rf"ERROR +a worker process \(pid {second}\) was killed \(SIGKILL\); starting another")
+        deadline = time.monotonic() + 30
+        while not (third := _worker_processes(s.proc.pid)):
+            assert time.monotonic() < deadline, s.log
+            time.sleep(0.01)
+        os.kill(third[0], signal.SIGKILL)  # at once, within RESTART_AFTER of its start: it would only stop again
+        s.wait_for_log(rf"ERROR +a worker process \(pid {third[0]}\) was killed .* after it started; not started again")
         time.sleep(1)
         assert _worker_processes(s.proc.pid) == []
         assert s.post("/v1/digit", digit_png())[0] == 200  # the first process serves on
@@ -201,6 +212,24 @@ def test_a_worker_that_dies_is_reported_and_replaced_once():
         code = stop(s)
     assert code == 0
     assert not any("Traceback" in line for line in s.log), s.log
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--workers needs Linux's SO_REUSEPORT")
+def test_a_worker_asked_to_stop_is_not_started_again_and_ctrl_c_stops_all():
+    s = start_server("--workers", "2", "--quiet", session=True)
+    deadline = time.monotonic() + 120
+    while sum("Application startup complete" in line for line in s.log) < 2:
+        assert time.monotonic() < deadline and s.proc.poll() is None, s.log
+        time.sleep(0.05)
+    time.sleep(RESTART_AFTER + 0.5)  # a worker that died now would be replaced
+    (worker,) = _worker_processes(s.proc.pid)
+    os.kill(worker, signal.SIGTERM)  # as `systemctl stop` signals every process, the workers maybe first
+    s.wait_for_log(rf"INFO +a worker process \(pid {worker}\) was killed \(SIGTERM\); not started again")
+    time.sleep(1)
+    assert _worker_processes(s.proc.pid) == []
+    os.killpg(s.proc.pid, signal.SIGINT)  # Ctrl-C at a terminal: the whole group at once
+    assert s.proc.wait(timeout=60) == 0
+    assert not any("ERROR" in line or "Traceback" in line or "another" in line for line in s.log), s.log
 
 
 def test_a_busy_port_is_one_line():

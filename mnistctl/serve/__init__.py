@@ -107,10 +107,12 @@ def run_workers(
 ) -> None:
     """Serve on ``socks[0]`` with ``reader`` in this process, and on each other socket in a worker process of
     its own that makes its reader with ``load_reader`` (picklable: workers are spawned, not forked, since
-    torch's thread pools do not survive a fork). A worker that stops while the server runs (killed, out of
-    memory) is reported on stderr and replaced, unless it stopped within RESTART_AFTER seconds of starting
-    (a model it cannot load: it would only stop again). When this process stops, each worker is sent SIGTERM
-    and answers what it has in flight first; Ctrl-C at a terminal reaches them all at once."""
+    torch's thread pools do not survive a fork). A worker that dies while the server runs (killed, out of
+    memory) is reported on stderr and replaced; not one that was asked to stop (SIGTERM, Ctrl-C), one that
+    could not load the model, or one that stopped within RESTART_AFTER seconds of starting (it would only
+    stop again). When this process stops, each worker is sent SIGTERM and answers what it has in flight
+    first; Ctrl-C at a terminal reaches them all at once."""
+    import logging.config
     import multiprocessing
 
     spawn = multiprocessing.get_context("spawn")
@@ -124,6 +126,7 @@ def run_workers(
                 workers.start(sock)
         finally:
             signal.signal(signal.SIGINT, previous)
+        logging.config.dictConfig(LOG_CONFIG)  # as the server will: the watcher's lines look like its own
         threading.Thread(target=workers.watch, name="mnistctl-workers", daemon=True).start()
         run(reader, socks[0], **options)  # type: ignore[arg-type]
     finally:
@@ -131,6 +134,9 @@ def run_workers(
 
 
 RESTART_AFTER = 10.0  # seconds: a worker that stops sooner after starting is not started again
+CANNOT_LOAD = 3  # a worker's exit status when it cannot load the model: not started again either
+# The exit statuses of a worker told to stop (SIGHUP: not on Windows, where there are no workers anyway).
+ASKED_TO_STOP = (0, -signal.SIGTERM, -signal.SIGINT, -getattr(signal, "SIGHUP", signal.SIGTERM))
 
 
 class _Workers:
@@ -143,15 +149,20 @@ class _Workers:
         self._stopping = False
 
     def start(self, sock: socket.socket) -> None:
-        process = self._spawn.Process(target=_worker, args=(self._load_reader, sock, self._options))
-        process.start()
-        sock.close()  # the worker has its own copy now
+        try:
+            process = self._spawn.Process(target=_worker, args=(self._load_reader, sock, self._options))
+            process.start()
+        finally:
+            sock.close()  # the worker has its own copy now (or none: then no socket may stay open, unanswered)
         self._running[process] = time.monotonic()
 
     def watch(self) -> None:
         """Until the server stops: report each worker that stops, and start another in its place."""
         from multiprocessing.connection import wait
 
+        # Ctrl-C is the main thread's to handle; blocked here, it stays blocked in the workers spawned from here
+        # (the mask survives the spawn) until each ignores it and then lets its own server take it.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         log = logging.getLogger("mnistctl.serve")
         while not self._stopping:
             ready = set(wait([p.sentinel for p in list(self._running)], timeout=0.5))
@@ -161,16 +172,18 @@ class _Workers:
                         return
                     process.join()
                     lived = time.monotonic() - self._running.pop(process)
-                    how = _how_it_ended(process.exitcode)
-                    if lived < RESTART_AFTER:
-                        log.error(f"a worker process (pid {process.pid}) {how} {lived:.0f} s after it started; "
-                                  "not started again: the server goes on with one process fewer")  # fmt: skip
-                        continue
-                    log.error(f"a worker process (pid {process.pid}) {how}; starting another in its place")
-                    try:
-                        self.start(_listen_one(*self._address, reuse_port=True))
-                    except (MnistctlError, OSError) as exc:
-                        log.error(f"cannot start another worker: {exc}")
+                    what = f"a worker process (pid {process.pid}) {_how_it_ended(process.exitcode)}"
+                    if process.exitcode in ASKED_TO_STOP:
+                        log.info(f"{what}; not started again")
+                    elif process.exitcode == CANNOT_LOAD or lived < RESTART_AFTER:
+                        log.error(f"{what} {lived:.0f} s after it started; not started again: the server goes on "
+                                  "with one process fewer")  # fmt: skip
+                    else:
+                        log.error(f"{what}; starting another in its place")
+                        try:
+                            self.start(_listen_one(*self._address, reuse_port=True))
+                        except (MnistctlError, OSError) as exc:
+                            log.error(f"cannot start another worker: {exc}")
 
     def stop(self) -> None:
         with self._lock:
@@ -192,11 +205,13 @@ def _how_it_ended(exitcode: int | None) -> str:
 
 
 def _worker(load_reader: Callable[[], Reader], sock: socket.socket, options: dict) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a replacement is spawned without its parent ignoring it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the server takes it over (see run_workers) ...
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # ... which a replacement had blocked till now
     try:
         reader = load_reader()
     except MnistctlError as exc:  # the file changed since this process's parent read it: one line, not a traceback
-        sys.exit(f"Error: a worker could not load the model: {exc}")
+        print(f"Error: a worker could not load the model: {exc}", file=sys.stderr)
+        sys.exit(CANNOT_LOAD)
     run(reader, sock, **options)
 
 

@@ -35,7 +35,9 @@ MAX_FILES = 256  # images in one /v1/digits request
 IMAGE_FIELD = "image"
 log = logging.getLogger("mnistctl.serve")
 
-TopK = Annotated[int, Query(ge=0, le=9, description="also give this many runners-up per digit")]
+TopK = Annotated[
+    int, Query(ge=0, le=9, description="also give this many runners-up per digit (the likeliest where it declines)")
+]
 Invert = Annotated[
     Literal["auto", "yes", "no"], Query(description="yes: dark ink on light paper; no: light on dark; auto: guess")
 ]
