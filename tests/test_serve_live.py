@@ -53,6 +53,13 @@ class Server:
             time.sleep(0.05)
         raise AssertionError(f"no log line matching {pattern!r} in {self.log}")
 
+    def wait_for_startups(self, count: int, timeout: float = 120) -> None:
+        """Until ``count`` server processes (this one and its workers, replacements too) have started."""
+        deadline = time.monotonic() + timeout
+        while sum("Application startup complete" in line for line in self.log) < count:
+            assert time.monotonic() < deadline and self.proc.poll() is None, self.log
+            time.sleep(0.05)
+
 
 def start_server(*args: str, session: bool = False) -> Server:
     """The server, started with ``args``; with ``session``, in a process group of its own (as at a terminal)."""
@@ -153,10 +160,7 @@ def _worker_processes(pid: int) -> list[int]:
 def test_workers_share_the_port_and_all_stop_on_sigterm():
     s = start_server("--workers", "2", "--quiet")
     try:
-        deadline = time.monotonic() + 120
-        while sum("Application startup complete" in line for line in s.log) < 2:
-            assert time.monotonic() < deadline and s.proc.poll() is None, s.log
-            time.sleep(0.05)
+        s.wait_for_startups(2)
         assert any("in 2 processes" in line for line in s.log)
         workers = _worker_processes(s.proc.pid)
         assert len(workers) == 1  # the first process serves too
@@ -176,20 +180,13 @@ def test_workers_share_the_port_and_all_stop_on_sigterm():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--workers needs Linux's SO_REUSEPORT")
 def test_a_worker_that_dies_is_reported_and_replaced():
     s = start_server("--workers", "2", "--quiet")
-
-    def started(count: int) -> None:
-        deadline = time.monotonic() + 120
-        while sum("Application startup complete" in line for line in s.log) < count:
-            assert time.monotonic() < deadline and s.proc.poll() is None, s.log
-            time.sleep(0.05)
-
     try:
-        started(2)
+        s.wait_for_startups(2)
         (first,) = _worker_processes(s.proc.pid)
         time.sleep(RESTART_AFTER + 0.5)  # up long enough not to be taken for a worker that cannot start
         os.kill(first, signal.SIGKILL)  # as the kernel's out-of-memory killer would
         s.wait_for_log(rf"ERROR +a worker process \(pid {first}\) was killed \(SIGKILL\); starting another")
-        started(3)
+        s.wait_for_startups(3)
         (second,) = _worker_processes(s.proc.pid)
         before = _cpu_ticks(second)
         for _ in range(50):  # the port is shared with the new worker: it answers some
@@ -217,10 +214,7 @@ def test_a_worker_that_dies_is_reported_and_replaced():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="--workers needs Linux's SO_REUSEPORT")
 def test_a_worker_asked_to_stop_is_not_started_again_and_ctrl_c_stops_all():
     s = start_server("--workers", "2", "--quiet", session=True)
-    deadline = time.monotonic() + 120
-    while sum("Application startup complete" in line for line in s.log) < 2:
-        assert time.monotonic() < deadline and s.proc.poll() is None, s.log
-        time.sleep(0.05)
+    s.wait_for_startups(2)
     time.sleep(RESTART_AFTER + 0.5)  # a worker that died now would be replaced
     (worker,) = _worker_processes(s.proc.pid)
     os.kill(worker, signal.SIGTERM)  # as `systemctl stop` signals every process, the workers maybe first
