@@ -142,23 +142,23 @@ def write_numbers(
 # --------------------------------------------------------------------------------------------- measuring
 
 
-def read_numbers(numbers: list[Number], model_path: str, workers: int) -> tuple[list, float]:
+def read_numbers(numbers: list[Number], model_path: str, workers: int, line_model=True) -> tuple[list, float]:
     """Every number read through the public API (``Reader.read_numbers``), as `mnistctl predict --multi` does."""
     import mnistctl
 
-    reader = mnistctl.load_reader(model_path, device="cpu")  # as the CLI runs it
+    reader = mnistctl.load_reader(model_path, device="cpu", line_model=line_model)  # as the CLI runs it
     start = time.perf_counter()
     preds = list(reader.read_numbers([n.path for n in numbers], workers=workers))
     return preds, time.perf_counter() - start
 
 
-def reading_ms(images, seed: int, model_path: str, touching: float, photos: int = 10) -> list[float]:
+def reading_ms(images, seed: int, model_path: str, touching: float, photos: int = 10, line_model=True) -> list[float]:
     """``Reader.read_number`` on decoded 1000x300 JPEG photos of 6-digit numbers (their digits touching by up to
     ``touching``), beyond decoding: for each of ``photos`` numbers, the best of 3, in ms."""
     import mnistctl
     from mnistctl.imaging import load_image
 
-    reader = mnistctl.load_reader(model_path, device="cpu")
+    reader = mnistctl.load_reader(model_path, device="cpu", line_model=line_model)
     rng = random.Random(seed)
     grays = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -225,6 +225,10 @@ def main() -> None:
         help="the digit size range: the side of the 28×28 MNIST frame (its ink is up to 20/28 of it; default 28,130)",
     )  # fmt: skip
     parser.add_argument("--page", type=_pair("x"), default=None, metavar="WxH", help="on a page this big")
+    parser.add_argument(
+        "--line-model", default=None, metavar="PATH",
+        help="the line network for digits that touch (default: the bundled one; 'none': cuts read by the model)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not Path(args.model).exists():
         sys.exit(f"no model at {args.model}: train one with `mnistctl train` or pass --model")
@@ -234,6 +238,7 @@ def main() -> None:
     from mnistctl.data.mnist import default_data_dir, load_split
     from mnistctl.errors import MnistctlError
 
+    line_model = {None: True, "none": False}.get(args.line_model, args.line_model)
     data_dir = args.data_dir or default_data_dir()
     try:
         images, labels = load_split(data_dir, "test")
@@ -250,7 +255,7 @@ def main() -> None:
         shape = {"most": args.most, "least": args.least, "sizes": args.sizes, "page": args.page}
         numbers = write_numbers(images, labels, args.count, args.seed, directory, args.touching, **shape)
         render_s = time.perf_counter() - start
-        preds, read_s = read_numbers(numbers, args.model, args.workers)
+        preds, read_s = read_numbers(numbers, args.model, args.workers, line_model)
         if args.samples:
             write_samples(numbers, preds, args.samples)
     import mnistctl
@@ -274,14 +279,14 @@ def main() -> None:
     size = f", digit frames {args.sizes[0]}-{args.sizes[1]} px"
     what = f"{args.least}-{args.most} digits, {per_image:.2f} on average{touch}{size}{page}"
     print(f"| numbers ({what}), seed {args.seed} | {n} |")
-    print(f"| model | {args.model} |")
+    print(f"| model | {args.model}, line network: {args.line_model or 'bundled'} |")
     print(f"| numbers read exactly | {exact / n:.2%} ({exact}/{n}) |")
     print(f"| numbers split into the right count of digits | {sum(split) / n:.2%} |")
     print(f"| per-digit accuracy | {digits_right / digits_total:.2%} ({digits_right}/{digits_total}) |")
     print(f"| files that failed | {len(failed)} |")
     print(f"| rendering | {render_s:.1f} s |")
     print(f"| reading (Reader.read_numbers, {args.workers} worker) | {read_s:.1f} s, {n / read_s:.0f} numbers/s |")
-    ms = reading_ms(images, args.seed, args.model, args.touching)
+    ms = reading_ms(images, args.seed, args.model, args.touching, line_model=line_model)
     spread = f"median {statistics.median(ms):.1f} ms, {min(ms):.1f}-{max(ms):.1f} ms"
     print(
         f"| read_number, 1000x300 photos of 6 digits{touch}, beyond decoding (10 photos, best of 3 each) | {spread} |"

@@ -1,5 +1,6 @@
 """The networks, by name: ``seed`` (the original project's), ``compact`` (the CPU default) and ``wide`` (the GPU
-default: the same shape, twice the width, which a GPU computes in about the same time)."""
+default: the same shape, twice the width, which a GPU computes in about the same time); and :class:`LineNet`, the
+number reader's network for digits that touch."""
 
 from __future__ import annotations
 
@@ -170,3 +171,42 @@ def get_architecture(name: str) -> Architecture:
     """The network ``name``; an unknown one is refused as every architecture name is (``config.ARCHS``)."""
     ARCHS.check(name)
     return ARCHITECTURES[name]
+
+
+class LineNet(nn.Module):
+    """The line network: reads a group of ink whose digits may touch (a strip 28 px high, any multiple of 4
+    wide: :func:`~mnistctl.imaging.segment.line_strip`) as a sequence, one output for every 4 px column —
+    the ten digits, "not a digit", and "nothing new here" (CTC's blank, last). Convolutions as the compact
+    network's bring the strip to 3 rows of 96 channels a column; two convolutions along the line then see about
+    two digits' width either side. Trained by bench/line_model.py on MNIST training digits run together."""
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 64, 96), hidden: int = 96, classes: int = 12) -> None:
+        super().__init__()
+        a, b, c = widths
+        self.features = nn.Sequential(
+            nn.PixelUnshuffle(2),  # 1×28×W → 4×14×W/2
+            nn.Conv2d(4, a, 3, padding=1, bias=False),
+            nn.BatchNorm2d(a),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(a, b, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),  # 7×W/4
+            nn.BatchNorm2d(b),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(b, c, 3, padding=1, bias=False),
+            nn.MaxPool2d((2, 1)),  # 3×W/4
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        )
+        self.sequence = nn.Sequential(
+            nn.Conv1d(3 * c, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(hidden, hidden, 5, padding=2, bias=False),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(hidden, classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N×1×28×W strips → N×classes×(W/4) scores."""
+        return self.sequence(torch.flatten(self.features(x), 1, 2))

@@ -38,6 +38,7 @@ from mnistctl.imaging import (
     to_gray,
 )
 from mnistctl.imaging.segment import Choices, best_path, segment_choices, segment_digits
+from mnistctl.line import LINE_MODEL, decode, load_line_model
 from mnistctl.results import NOT_A_DIGIT, UNSURE, DigitReading, ModelMeta, NumberReading, ReadFailure
 
 if TYPE_CHECKING:
@@ -57,12 +58,15 @@ def load_reader(
     device: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
+    line_model: str | os.PathLike[str] | bool = True,
 ) -> Reader:
     """A reader for the checkpoint ``model`` (default: the model bundled with mnistctl).
 
     ``device``: "cpu", "cuda", "cuda:1", "mps", or None for the best there is (``$MNISTCTL_DEVICE`` if set).
     ``precision``: "fp32", "bf16", "fp16", "amp" (the device's mixed precision), or None for the device's
     default. ``threads``: torch's intra-op thread count, which is process-wide; None leaves it as it is.
+    ``line_model``: the line network that reads a number's groups of ink that may be digits touching (True:
+    the one bundled with mnistctl; a path: that file; False: none, and the model reads them by trying cuts).
     Raises :class:`~mnistctl.errors.MnistctlError` (naming the file) for a checkpoint that cannot be used.
     """
     from mnistctl.checkpoint import build_model, bundled_model_path, load_checkpoint
@@ -78,7 +82,14 @@ def load_reader(
     elif precision == "amp":
         precision = amp_precision(torch_device)
     network = build_model(checkpoint, torch_device, precision)
-    return Reader(network, torch_device, _meta(checkpoint, str(path), str(torch_device), precision))
+    meta = _meta(checkpoint, str(path), str(torch_device), precision)
+    line = None
+    if line_model is True:
+        line_model = LINE_MODEL
+    if line_model is not False:
+        line = load_line_model(line_model, torch_device)
+        meta = dataclasses.replace(meta, line_model=os.fspath(line_model))
+    return Reader(network, torch_device, meta, line)
 
 
 def _meta(checkpoint: Checkpoint, path: str, device: str, precision: str) -> ModelMeta:
@@ -127,6 +138,7 @@ class Preprocessing:
     invert: str = "auto"  # "auto" (the border decides), "yes" (dark ink on light paper), "no"
     preprocess: bool = True  # False: only resize to 28×28 (for images already framed like MNIST's)
     normalise_strokes: bool = True  # bring much thinner or thicker strokes towards MNIST's width
+    lines: bool = False  # a number's groups that may be digits touching go to the line network
 
     def __post_init__(self) -> None:
         if self.invert not in INVERT_CHOICES:
@@ -141,7 +153,8 @@ class Preprocessing:
 
     def number(self, image: ImageInput) -> _Prepared:
         """The inputs for a number's digits: finding them is preprocessing, so ``preprocess`` does not apply."""
-        groups = segment_choices(to_gray(image), self.invert, normalise_strokes=self.normalise_strokes)
+        options = {"normalise_strokes": self.normalise_strokes, "lines": self.lines}
+        groups = segment_choices(to_gray(image), self.invert, **options)
         digits = [d for group in groups for d in group.digits]  # a group's every way of being read
         return _Prepared([d.pixels for d in digits], [d.box for d in digits], choices=groups)
 
@@ -168,8 +181,15 @@ def looks_like_a_number(gray: np.ndarray, invert: str) -> bool:
 class Reader:
     """A loaded model on its device, in its precision. Made by :func:`load_reader`; see docs/api.md."""
 
-    def __init__(self, network: torch.nn.Module, device: torch.device, meta: ModelMeta) -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        device: torch.device,
+        meta: ModelMeta,
+        line: tuple[torch.nn.Module, float] | None = None,
+    ) -> None:
         self.network = network.eval()
+        self.line = line  # the line network and its temperature, or None
         self.device = device
         self.meta = meta
         self._mean = meta.normalization["mean"]
@@ -209,7 +229,7 @@ class Reader:
     ) -> NumberReading:
         """The number written on one line in ``image``, digit by digit, left to right (``?`` in its text for
         each digit declined, as :meth:`read_digit` declines). Raises ImageError."""
-        prepared = Preprocessing(invert, True, normalise_strokes).number(image)
+        prepared = Preprocessing(invert, True, normalise_strokes, self.line is not None).number(image)
         return next(self._readings([prepared], Answering(min_confidence, always_answer)))  # type: ignore[return-value]
 
     def read_digits(
@@ -244,7 +264,7 @@ class Reader:
     ) -> Iterator[NumberReading | ReadFailure]:
         """As :meth:`read_digits`, for images that each hold a number (the digits of all go through the network
         together, a number's digits in one batch)."""
-        options = Preprocessing(invert, True, normalise_strokes)
+        options = Preprocessing(invert, True, normalise_strokes, self.line is not None)
         answering = Answering(min_confidence, always_answer)
         return self._stream(images, options.number, answering, batch_size, workers)  # type: ignore[return-value]
 
@@ -290,6 +310,8 @@ class Reader:
         """Run the network on every input of ``prepared``, ``size`` at a time; a result for each item."""
         inputs = [pixels for item in prepared for pixels in item.pixels]
         probabilities = iter(self._probabilities(inputs, size) if inputs else [])
+        lines = [group.line for item in prepared for group in item.choices or () if group.line is not None]
+        symbols = iter(self._symbols([line.strip for line in lines]) if lines else [])
         for item in prepared:
             if item.error is not None:
                 yield ReadFailure(item.error)
@@ -300,7 +322,7 @@ class Reader:
             else:
                 pairs = zip(item.pixels, item.boxes, strict=True)
                 readings = [answering.reading(pixels, next(probabilities), box) for pixels, box in pairs]
-                yield NumberReading.of(_chosen(item.choices or [], readings))
+                yield NumberReading.of(_chosen(item.choices or [], readings, symbols, answering))
 
     def _probabilities(self, inputs: list[np.ndarray], size: int) -> list[list[float]]:
         import torch
@@ -314,16 +336,53 @@ class Reader:
                 out += self.network(x.to(self.device)).float().div(self._temperature).softmax(1).cpu().tolist()
         return out
 
+    def _symbols(self, strips: list[np.ndarray]) -> list[list[tuple[list[float], tuple[int, int]]]]:
+        """The line network's symbols in each strip (:func:`~mnistctl.line.decode`). Strips of the same width are
+        read together; never padded, so a strip reads the same whatever else is in the batch."""
+        import torch
 
-def _chosen(groups: list[Choices], readings: list[DigitReading]) -> list[DigitReading]:
+        assert self.line is not None
+        network, temperature = self.line
+        out: list[list[tuple[list[float], tuple[int, int]]]] = [[] for _ in strips]
+        by_width = itertools.groupby(
+            sorted(range(len(strips)), key=lambda k: strips[k].shape[1]), key=lambda k: strips[k].shape[1]
+        )
+        for _, same in by_width:
+            alike = list(same)
+            for start in range(0, len(alike), LINE_BATCH):
+                chunk = alike[start : start + LINE_BATCH]
+                x = torch.from_numpy(np.stack([strips[k] for k in chunk])[:, None]).float().div(255)
+                with torch.inference_mode():
+                    scores = network(x.to(self.device)).float().cpu().numpy()
+                for i, k in enumerate(chunk):
+                    out[k] = decode(scores[i], temperature)
+        return out
+
+
+LINE_BATCH = 256  # strips of one width the line network reads at once, at most
+
+
+def _chosen(
+    groups: list[Choices], readings: list[DigitReading], symbols: Iterator[list], answering: Answering
+) -> list[DigitReading]:
     """The number's digits: for each group of ink, the reading of the whole where the network takes it for one
-    digit, else the readings of the spans on its best path — the cuts whose pieces the network most believes
-    to be digits (:func:`~mnistctl.imaging.segment.best_path`)."""
+    digit (and the line network, where it read the group, finds one symbol there); else, where the line
+    network read the group, its symbols (each digit cut out where two meet); else the readings of the spans on
+    its best path — the cuts whose pieces the network most believes to be digits
+    (:func:`~mnistctl.imaging.segment.best_path`)."""
     out: list[DigitReading] = []
     start = 0
     for group in groups:
         mine = readings[start : start + len(group.spans)]
         start += len(group.spans)
+        if group.line is not None:
+            read = next(symbols)
+            if len(read) == 1 and mine and _one_digit(mine[0]):
+                out.append(mine[0])  # one digit, say both networks: the digit network's reading (measured better)
+            else:
+                digits = group.line.digits([frames for _, frames in read])
+                out += [answering.reading(d.pixels, p, d.box) for (p, _), d in zip(read, digits, strict=True)]
+            continue
         whole = group.spans.index((0, len(group.cuts) - 1)) if (0, len(group.cuts) - 1) in group.spans else None
         if whole is not None and _one_digit(mine[whole]):
             out.append(mine[whole])  # read whole, it is a digit: no cut is needed (nor, measured, better)

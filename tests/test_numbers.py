@@ -178,7 +178,7 @@ def test_a_hundred_digits_in_a_row_are_a_hundred() -> None:
 def test_a_long_strip_of_scribbles_is_bounded_work() -> None:
     """A megapixel strip of zigzags, each wide enough to be digits that touch: the stretches read are capped
     per image (the groups past the cap are cut at their weakest columns), not tens of thousands."""
-    from mnistctl.imaging.segment import MOST_STRETCHES, segment_choices
+    from mnistctl.imaging.segment import MOST_LINE, MOST_STRETCHES, segment_choices
 
     img = Image.new("L", (26000, 40), 255)
     draw = ImageDraw.Draw(img)
@@ -186,6 +186,18 @@ def test_a_long_strip_of_scribbles_is_bounded_work() -> None:
         draw.line([(10 + 258 * k + 10 * i, 5 if i % 2 else 35) for i in range(26)], fill=0, width=3)
     groups = segment_choices(np.asarray(img))
     assert len(groups) == 100 and sum(len(g.spans) for g in groups) <= 2 * MOST_STRETCHES
+    # For the line network, the strips are capped per image too; the groups past the cap are cut. (Here the
+    # zigzags are near enough to be joined into one, too long a strip: it is cut.)
+    for gap in (8, 40):
+        img = Image.new("L", (100 * (250 + gap), 40), 255)
+        draw = ImageDraw.Draw(img)
+        for k in range(100):
+            draw.line([(10 + (250 + gap) * k + 10 * i, 5 if i % 2 else 35) for i in range(26)], fill=0, width=3)
+        groups = segment_choices(np.asarray(img), lines=True)
+        strips = [g.line.strip.shape[1] for g in groups if g.line is not None]
+        assert sum(strips) <= MOST_LINE + 16  # the last one a margin over
+        assert len(strips) == 0 if gap == 8 else 0 < len(strips) < 100
+        assert sum(len(g.spans) for g in groups if g.line is None) <= 2 * MOST_STRETCHES
 
 
 def test_a_blank_page_has_no_number() -> None:

@@ -52,7 +52,7 @@ def fragments(digits: np.ndarray, count: int, seed: int) -> np.ndarray:
     out = np.empty((count, 28, 28), np.uint8)
     made = 0
     while made < count:
-        first, second = (_ink(digits[rng.randrange(len(digits))]) for _ in range(2))
+        first, second = (digit_ink(digits[rng.randrange(len(digits))]) for _ in range(2))
         overlap = round(min(first.shape[1], second.shape[1]) * rng.uniform(0.0, 0.35))
         height = max(first.shape[0], second.shape[0])
         canvas = np.zeros((height, first.shape[1] + second.shape[1] - overlap), np.uint8)
@@ -130,7 +130,7 @@ def _run_together(chosen: list[np.ndarray], rng: random.Random) -> tuple[np.ndar
     each a little bigger or smaller and off the line: the canvas (white on black) and each digit's columns."""
     inks = []
     for digit in chosen:
-        ink = _ink(digit)
+        ink = digit_ink(digit)
         scale = rng.uniform(0.85, 1.15)
         size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
         inks.append(np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.BILINEAR)))
@@ -148,7 +148,7 @@ def _run_together(chosen: list[np.ndarray], rng: random.Random) -> tuple[np.ndar
     return canvas, [(x, x + ink.shape[1]) for x, ink in zip(xs, inks, strict=True)]
 
 
-def _ink(digit: np.ndarray) -> np.ndarray:
+def digit_ink(digit: np.ndarray) -> np.ndarray:
     """One 28×28 digit at 4× its size, cropped to its ink."""
     big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
     rows, cols = np.flatnonzero(big.max(1) > 30), np.flatnonzero(big.max(0) > 30)

@@ -279,20 +279,28 @@ def _resize(a: np.ndarray, size: tuple[int, int], method: Image.Resampling, gap:
     return np.asarray(Image.fromarray(a).resize(size, method, reducing_gap=gap))
 
 
-def fit_and_centre(patch: np.ndarray) -> np.ndarray:
-    """Fit the longer side of ``patch`` (ink, white on black, cropped) to 20 px and paste it into 28×28 so
-    that its centre of mass is at (14, 14). Pillow box-reduces first (reducing_gap), then Lanczos anti-aliases."""
-    h, w = patch.shape
-    scale = BOX / max(w, h)
-    pw, ph = max(1, round(w * scale)), max(1, round(h * scale))
-    small = _resize(patch, (pw, ph), Image.Resampling.LANCZOS, 3.0)
+def resize_ink(patch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Ink (white on black) resized to ``size`` (width, height), its strongest pixel brought to 255: thin strokes
+    fade when shrunk, and MNIST's strokes peak at 255. Pillow box-reduces first (reducing_gap), then Lanczos
+    anti-aliases. Raises ImageError when nothing is left."""
+    small = _resize(patch, size, Image.Resampling.LANCZOS, 3.0)
     top_value = int(small.max())
     if top_value == 0:
         raise ImageError(BLANK)
+    if top_value < 255:
+        small = ((small.astype(np.int32) * 255 + top_value // 2) // top_value).astype(np.uint8)
+    return small
+
+
+def fit_and_centre(patch: np.ndarray) -> np.ndarray:
+    """Fit the longer side of ``patch`` (ink, white on black, cropped) to 20 px and paste it into 28×28 so
+    that its centre of mass is at (14, 14)."""
+    h, w = patch.shape
+    scale = BOX / max(w, h)
+    pw, ph = max(1, round(w * scale)), max(1, round(h * scale))
+    small = resize_ink(patch, (pw, ph))
     left = min(max(round(CENTRE - _centre(small.sum(0, dtype=np.int64))), 0), SIZE - pw)
     top = min(max(round(CENTRE - _centre(small.sum(1, dtype=np.int64))), 0), SIZE - ph)
-    if top_value < 255:  # thin strokes fade when shrunk; MNIST strokes peak at 255
-        small = ((small.astype(np.int32) * 255 + top_value // 2) // top_value).astype(np.uint8)
     canvas = np.zeros((SIZE, SIZE), np.uint8)
     canvas[top : top + ph, left : left + pw] = small
     return canvas

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from mnistctl.imaging.digit import (
     ink_strength,
     normalise_stroke,
     reduce_to_work_size,
+    resize_ink,
     work_reduction,
 )
 
@@ -116,20 +118,78 @@ class Choices:
     cuts: tuple[int, ...]
     spans: tuple[tuple[int, int], ...]
     digits: tuple[Digit, ...]
+    # With ``lines``, a group that may be several digits is read by the line network; its one span, if any, is the
+    # whole group, where it is not too wide to be one digit.
+    line: Line | None = None
+
+
+@dataclass(frozen=True)
+class Line:
+    """A group of ink that may be digits touching, for the line network: ``strip`` is its input
+    (:func:`line_strip`); :meth:`digits` cuts the group where the network's symbols meet."""
+
+    strip: np.ndarray
+    scale: float  # strip pixels per working pixel
+    group: _Group
+    strength: np.ndarray  # the group's own ink, working pixels (its box)
+    factor: int  # working pixels → the image's
+    shape: tuple[int, int]  # the image's
+    normalise_strokes: bool
+    pen: float | None  # the group's stroke width, measured once
+    offset: tuple[int, int] = (0, 0)  # where the part of the image it was found in starts
+
+    def digits(self, frames: Sequence[tuple[int, int]]) -> list[Digit]:
+        """One digit for each symbol (its first and last frame, left to right): the group cut between each two
+        symbols at the weakest column of the middle half between them (fewest strokes crossed, then least
+        ink), by a path that winds between the strokes there (:func:`_seams`)."""
+        width = self.strength.shape[1]
+        mask = self.strength > 0
+        strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)
+        profile = self.strength.sum(0, dtype=np.int64)
+        # Where each symbol is, in the group's columns (the network marks a digit at a frame inside it).
+        at = [min(width - 1, max(0, round(((a + b + 1) * FRAME / 2 - LINE_PAD) / self.scale))) for a, b in frames]
+        cuts = [0]
+        for left, right in zip(at, at[1:], strict=False):
+            quarter = (right - left) // 4
+            window = range(max(cuts[-1] + 1, left + quarter), right - quarter + 1)
+            cuts.append(min(window, key=lambda i: (strokes[i], profile[i])) if window else cuts[-1])
+        cuts.append(width)
+        seams = _seams(self.strength, cuts, round(SEAM_REACH * self.group.height))
+        out = []
+        for k in range(len(frames)):
+            cut = _cut_out(self.strength, self.group, seams[k], seams[k + 1], self.normalise_strokes, self.pen)
+            if cut is None:  # nothing between the seams (two symbols at one column): the whole group's box
+                box, pixels = self.group.box, np.zeros((28, 28), np.uint8)
+            else:
+                box, pixels = cut
+            x0, y0, x1, y1 = _scale_box(box, self.factor, self.shape)
+            dx, dy = self.offset
+            out.append(Digit((x0 + dx, y0 + dy, x1 + dx, y1 + dy), pixels))
+        return out
 
 
 def segment_choices(
-    gray: np.ndarray, invert: str = "auto", *, normalise_strokes: bool = True, recognise: bool = True
+    gray: np.ndarray,
+    invert: str = "auto",
+    *,
+    normalise_strokes: bool = True,
+    recognise: bool = True,
+    lines: bool = False,
 ) -> list[Choices]:
     """:func:`segment_digits`' groups of ink, left to right, each with its ways of being read: a group wide
     enough to be digits that touch has, with ``recognise``, every plausible cut (:func:`_candidate_cuts`) and
     every stretch between two of them that could be one digit; without, the cuts :func:`segment_digits` makes
-    (the weakest columns near where cuts are expected). Raises ImageError when there is no digit."""
+    (the weakest columns near where cuts are expected). With ``lines`` (and ``recognise``), groups less than
+    JOIN_GAP sizes apart are joined, and a joined group, or one wider than LINE_SEVERAL of its height, is a
+    :class:`Line` for the line network instead, while the image's strips are under MOST_LINE. Raises ImageError
+    when there is no digit."""
     gray = check_gray(gray)
-    return _choices(gray, invert, normalise_strokes, recognise, dust_pixels(gray.shape))
+    return _choices(gray, invert, normalise_strokes, recognise and lines, recognise, dust_pixels(gray.shape))
 
 
-def _choices(gray: np.ndarray, invert: str, normalise_strokes: bool, recognise: bool, dust: float) -> list[Choices]:
+def _choices(
+    gray: np.ndarray, invert: str, normalise_strokes: bool, lines: bool, recognise: bool, dust: float
+) -> list[Choices]:
     """:func:`segment_choices`, ``dust`` being in the pixels of the page the image is (a part of)."""
     from scipy import ndimage  # ~0.1 s to import: only when a number is read
 
@@ -146,16 +206,33 @@ def _choices(gray: np.ndarray, invert: str, normalise_strokes: bool, recognise: 
     if region is not None:  # small digits on a big page: read from the image's own pixels round them
         x0, y0, x1, y1 = region
         polarity = "yes" if inverted else "no"  # as the page decided it
-        inside = _choices(gray[y0:y1, x0:x1], polarity, normalise_strokes, recognise, dust)
+        inside = _choices(gray[y0:y1, x0:x1], polarity, normalise_strokes, lines, recognise, dust)
         return [_moved(choices, x0, y0) for choices in inside]
     out = []
-    budget = MOST_STRETCHES
+    budget, line_budget = MOST_STRETCHES, MOST_LINE
+    joined = set()
+    if lines:
+        groups, joined = _runs(groups, JOIN_GAP * _typical_size(groups))
     for group in groups:
         others = [g for g in groups if g is not group]
         size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
         mask = np.isin(labels[group.box[1] : group.box[3], group.box[0] : group.box[2]], group.labels)
         strength = np.where(mask, ink[group.box[1] : group.box[3], group.box[0] : group.box[2]], 0)
         several = group.width > MAYBE_SEVERAL * group.height or group.width > SPLIT_WIDTH * size
+        for_line = id(group) in joined or group.width > LINE_SEVERAL * group.height or several
+        if lines and for_line and group.width * LINE_BOX <= line_budget * group.height:
+            pen = box_stroke_width(strength, size) if normalise_strokes else None
+            strip, scale = line_strip(strength)
+            line_budget -= strip.shape[1]
+            line = Line(strip, scale, group, strength, factor, gray.shape, normalise_strokes, pen)
+            whole = ()
+            if group.width <= SPLIT_WIDTH * max(size, group.height):  # it may be one digit: the digit network too
+                edges = np.repeat(np.asarray([[0], [group.width]]), group.height, 1)
+                cut = _cut_out(strength, group, edges[0], edges[1], normalise_strokes, pen)
+                if cut is not None:
+                    whole = (Digit(_scale_box(cut[0], factor, gray.shape), cut[1]),)
+            out.append(Choices((0, group.width), ((0, 1),) if whole else (), whole, line))
+            continue
         spans = []
         if recognise and several and group.width <= MOST_CUTS * CUT_SPACING * size:  # bounded work per group
             cuts = _candidate_cuts(mask, strength, size)
@@ -200,6 +277,31 @@ CUT_SPACING = 0.1  # candidate cuts are the least inked columns of windows this 
 CUT_STROKES = 2  # ... that cross no more than this many strokes (the seam winds round them; three: inside an 8)
 MOST_CUTS = 96  # more than this (a long line, an underline: about 9 digits touching) and cuts are not tried
 MOST_STRETCHES = 2048  # stretches read in one image, at most: groups past it are cut at their weakest columns
+MOST_LINE = 8192  # strip pixels the line network reads in one image, at most (about 500 digits): groups past it are
+# cut as above
+
+
+# For the line network: groups closer than JOIN_GAP sizes are read together (a digit broken into pieces side by
+# side, digits that nearly touch), and a group wider than LINE_SEVERAL of its height is read by it. Measured
+# (docs/benchmarks.md): 0.15 and 0.5 read more numbers, apart and touching, than 0 or 0.3 and 0.75.
+JOIN_GAP = 0.15
+LINE_SEVERAL = 0.5
+
+
+def _runs(groups: list[_Group], gap: float) -> tuple[list[_Group], set[int]]:
+    """Groups less than ``gap`` apart joined into one, left to right, and the ids of the joined ones."""
+    out: list[_Group] = []
+    joined: set[int] = set()
+    for g in groups:
+        if out and g.box[0] - out[-1].box[2] < gap:
+            last = out[-1]
+            merged = _Group(last.labels + g.labels, _union(last.box, g.box))
+            out[-1] = merged
+            joined.discard(id(last))
+            joined.add(id(merged))
+        else:
+            out.append(g)
+    return out, joined
 
 
 def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list[int]:
@@ -359,7 +461,10 @@ def _union(*boxes: Box) -> Box:
 def _moved(choices: Choices, dx: int, dy: int) -> Choices:
     """``choices`` found in a part of an image whose corner is at (dx, dy): its boxes in the whole image's pixels."""
     moved = (Digit((d.box[0] + dx, d.box[1] + dy, d.box[2] + dx, d.box[3] + dy), d.pixels) for d in choices.digits)
-    return Choices(choices.cuts, choices.spans, tuple(moved))
+    line = choices.line
+    if line is not None:
+        line = dataclasses.replace(line, offset=(line.offset[0] + dx, line.offset[1] + dy))
+    return Choices(choices.cuts, choices.spans, tuple(moved), line)
 
 
 def _split_touching(group: _Group, labels: np.ndarray, ink: np.ndarray, size: float) -> list[Box]:
@@ -398,3 +503,24 @@ def _scale_box(box: Box, factor: int, shape: tuple[int, int]) -> Box:
     """A box in working pixels → the same box in the original image's pixels."""
     h, w = shape
     return box[0] * factor, box[1] * factor, min(w, box[2] * factor), min(h, box[3] * factor)
+
+
+# The line network's input (:func:`line_strip`): a group of ink with its height fitted to LINE_BOX px (as MNIST
+# fits a digit's longer side to 20 px), LINE_PAD px of black round it, its width a multiple of FRAME: the
+# network gives one output a FRAME px column.
+LINE_BOX = 20
+LINE_PAD = 4
+FRAME = 4
+
+
+def line_strip(ink: np.ndarray) -> tuple[np.ndarray, float]:
+    """A group of ink (white on black, cropped to it) as the line network reads it, and its scale (strip
+    pixels per pixel of ``ink``)."""
+    h, w = ink.shape
+    scale = LINE_BOX / h
+    width = max(1, round(w * scale))
+    small = resize_ink(ink, (width, LINE_BOX))
+    total = -(-(width + 2 * LINE_PAD) // FRAME) * FRAME
+    strip = np.zeros((LINE_BOX + 2 * LINE_PAD, total), np.uint8)
+    strip[LINE_PAD : LINE_PAD + LINE_BOX, LINE_PAD : LINE_PAD + width] = small
+    return strip, scale

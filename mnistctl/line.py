@@ -1,0 +1,103 @@
+"""The line network (:class:`~mnistctl.models.LineNet`): its file, and what its outputs say.
+
+The number reader gives it each group of ink that may be several digits touching (a strip:
+:func:`~mnistctl.imaging.segment.line_strip`); it answers, for every FRAME px column, how likely each digit,
+"not a digit", and CTC's blank ("nothing new here") are. :func:`decode` reads that as symbols left to right.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mnistctl.errors import MnistctlError, first_line
+
+if TYPE_CHECKING:
+    import torch
+
+LINE_MODEL = Path(__file__).parent / "weights" / "line_model.pt"
+FORMAT = "mnistctl-line/1"
+NOT_A_DIGIT_CLASS = 10
+BLANK_CLASS = 11
+
+
+def save_line_model(net: torch.nn.Module, temperature: float, made: dict[str, Any], path: Path) -> None:
+    """Write the network (weights in fp16: half the size, the same readings), its calibration temperature, and
+    how it was made, to ``path``: serialised in memory, then written whole or not at all."""
+    import torch
+
+    from mnistctl.fsutil import atomic_file
+
+    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "state_dict": state, "temperature": temperature, "made": made}, buffer)
+    with atomic_file(path) as f:
+        f.write(buffer.getbuffer())
+
+
+def load_line_model(path: str | os.PathLike[str], device: torch.device) -> tuple[torch.nn.Module, float]:
+    """The line network in ``path``, in fp32 on ``device`` for inference, and its temperature. The file is read
+    as a checkpoint is (:func:`~mnistctl.archive.read_archive`: bounded, no pickle that runs code); anything
+    wrong with it is one :class:`MnistctlError` naming it."""
+    import torch
+
+    from mnistctl.archive import read_archive
+    from mnistctl.models import LineNet
+
+    path = Path(path)
+    saved = read_archive(path, REINSTALL)
+    net = LineNet()
+    try:
+        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+            raise ValueError(f"it is not an mnistctl line model ({FORMAT})")
+        state = saved["state_dict"]
+        if not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError("its weights are not all tensors")
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        if not all(bool(torch.isfinite(p).all()) for p in net.state_dict().values() if p.is_floating_point()):
+            raise ValueError("its weights are not all finite numbers")
+        temperature = saved["temperature"]
+        if not isinstance(temperature, float) or not 0.05 <= temperature <= 20:
+            raise ValueError("its temperature is not a number from 0.05 to 20")
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MnistctlError(f"{path}: cannot load the line model: {first_line(e)}", REINSTALL) from None
+    return net.to(device).eval(), temperature
+
+
+REINSTALL = "reinstall mnistctl (pip install --force-reinstall mnistctl), or pass line_model=False"
+
+
+def decode(scores: torch.Tensor | np.ndarray, temperature: float = 1.0) -> list[tuple[list[float], tuple[int, int]]]:
+    """The symbols in one strip's scores (classes×frames), left to right: for each, the probabilities of the
+    ten digits and "not a digit" (eleven, summing to 1) at the frame where it is most surely there, and its
+    first and last frame. Greedy CTC decoding: each frame's likeliest class; a run of one class is one symbol,
+    blanks none. Never none: ink is there, so where every frame is likeliest blank, the frame where a symbol
+    is likeliest is one."""
+    logits = np.asarray(scores, np.float64) / temperature
+    logits -= logits.max(0, keepdims=True)
+    probabilities = np.exp(logits)
+    probabilities /= probabilities.sum(0, keepdims=True)
+    best = probabilities.argmax(0)
+    out = []
+    frame = 0
+    frames = len(best)
+    while frame < frames:
+        c = best[frame]
+        end = frame
+        while end + 1 < frames and best[end + 1] == c:
+            end += 1
+        if c != BLANK_CLASS:
+            there = 1 - probabilities[BLANK_CLASS, frame : end + 1]
+            peak = frame + int(there.argmax())
+            p = probabilities[:BLANK_CLASS, peak]
+            out.append(((p / p.sum()).tolist(), (frame, end)))
+        frame = end + 1
+    if not out and frames:
+        peak = int(probabilities[BLANK_CLASS].argmin())
+        p = probabilities[:BLANK_CLASS, peak]
+        out.append(((p / p.sum()).tolist(), (peak, peak)))
+    return out

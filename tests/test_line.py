@@ -1,0 +1,157 @@
+"""The line network: its input strips, what its outputs are read as, its file, and the reader's use of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import reader_of
+from PIL import Image, ImageDraw
+from test_numbers import page
+
+from mnistctl.errors import MnistctlError
+from mnistctl.imaging.segment import FRAME, LINE_BOX, LINE_PAD, line_strip, segment_choices
+from mnistctl.line import BLANK_CLASS, LINE_MODEL, NOT_A_DIGIT_CLASS, decode, load_line_model, save_line_model
+from mnistctl.models import LineNet
+
+
+def scores_for(classes: list[int], sure: float = 8.0) -> np.ndarray:
+    """Scores (classes × frames) whose likeliest class at each frame is the one given."""
+    scores = np.zeros((BLANK_CLASS + 1, len(classes)))
+    scores[classes, np.arange(len(classes))] = sure
+    return scores
+
+
+def test_decode_reads_runs_of_one_class_as_one_symbol_and_blanks_as_none() -> None:
+    b = BLANK_CLASS
+    read = decode(scores_for([b, 3, 3, b, 3, b, b, NOT_A_DIGIT_CLASS, 7]))
+    assert [max(range(11), key=p.__getitem__) for p, _ in read] == [3, 3, NOT_A_DIGIT_CLASS, 7]
+    assert [frames for _, frames in read] == [(1, 2), (4, 4), (7, 7), (8, 8)]
+    for probabilities, _ in read:
+        assert len(probabilities) == 11 and sum(probabilities) == pytest.approx(1)
+
+
+def test_decode_divides_by_the_temperature() -> None:
+    ((sharp, _),) = decode(scores_for([5], sure=3.0), temperature=0.5)
+    ((soft, _),) = decode(scores_for([5], sure=3.0), temperature=2.0)
+    assert max(sharp) > max(soft) > 1 / 11
+
+
+def test_decode_of_ink_that_no_frame_takes_for_a_symbol_is_still_one_symbol() -> None:
+    scores = scores_for([BLANK_CLASS] * 4)
+    scores[2, 2] = 7.0  # a 2 is likeliest there, though blank is likelier still
+    ((probabilities, frames),) = decode(scores)
+    assert frames == (2, 2) and max(range(11), key=probabilities.__getitem__) == 2
+
+
+def test_a_strip_is_the_ink_at_twenty_px_high_in_a_black_margin() -> None:
+    ink = np.zeros((50, 130), np.uint8)
+    ink[:, :] = 255
+    strip, scale = line_strip(ink)
+    assert scale == pytest.approx(LINE_BOX / 50)
+    assert strip.shape[0] == LINE_BOX + 2 * LINE_PAD and strip.shape[1] % FRAME == 0
+    rows, cols = np.flatnonzero(strip.max(1)), np.flatnonzero(strip.max(0))
+    assert (rows[0], rows[-1] + 1) == (LINE_PAD, LINE_PAD + LINE_BOX)
+    assert cols[0] == LINE_PAD and cols[-1] + 1 == LINE_PAD + round(130 * scale)
+
+
+def _touching() -> np.ndarray:
+    """A 1 and a 0 written into each other, then a 1 apart: one wide group of ink, and one narrow digit."""
+    return page([("1", (40, 50, 90, 150)), ("0", (75, 50, 150, 150)), ("1", (230, 50, 290, 150))], (360, 200))
+
+
+def test_a_wide_group_becomes_a_line_only_when_lines_are_asked_for() -> None:
+    plain = segment_choices(_touching())
+    assert [c.line is None for c in plain] == [True, True]
+    first, second = segment_choices(_touching(), lines=True)
+    assert first.line is not None and second.line is None
+    # Not too wide to be one digit: the whole group is offered to the digit network too.
+    assert first.spans == ((0, 1),) and first.digits[0].box == first.line.group.box
+    assert first.line.strip.shape[0] == LINE_BOX + 2 * LINE_PAD
+
+
+def test_a_line_is_cut_between_its_symbols_at_the_weakest_column() -> None:
+    (group, _) = segment_choices(_touching(), lines=True)
+    line = group.line
+    width = line.strip.shape[1] // FRAME
+
+    def frame(x: int) -> int:  # an image column → the strip's frame there (the group starts near x = 40)
+        return int(((x - line.group.box[0]) * line.scale + LINE_PAD) // FRAME)
+
+    one, zero = line.digits([(frame(62), frame(62)), (frame(112), frame(112))])
+    assert frame(112) < width
+    print(one.box, zero.box)
+    assert one.box[0] < 60 and 60 < one.box[2] < 90  # the 1 alone: the cut is where the two touch
+    assert zero.box[0] >= one.box[2] - 12 and zero.box[2] > 140
+    assert one.pixels.shape == zero.pixels.shape == (28, 28) and one.pixels.max() == 255
+
+
+def test_a_line_model_is_saved_in_half_precision_and_loads_the_same(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = LineNet().eval()
+    path = tmp_path / "line.pt"
+    save_line_model(net, 1.3, {"command": "a test"}, path)
+    loaded, temperature = load_line_model(path, torch.device("cpu"))
+    assert temperature == 1.3 and path.stat().st_size < 600_000
+    x = torch.rand(2, 1, 28, 64)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), net(x), atol=0.05)
+
+
+def test_a_damaged_line_model_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "line.pt"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(MnistctlError, match="line.pt"):
+        load_line_model(bad, torch.device("cpu"))
+    torch.save({"format": "something else"}, bad)
+    with pytest.raises(MnistctlError, match="not an mnistctl line model"):
+        load_line_model(bad, torch.device("cpu"))
+    net = LineNet()
+    save_line_model(net, 1.0, {}, bad)
+    saved = torch.load(bad, weights_only=True)
+    saved["state_dict"]["sequence.6.bias"][0] = float("nan")
+    torch.save(saved, bad)
+    with pytest.raises(MnistctlError, match="not all finite"):
+        load_line_model(bad, torch.device("cpu"))
+
+
+def test_the_bundled_reader_has_the_line_network_and_false_leaves_it_out() -> None:
+    import mnistctl
+
+    assert mnistctl.load_reader(device="cpu").meta.line_model == str(LINE_MODEL)
+    assert mnistctl.load_reader(device="cpu", line_model=False).meta.line_model is None
+
+
+def test_a_number_with_a_line_is_read_by_the_line_network(tiny_net: torch.nn.Module) -> None:
+    """Which digits are read depends on the weights (random here): that the touching pair is read by the line
+    network, and the 1 apart by the digit network, with a box and a 28×28 input for each, is what is tested."""
+    torch.manual_seed(0)
+    line = LineNet().eval()
+    calls: list[tuple[int, ...]] = []
+    line.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
+    reader = reader_of(tiny_net)
+    reader.line = (line, 1.0)
+    reading = reader.read_number(_touching(), always_answer=True)
+    assert len(calls) == 1 and calls[0][:3] == (1, 1, LINE_BOX + 2 * LINE_PAD)
+    assert len(reading.digits) >= 2
+    for d in reading.digits:
+        assert d.pixels.shape == (28, 28) and d.box[2] > d.box[0]
+    assert reading.digits[-1].box[0] >= 225  # the 1, read alone, is last
+
+
+def test_the_bundled_line_network_reads_numbers_that_touch() -> None:
+    """Numbers drawn with pen strokes (not MNIST's writers), digits running into each other."""
+    from test_numbers import draw_digit
+
+    import mnistctl
+
+    reader = mnistctl.load_reader(device="cpu")
+    for text, step in (("4751", 0.8), ("2031", 0.75), ("70", 0.7)):
+        img = Image.new("L", (80 + 80 * len(text), 200), 235)
+        draw = ImageDraw.Draw(img)
+        for k, digit in enumerate(text):
+            x = 40 + round(k * 100 * step)
+            draw_digit(draw, digit, (x, 50, x + 100 if digit != "1" else x + 60, 150), 30)
+        assert reader.read_number(np.asarray(img)).text == text
