@@ -43,7 +43,6 @@ def load_line_model(path: str | os.PathLike[str], device: torch.device) -> tuple
     """The line network in ``path``, in fp32 on ``device`` for inference, and its temperature. The file is read
     as a checkpoint is (:func:`~mnistctl.archive.read_archive`: bounded, no pickle that runs code); anything
     wrong with it is one :class:`MnistctlError` naming it."""
-    import torch
 
     from mnistctl.archive import read_archive
     from mnistctl.models import LineNet
@@ -54,18 +53,39 @@ def load_line_model(path: str | os.PathLike[str], device: torch.device) -> tuple
     try:
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise ValueError(f"it is not an mnistctl line model ({FORMAT})")
-        state = saved["state_dict"]
-        if not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError("its weights are not all tensors")
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        if not all(bool(torch.isfinite(p).all()) for p in net.state_dict().values() if p.is_floating_point()):
-            raise ValueError("its weights are not all finite numbers")
-        temperature = saved["temperature"]
-        if not isinstance(temperature, float) or not 0.05 <= temperature <= 20:
+        state = _checked_weights(saved.get("state_dict"), net.state_dict())
+        temperature = saved.get("temperature")
+        number = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+        if not number or not 0.05 <= temperature <= 20:
             raise ValueError("its temperature is not a number from 0.05 to 20")
-    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        net.load_state_dict(state)
+    except (ValueError, RuntimeError) as e:  # RuntimeError: torch on a tensor it cannot compute with (sparse, say)
         raise MnistctlError(f"{path}: cannot load the line model: {first_line(e)}", REINSTALL) from None
-    return net.to(device).eval(), temperature
+    return net.to(device).eval(), float(temperature)
+
+
+def _checked_weights(state: Any, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` as the network's weights (fp32), if it is exactly what the network has: the same names, each
+    a real tensor of its shape and kind, finite, no negative variance. Raises ValueError saying what is not."""
+    import torch
+
+    if not isinstance(state, dict):
+        raise ValueError("it holds no weights")
+    for name in sorted(set(expected) ^ set(state), key=str)[:1]:
+        raise ValueError(f"{'it lacks' if name in expected else 'it has an unknown'} weight {str(name)[:80]!r}")
+    out = {}
+    for name, want in expected.items():
+        got = state[name]
+        floats = want.is_floating_point()
+        kind = isinstance(got, torch.Tensor) and (got.is_floating_point() if floats else got.dtype == want.dtype)
+        if not kind or got.shape != want.shape:
+            raise ValueError(f"its weight {name!r} is not a {tuple(want.shape)} tensor of {want.dtype}")
+        if floats and not bool(torch.isfinite(got).all()):
+            raise ValueError(f"its weight {name!r} is not all finite numbers")
+        if name.endswith("running_var") and bool((got < 0).any()):
+            raise ValueError(f"its weight {name!r} has a negative variance")
+        out[name] = got.to(want.dtype)
+    return out
 
 
 REINSTALL = "reinstall mnistctl (pip install --force-reinstall mnistctl), or pass line_model=False"

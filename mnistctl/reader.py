@@ -58,15 +58,16 @@ def load_reader(
     device: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
-    line_model: str | os.PathLike[str] | bool = True,
+    line_model: str | os.PathLike[str] | bool | None = True,
 ) -> Reader:
     """A reader for the checkpoint ``model`` (default: the model bundled with mnistctl).
 
     ``device``: "cpu", "cuda", "cuda:1", "mps", or None for the best there is (``$MNISTCTL_DEVICE`` if set).
     ``precision``: "fp32", "bf16", "fp16", "amp" (the device's mixed precision), or None for the device's
     default. ``threads``: torch's intra-op thread count, which is process-wide; None leaves it as it is.
-    ``line_model``: the line network that reads a number's groups of ink that may be digits touching (True:
-    the one bundled with mnistctl; a path: that file; False: none, and the model reads them by trying cuts).
+    ``line_model``: the line network that reads a number's groups of ink that may be digits touching (True or
+    None: the one bundled with mnistctl; a path: that file; False: none, and the model reads them by trying
+    cuts).
     Raises :class:`~mnistctl.errors.MnistctlError` (naming the file) for a checkpoint that cannot be used.
     """
     from mnistctl.checkpoint import build_model, bundled_model_path, load_checkpoint
@@ -84,9 +85,11 @@ def load_reader(
     network = build_model(checkpoint, torch_device, precision)
     meta = _meta(checkpoint, str(path), str(torch_device), precision)
     line = None
-    if line_model is True:
+    if line_model is True or line_model is None:
         line_model = LINE_MODEL
     if line_model is not False:
+        if not isinstance(line_model, str | os.PathLike):
+            raise UsageError(f"line_model must be True, False or a path, not {line_model!r}", "pass True, say")
         line = load_line_model(line_model, torch_device)
         meta = dataclasses.replace(meta, line_model=os.fspath(line_model))
     return Reader(network, torch_device, meta, line)
@@ -165,6 +168,13 @@ class _Prepared(NamedTuple):
     error: str | None = None  # why the image gave no input
     several: bool = False  # read as one digit, it looks like several side by side
     choices: list[Choices] | None = None  # for a number: its groups of ink, each with its ways of being read
+
+    @property
+    def work(self) -> int:
+        """How many inputs this is for the networks, to fill batches by: its 28×28 inputs, and a strip for the
+        line network as one for each 28 px of it (a number whose digits all touch has no 28×28 input)."""
+        strips = (c.line.strip.shape[1] for c in self.choices or () if c.line is not None)
+        return len(self.pixels) + sum(max(1, width // 28) for width in strips)
 
 
 WIDE = 1.3  # ink this many times wider than tall may be several digits: worth looking (MNIST's digits are ≤ 1)
@@ -284,7 +294,7 @@ class Reader:
                 pending += chunk
                 # The network runs on full batches (small ones cost it a third more per image), or on what is
                 # there whenever the next chunk is still being decoded: it works while the threads decode.
-                if not next_ready or sum(len(p.pixels) for p in pending) >= batch_size:
+                if not next_ready or sum(p.work for p in pending) >= batch_size:
                     yield from self._batched(pending, answering, batch_size)
                     pending = []
         yield from self._batched(pending, answering, batch_size)
@@ -297,7 +307,7 @@ class Reader:
         inputs = 0
         for item in prepared:
             batch.append(item)
-            inputs += len(item.pixels)
+            inputs += item.work
             if inputs >= size:
                 yield from self._readings(batch, answering, size)
                 batch, inputs = [], 0
@@ -347,10 +357,11 @@ class Reader:
         by_width = itertools.groupby(
             sorted(range(len(strips)), key=lambda k: strips[k].shape[1]), key=lambda k: strips[k].shape[1]
         )
-        for _, same in by_width:
+        for width, same in by_width:
             alike = list(same)
-            for start in range(0, len(alike), LINE_BATCH):
-                chunk = alike[start : start + LINE_BATCH]
+            per = max(1, LINE_BATCH_PIXELS // width)  # bounded memory, whatever the strips are
+            for start in range(0, len(alike), per):
+                chunk = alike[start : start + per]
                 x = torch.from_numpy(np.stack([strips[k] for k in chunk])[:, None]).float().div(255)
                 with torch.inference_mode():
                     scores = network(x.to(self.device)).float().cpu().numpy()
@@ -359,7 +370,7 @@ class Reader:
         return out
 
 
-LINE_BATCH = 256  # strips of one width the line network reads at once, at most
+LINE_BATCH_PIXELS = 16384  # columns of strips of one width the line network reads at once (256 of 64 px), at most
 
 
 def _chosen(

@@ -15,6 +15,7 @@ from mnistctl.errors import MnistctlError
 from mnistctl.imaging.segment import FRAME, LINE_BOX, LINE_PAD, line_strip, segment_choices
 from mnistctl.line import BLANK_CLASS, LINE_MODEL, NOT_A_DIGIT_CLASS, decode, load_line_model, save_line_model
 from mnistctl.models import LineNet
+from mnistctl.results import NumberReading
 
 
 def scores_for(classes: list[int], sure: float = 8.0) -> np.ndarray:
@@ -68,7 +69,7 @@ def test_a_wide_group_becomes_a_line_only_when_lines_are_asked_for() -> None:
     first, second = segment_choices(_touching(), lines=True)
     assert first.line is not None and second.line is None
     # Not too wide to be one digit: the whole group is offered to the digit network too.
-    assert first.spans == ((0, 1),) and first.digits[0].box == first.line.group.box
+    assert first.spans == ((0, 1),) and first.digits[0].box == first.line.group.box  # (working pixels = the image's)
     assert first.line.strip.shape[0] == LINE_BOX + 2 * LINE_PAD
 
 
@@ -82,7 +83,6 @@ def test_a_line_is_cut_between_its_symbols_at_the_weakest_column() -> None:
 
     one, zero = line.digits([(frame(62), frame(62)), (frame(112), frame(112))])
     assert frame(112) < width
-    print(one.box, zero.box)
     assert one.box[0] < 60 and 60 < one.box[2] < 90  # the 1 alone: the cut is where the two touch
     assert zero.box[0] >= one.box[2] - 12 and zero.box[2] > 140
     assert one.pixels.shape == zero.pixels.shape == (28, 28) and one.pixels.max() == 255
@@ -108,13 +108,25 @@ def test_a_damaged_line_model_is_one_clear_error(tmp_path: Path) -> None:
     torch.save({"format": "something else"}, bad)
     with pytest.raises(MnistctlError, match="not an mnistctl line model"):
         load_line_model(bad, torch.device("cpu"))
-    net = LineNet()
-    save_line_model(net, 1.0, {}, bad)
-    saved = torch.load(bad, weights_only=True)
-    saved["state_dict"]["sequence.6.bias"][0] = float("nan")
+    good = tmp_path / "good.pt"
+    save_line_model(LineNet(), 1.0, {}, good)
+    for change, problem in (
+        (lambda w: w.__setitem__("sequence.6.bias", torch.full((12,), float("nan"))), "not all finite"),
+        (lambda w: w.pop("sequence.6.bias"), "lacks weight 'sequence.6.bias'"),
+        (lambda w: w.__setitem__("extra", torch.zeros(1)), "unknown weight 'extra'"),
+        (lambda w: w.__setitem__("sequence.6.bias", torch.zeros(13)), r"not a \(12,\) tensor"),
+        (lambda w: w.__setitem__("sequence.6.bias", torch.zeros(12, dtype=torch.complex64)), "not a"),
+        (lambda w: w.__setitem__("features.2.running_var", -torch.ones(32)), "negative variance"),
+    ):
+        saved = torch.load(good, weights_only=True)
+        change(saved["state_dict"])
+        torch.save(saved, bad)
+        with pytest.raises(MnistctlError, match=problem):
+            load_line_model(bad, torch.device("cpu"))
+    saved = torch.load(good, weights_only=True)
+    saved["temperature"] = 2  # a whole number is a number
     torch.save(saved, bad)
-    with pytest.raises(MnistctlError, match="not all finite"):
-        load_line_model(bad, torch.device("cpu"))
+    assert load_line_model(bad, torch.device("cpu"))[1] == 2.0
 
 
 def test_the_bundled_reader_has_the_line_network_and_false_leaves_it_out() -> None:
@@ -122,6 +134,9 @@ def test_the_bundled_reader_has_the_line_network_and_false_leaves_it_out() -> No
 
     assert mnistctl.load_reader(device="cpu").meta.line_model == str(LINE_MODEL)
     assert mnistctl.load_reader(device="cpu", line_model=False).meta.line_model is None
+    assert mnistctl.load_reader(device="cpu", line_model=None).meta.line_model == str(LINE_MODEL)
+    with pytest.raises(mnistctl.UsageError, match="line_model must be True, False or a path"):
+        mnistctl.load_reader(device="cpu", line_model=3)
 
 
 def test_a_number_with_a_line_is_read_by_the_line_network(tiny_net: torch.nn.Module) -> None:
@@ -155,3 +170,24 @@ def test_the_bundled_line_network_reads_numbers_that_touch() -> None:
             x = 40 + round(k * 100 * step)
             draw_digit(draw, digit, (x, 50, x + 100 if digit != "1" else x + 60, 150), 30)
         assert reader.read_number(np.asarray(img)).text == text
+
+
+def test_numbers_whose_digits_all_touch_stream_as_they_are_read(tiny_net: torch.nn.Module) -> None:
+    """Such a number has no 28×28 input for the digit network, only a strip: its strip counts towards the batch,
+    so results come while a stream is still being read."""
+    torch.manual_seed(0)
+    reader = reader_of(tiny_net)
+    reader.line = (LineNet().eval(), 1.0)
+    touching = page([("4", (40, 50, 120, 150)), ("0", (100, 50, 180, 150)), ("2", (160, 50, 240, 150))], (280, 200))
+    taken = 0
+
+    def many():  # as good as endless here (finite, so that a failure is an assertion, not a hang)
+        nonlocal taken
+        for _ in range(200):
+            taken += 1
+            yield touching
+
+    results = reader.read_numbers(many(), workers=0, batch_size=16)
+    first = next(results)
+    assert isinstance(first, NumberReading) and taken <= 40
+    results.close()

@@ -113,13 +113,12 @@ class Choices:
     """One group of ink of a number, and the ways of reading it as digits: ``cuts`` are columns in it (its left
     and right edge first and last), each of ``spans`` a (from, to) pair of them that may hold one digit, with
     that digit in ``digits`` (same order). A group that is one digit has one span: (0, 1). The reader chooses
-    the spans from what the network makes of each (:func:`best_path`)."""
+    the spans from what the network makes of each (:func:`best_path`). A group with a ``line`` is read by
+    the line network; its only span, if any, is the whole group, where it may be one digit."""
 
     cuts: tuple[int, ...]
     spans: tuple[tuple[int, int], ...]
     digits: tuple[Digit, ...]
-    # With ``lines``, a group that may be several digits is read by the line network; its one span, if any, is the
-    # whole group, where it is not too wide to be one digit.
     line: Line | None = None
 
 
@@ -180,9 +179,9 @@ def segment_choices(
     enough to be digits that touch has, with ``recognise``, every plausible cut (:func:`_candidate_cuts`) and
     every stretch between two of them that could be one digit; without, the cuts :func:`segment_digits` makes
     (the weakest columns near where cuts are expected). With ``lines`` (and ``recognise``), groups less than
-    JOIN_GAP sizes apart are joined, and a joined group, or one wider than LINE_SEVERAL of its height, is a
-    :class:`Line` for the line network instead, while the image's strips are under MOST_LINE. Raises ImageError
-    when there is no digit."""
+    JOIN_GAP sizes apart are joined, and a joined group, one that may be digits touching, or one wider than
+    LINE_SEVERAL of its height, is a :class:`Line` for the line network instead, while the image's strips are
+    under MOST_LINE (past it, a joined group is its parts again). Raises ImageError when there is no digit."""
     gray = check_gray(gray)
     return _choices(gray, invert, normalise_strokes, recognise and lines, recognise, dust_pixels(gray.shape))
 
@@ -210,17 +209,23 @@ def _choices(
         return [_moved(choices, x0, y0) for choices in inside]
     out = []
     budget, line_budget = MOST_STRETCHES, MOST_LINE
-    joined = set()
+    parts = {}  # the groups each joined one was made of
     if lines:
-        groups, joined = _runs(groups, JOIN_GAP * _typical_size(groups))
-    for group in groups:
+        groups, parts = _runs(groups, JOIN_GAP * _typical_size(groups))
+    pending = list(reversed(groups))
+    while pending:
+        group = pending.pop()
+        fits = group.width * LINE_BOX <= line_budget * group.height
+        if id(group) in parts and not (lines and fits):  # past the budget: its parts, each as it is
+            pending += reversed(parts[id(group)])
+            continue
         others = [g for g in groups if g is not group]
         size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
         mask = np.isin(labels[group.box[1] : group.box[3], group.box[0] : group.box[2]], group.labels)
         strength = np.where(mask, ink[group.box[1] : group.box[3], group.box[0] : group.box[2]], 0)
         several = group.width > MAYBE_SEVERAL * group.height or group.width > SPLIT_WIDTH * size
-        for_line = id(group) in joined or group.width > LINE_SEVERAL * group.height or several
-        if lines and for_line and group.width * LINE_BOX <= line_budget * group.height:
+        for_line = id(group) in parts or group.width > LINE_SEVERAL * group.height or several
+        if lines and for_line and fits:
             pen = box_stroke_width(strength, size) if normalise_strokes else None
             strip, scale = line_strip(strength)
             line_budget -= strip.shape[1]
@@ -277,8 +282,8 @@ CUT_SPACING = 0.1  # candidate cuts are the least inked columns of windows this 
 CUT_STROKES = 2  # ... that cross no more than this many strokes (the seam winds round them; three: inside an 8)
 MOST_CUTS = 96  # more than this (a long line, an underline: about 9 digits touching) and cuts are not tried
 MOST_STRETCHES = 2048  # stretches read in one image, at most: groups past it are cut at their weakest columns
-MOST_LINE = 8192  # strip pixels the line network reads in one image, at most (about 500 digits): groups past it are
-# cut as above
+MOST_LINE = 8192  # strip pixels the line network reads in one image, at most (340 digits apart, 500 touching):
+# groups past it are cut as above
 
 
 # For the line network: groups closer than JOIN_GAP sizes are read together (a digit broken into pieces side by
@@ -288,20 +293,20 @@ JOIN_GAP = 0.15
 LINE_SEVERAL = 0.5
 
 
-def _runs(groups: list[_Group], gap: float) -> tuple[list[_Group], set[int]]:
-    """Groups less than ``gap`` apart joined into one, left to right, and the ids of the joined ones."""
+def _runs(groups: list[_Group], gap: float) -> tuple[list[_Group], dict[int, list[_Group]]]:
+    """Groups less than ``gap`` apart joined into one, left to right; and for each joined one (by id), the
+    groups it was made of."""
     out: list[_Group] = []
-    joined: set[int] = set()
+    parts: dict[int, list[_Group]] = {}
     for g in groups:
         if out and g.box[0] - out[-1].box[2] < gap:
             last = out[-1]
             merged = _Group(last.labels + g.labels, _union(last.box, g.box))
+            parts[id(merged)] = [*parts.pop(id(last), [last]), g]
             out[-1] = merged
-            joined.discard(id(last))
-            joined.add(id(merged))
         else:
             out.append(g)
-    return out, joined
+    return out, parts
 
 
 def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list[int]:
