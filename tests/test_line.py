@@ -191,3 +191,10 @@ def test_numbers_whose_digits_all_touch_stream_as_they_are_read(tiny_net: torch.
     first = next(results)
     assert isinstance(first, NumberReading) and taken <= 40
     results.close()
+
+
+def test_the_bundled_line_model_is_small_and_says_how_it_was_made() -> None:
+    saved = torch.load(LINE_MODEL, weights_only=True)
+    assert LINE_MODEL.stat().st_size <= 1 << 20  # #22: each bundled model at most 1 MB
+    assert saved["made"]["command"].startswith("python bench/line_model.py") and saved["made"]["machine"]
+    assert 0.9 < saved["made"]["held_out_exact"] <= 1
