@@ -3,15 +3,21 @@
     python bench/line_model.py                          # 400,000 strips, 4 epochs: about 35 min on 2 cores
     python bench/line_model.py --strips 20000 --epochs 1 -o /tmp/line.pt     # a quick try
 
+The bundled file is two networks read together (their mean log-probabilities):
+
+    python bench/line_model.py --strips 240000 --epochs 5 --apart 0.15 -o b.pt
+    python bench/line_model.py -o c.pt
+    python bench/line_model.py --join b.pt c.pt              # → mnistctl/weights/line_model.pt
+
 Strips are made from MNIST *training* digits only (the first 55,000; the last 5,000 make the strips the
 confidence is calibrated and the network checked on): 1-6 digits written side by side as people write a
 number fast, each a little bigger or smaller and off the line, neighbours running into each other by up to
-40 % of the narrower one's width or up to 30 % apart (the reader joins groups that near), some written with
-a thinner or thicker pen or at a low resolution; one strip in twelve is drawn non-digits run together
-(mnistctl.data.negatives), read as one "not a digit". Each strip is made as the number reader makes one of
-a group of ink (mnistctl.imaging.segment.line_strip). The network (mnistctl.models.LineNet) learns them
-with CTC; its confidence is calibrated by temperature scaling on the held-out strips. MNIST must be in the
-data directory (`mnistctl download --mirror ../shared/mnist`).
+40 % of the narrower one's width or up to --apart of it apart (the reader joins groups that near), some
+written with a thinner or thicker pen or at a low resolution; one strip in twelve is drawn non-digits run
+together (mnistctl.data.negatives), read as one "not a digit". Each strip is made as the number reader makes
+one of a group of ink (mnistctl.imaging.segment.line_strip). The network (mnistctl.models.LineNet) learns
+them with CTC; its confidence is calibrated by temperature scaling on the held-out strips. MNIST must be in
+the data directory (`mnistctl download --mirror ../shared/mnist`).
 """
 
 from __future__ import annotations
@@ -35,17 +41,17 @@ from mnistctl.data.mnist import load_split, resolve_data_dir
 from mnistctl.data.negatives import digit_ink, negatives
 from mnistctl.imaging.digit import bounding_box
 from mnistctl.imaging.segment import FRAME, line_strip
-from mnistctl.line import BLANK_CLASS, LINE_MODEL, NOT_A_DIGIT_CLASS, decode, save_line_model
+from mnistctl.line import BLANK_CLASS, LINE_MODEL, NOT_A_DIGIT_CLASS, Member, decode, read_line_model, save_line_model
 from mnistctl.models import LineNet
 
 LENGTHS = (1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 5, 5, 6)  # digits in a strip, drawn this often
-RUN_INTO = (-0.3, 0.4)  # neighbours overlap by this fraction of the narrower one's width (less than 0: a gap)
+RUN_INTO = 0.4  # neighbours overlap by up to this fraction of the narrower one's width (or stand --apart)
 NEGATIVE_STRIPS = 1 / 12
 HELD_OUT = 5000
 
 
 def make_strips(
-    digits: np.ndarray, labels: np.ndarray, count: int, seed: int
+    digits: np.ndarray, labels: np.ndarray, count: int, seed: int, apart: float = 0.3
 ) -> tuple[list[np.ndarray], list[list[int]]]:
     rng = random.Random(seed)
     drawn = negatives(max(64, round(count * NEGATIVE_STRIPS * 2)), seed)
@@ -58,7 +64,7 @@ def make_strips(
             picks = [rng.randrange(len(digits)) for _ in range(rng.choice(LENGTHS))]
             inks = [digit_ink(digits[k]) for k in picks]
             target = [int(labels[k]) for k in picks]
-        canvas = _write(inks, rng)
+        canvas = _write(inks, rng, apart)
         box = bounding_box(canvas)
         if box is None:
             continue
@@ -69,7 +75,7 @@ def make_strips(
     return strips, targets
 
 
-def _write(inks: list[np.ndarray], rng: random.Random) -> np.ndarray:
+def _write(inks: list[np.ndarray], rng: random.Random, apart: float) -> np.ndarray:
     """The inks side by side, as a number written fast (white on black)."""
     scaled = []
     for ink in inks:
@@ -78,7 +84,7 @@ def _write(inks: list[np.ndarray], rng: random.Random) -> np.ndarray:
         scaled.append(np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.BILINEAR)))
     xs = [0]
     for left, right in zip(scaled, scaled[1:], strict=False):
-        xs.append(xs[-1] + left.shape[1] - round(min(left.shape[1], right.shape[1]) * rng.uniform(*RUN_INTO)))
+        xs.append(xs[-1] + left.shape[1] - round(min(left.shape[1], right.shape[1]) * rng.uniform(-apart, RUN_INTO)))
     height = max(ink.shape[0] for ink in scaled)
     jitter = height // 8
     canvas = np.zeros((height + 2 * jitter, max(x + ink.shape[1] for x, ink in zip(xs, scaled, strict=True))), np.uint8)
@@ -167,14 +173,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--apart", type=float, default=0.3, help="neighbours stand up to this far apart (0.3)")
     parser.add_argument("-o", "--output", type=Path, default=LINE_MODEL)
+    parser.add_argument("--join", type=Path, nargs="+", metavar="FILE", help="write these files' networks as one")
     args = parser.parse_args()
+    if args.join:  # an ensemble: the mean of their log-probabilities (mnistctl.models.LineEnsemble)
+        members = [m for path in args.join for m in read_line_model(path)]
+        save_line_model(members, args.output)
+        print(f"wrote {args.output}: {len(members)} networks, {args.output.stat().st_size / 1024:.0f} KiB")
+        return
     torch.manual_seed(args.seed)
     images, labels = load_split(resolve_data_dir(args.data_dir, create=False), "train")
     images, labels = images.numpy(), labels.numpy()
     started = time.perf_counter()
-    strips, targets = make_strips(images[:-HELD_OUT], labels[:-HELD_OUT], args.strips, args.seed)
-    held, held_targets = make_strips(images[-HELD_OUT:], labels[-HELD_OUT:], 5000, args.seed + 1)
+    strips, targets = make_strips(images[:-HELD_OUT], labels[:-HELD_OUT], args.strips, args.seed, args.apart)
+    held, held_targets = make_strips(images[-HELD_OUT:], labels[-HELD_OUT:], 5000, args.seed + 1, args.apart)
     print(f"{len(strips)} strips made in {time.perf_counter() - started:.0f} s", flush=True)
     net = LineNet()
     steps = args.epochs * math.ceil(len(strips) / args.batch)
@@ -205,7 +218,7 @@ def main() -> None:
     command = shlex.join(["python", "bench/line_model.py", *sys.argv[1:]])
     made = {"command": command, "machine": machine(), "date": datetime.date.today().isoformat(),
             "held_out_exact": round(exact, 4), "seconds": round(time.perf_counter() - started)}  # fmt: skip
-    save_line_model(net, temperature, made, args.output)
+    save_line_model([Member(net.eval(), temperature, made)], args.output)
     print(f"wrote {args.output} ({args.output.stat().st_size / 1024:.0f} KiB)")
 
 

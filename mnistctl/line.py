@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,48 +22,85 @@ if TYPE_CHECKING:
     import torch
 
 LINE_MODEL = Path(__file__).parent / "weights" / "line_model.pt"
-FORMAT = "mnistctl-line/1"
+FORMAT = "mnistctl-line/2"
 NOT_A_DIGIT_CLASS = 10
 BLANK_CLASS = 11
 
 
-def save_line_model(net: torch.nn.Module, temperature: float, made: dict[str, Any], path: Path) -> None:
-    """Write the network (weights in fp16: half the size, the same readings), its calibration temperature, and
-    how it was made, to ``path``: serialised in memory, then written whole or not at all."""
+MOST_MEMBERS = 4  # line networks in one file, at most (each reads every strip)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One line network of a file: the network (fp32, eval mode), its calibration temperature, how it was made."""
+
+    net: torch.nn.Module
+    temperature: float
+    made: dict[str, Any]
+
+
+def save_line_model(members: Sequence[Member], path: Path) -> None:
+    """Write the line networks (weights in fp16: half the size, the same readings), each with its calibration
+    temperature and how it was made, to ``path``: serialised in memory, then written whole or not at all."""
     import torch
 
     from mnistctl.fsutil import atomic_file
 
-    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    saved = [
+        {
+            "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in m.net.state_dict().items()},
+            "temperature": m.temperature,
+            "made": m.made,
+        }
+        for m in members
+    ]
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "state_dict": state, "temperature": temperature, "made": made}, buffer)
+    torch.save({"format": FORMAT, "members": saved}, buffer)
     with atomic_file(path) as f:
         f.write(buffer.getbuffer())
 
 
-def load_line_model(path: str | os.PathLike[str], device: torch.device) -> tuple[torch.nn.Module, float]:
-    """The line network in ``path``, in fp32 on ``device`` for inference, and its temperature. The file is read
-    as a checkpoint is (:func:`~mnistctl.archive.read_archive`: bounded, no pickle that runs code); anything
-    wrong with it is one :class:`MnistctlError` naming it."""
-
+def read_line_model(path: str | os.PathLike[str]) -> list[Member]:
+    """The line networks in ``path`` (fp32, on the CPU). The file is read as a checkpoint is
+    (:func:`~mnistctl.archive.read_archive`: bounded, no pickle that runs code); anything wrong with it is one
+    :class:`MnistctlError` naming it."""
     from mnistctl.archive import read_archive
     from mnistctl.models import LineNet
 
     path = Path(path)
     saved = read_archive(path, REINSTALL)
-    net = LineNet()
+    out = []
     try:
         if not isinstance(saved, dict) or saved.get("format") != FORMAT:
             raise ValueError(f"it is not an mnistctl line model ({FORMAT})")
-        state = _checked_weights(saved.get("state_dict"), net.state_dict())
-        temperature = saved.get("temperature")
-        number = isinstance(temperature, int | float) and not isinstance(temperature, bool)
-        if not number or not 0.05 <= temperature <= 20:
-            raise ValueError("its temperature is not a number from 0.05 to 20")
-        net.load_state_dict(state)
+        members = saved.get("members")
+        if not isinstance(members, list) or not 1 <= len(members) <= MOST_MEMBERS:
+            raise ValueError(f"it holds no list of 1 to {MOST_MEMBERS} networks")
+        for member in members:
+            if not isinstance(member, dict):
+                raise ValueError("a network in it is not a table")
+            net = LineNet()
+            net.load_state_dict(_checked_weights(member.get("state_dict"), net.state_dict()))
+            temperature, made = member.get("temperature"), member.get("made", {})
+            number = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+            if not number or not 0.05 <= temperature <= 20:
+                raise ValueError("its temperature is not a number from 0.05 to 20")
+            out.append(Member(net.eval(), float(temperature), made if isinstance(made, dict) else {}))
     except (ValueError, RuntimeError) as e:  # RuntimeError: torch on a tensor it cannot compute with (sparse, say)
         raise MnistctlError(f"{path}: cannot load the line model: {first_line(e)}", REINSTALL) from None
-    return net.to(device).eval(), float(temperature)
+    return out
+
+
+def load_line_model(path: str | os.PathLike[str], device: torch.device) -> torch.nn.Module:
+    """The line network(s) in ``path`` as one module on ``device`` for inference: strips in, log-probabilities
+    out, each network's at its temperature and their mean where there are several (an ensemble)."""
+    from mnistctl.models import LineEnsemble
+
+    members = read_line_model(path)
+    return LineEnsemble([m.net for m in members], [m.temperature for m in members]).to(device).eval()
+
+
+REINSTALL = "reinstall mnistctl (pip install --force-reinstall mnistctl), or pass line_model=False"
 
 
 def _checked_weights(state: Any, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -86,9 +125,6 @@ def _checked_weights(state: Any, expected: dict[str, torch.Tensor]) -> dict[str,
             raise ValueError(f"its weight {name!r} has a negative variance")
         out[name] = got.to(want.dtype)
     return out
-
-
-REINSTALL = "reinstall mnistctl (pip install --force-reinstall mnistctl), or pass line_model=False"
 
 
 def decode(scores: torch.Tensor | np.ndarray, temperature: float = 1.0) -> list[tuple[list[float], tuple[int, int]]]:

@@ -210,3 +210,18 @@ class LineNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """N×1×28×W strips → N×classes×(W/4) scores."""
         return self.sequence(torch.flatten(self.features(x), 1, 2))
+
+
+class LineEnsemble(nn.Module):
+    """Line networks read together: the mean of their log-probabilities, each at its calibration temperature
+    (one network: its own, calibrated)."""
+
+    def __init__(self, nets: list[nn.Module], temperatures: list[float]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+        self.temperatures = list(temperatures)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """N×1×28×W strips → N×classes×(W/4) log-probabilities."""
+        reads = [net(x).float().div(t).log_softmax(1) for net, t in zip(self.nets, self.temperatures, strict=True)]
+        return torch.stack(reads).mean(0)

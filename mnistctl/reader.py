@@ -196,10 +196,10 @@ class Reader:
         network: torch.nn.Module,
         device: torch.device,
         meta: ModelMeta,
-        line: tuple[torch.nn.Module, float] | None = None,
+        line: torch.nn.Module | None = None,
     ) -> None:
         self.network = network.eval()
-        self.line = line  # the line network and its temperature, or None
+        self.line = line  # the line network (:func:`~mnistctl.line.load_line_model`), or None
         self.device = device
         self.meta = meta
         self._mean = meta.normalization["mean"]
@@ -352,7 +352,6 @@ class Reader:
         import torch
 
         assert self.line is not None
-        network, temperature = self.line
         out: list[list[tuple[list[float], tuple[int, int]]]] = [[] for _ in strips]
         by_width = itertools.groupby(
             sorted(range(len(strips)), key=lambda k: strips[k].shape[1]), key=lambda k: strips[k].shape[1]
@@ -364,9 +363,9 @@ class Reader:
                 chunk = alike[start : start + per]
                 x = torch.from_numpy(np.stack([strips[k] for k in chunk])[:, None]).float().div(255)
                 with torch.inference_mode():
-                    scores = network(x.to(self.device)).float().cpu().numpy()
+                    scores = self.line(x.to(self.device)).float().cpu().numpy()
                 for i, k in enumerate(chunk):
-                    out[k] = decode(scores[i], temperature)
+                    out[k] = decode(scores[i])
         return out
 
 

@@ -13,7 +13,16 @@ from test_numbers import page
 
 from mnistctl.errors import MnistctlError
 from mnistctl.imaging.segment import FRAME, LINE_BOX, LINE_PAD, line_strip, segment_choices
-from mnistctl.line import BLANK_CLASS, LINE_MODEL, NOT_A_DIGIT_CLASS, decode, load_line_model, save_line_model
+from mnistctl.line import (
+    BLANK_CLASS,
+    LINE_MODEL,
+    NOT_A_DIGIT_CLASS,
+    Member,
+    decode,
+    load_line_model,
+    read_line_model,
+    save_line_model,
+)
 from mnistctl.models import LineNet
 from mnistctl.results import NumberReading
 
@@ -92,12 +101,18 @@ def test_a_line_model_is_saved_in_half_precision_and_loads_the_same(tmp_path: Pa
     torch.manual_seed(0)
     net = LineNet().eval()
     path = tmp_path / "line.pt"
-    save_line_model(net, 1.3, {"command": "a test"}, path)
-    loaded, temperature = load_line_model(path, torch.device("cpu"))
-    assert temperature == 1.3 and path.stat().st_size < 600_000
+    save_line_model([Member(net, 1.3, {"command": "a test"})], path)
+    (member,) = read_line_model(path)
+    assert member.temperature == 1.3 and member.made == {"command": "a test"} and path.stat().st_size < 600_000
     x = torch.rand(2, 1, 28, 64)
     with torch.inference_mode():
-        assert torch.allclose(loaded(x), net(x), atol=0.05)
+        assert torch.allclose(member.net(x), net(x), atol=0.05)
+        # Loaded for reading: log-probabilities at the temperature; two networks, the mean of theirs.
+        assert torch.allclose(load_line_model(path, torch.device("cpu"))(x), (net(x) / 1.3).log_softmax(1), atol=0.05)
+        other = LineNet().eval()
+        save_line_model([Member(net, 1.3, {}), Member(other, 0.9, {})], path)
+        mean = ((net(x) / 1.3).log_softmax(1) + (other(x) / 0.9).log_softmax(1)) / 2
+        assert torch.allclose(load_line_model(path, torch.device("cpu"))(x), mean, atol=0.05)
 
 
 def test_a_damaged_line_model_is_one_clear_error(tmp_path: Path) -> None:
@@ -109,7 +124,7 @@ def test_a_damaged_line_model_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MnistctlError, match="not an mnistctl line model"):
         load_line_model(bad, torch.device("cpu"))
     good = tmp_path / "good.pt"
-    save_line_model(LineNet(), 1.0, {}, good)
+    save_line_model([Member(LineNet(), 1.0, {})], good)
     for change, problem in (
         (lambda w: w.__setitem__("sequence.6.bias", torch.full((12,), float("nan"))), "not all finite"),
         (lambda w: w.pop("sequence.6.bias"), "lacks weight 'sequence.6.bias'"),
@@ -119,14 +134,18 @@ def test_a_damaged_line_model_is_one_clear_error(tmp_path: Path) -> None:
         (lambda w: w.__setitem__("features.2.running_var", -torch.ones(32)), "negative variance"),
     ):
         saved = torch.load(good, weights_only=True)
-        change(saved["state_dict"])
+        change(saved["members"][0]["state_dict"])
         torch.save(saved, bad)
         with pytest.raises(MnistctlError, match=problem):
             load_line_model(bad, torch.device("cpu"))
     saved = torch.load(good, weights_only=True)
-    saved["temperature"] = 2  # a whole number is a number
+    saved["members"][0]["temperature"] = 2  # a whole number is a number
     torch.save(saved, bad)
-    assert load_line_model(bad, torch.device("cpu"))[1] == 2.0
+    assert read_line_model(bad)[0].temperature == 2.0
+    saved["members"] = saved["members"] * 5
+    torch.save(saved, bad)
+    with pytest.raises(MnistctlError, match="1 to 4 networks"):
+        load_line_model(bad, torch.device("cpu"))
 
 
 def test_the_bundled_reader_has_the_line_network_and_false_leaves_it_out() -> None:
@@ -147,7 +166,7 @@ def test_a_number_with_a_line_is_read_by_the_line_network(tiny_net: torch.nn.Mod
     calls: list[tuple[int, ...]] = []
     line.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
     reader = reader_of(tiny_net)
-    reader.line = (line, 1.0)
+    reader.line = line
     reading = reader.read_number(_touching(), always_answer=True)
     assert len(calls) == 1 and calls[0][:3] == (1, 1, LINE_BOX + 2 * LINE_PAD)
     assert len(reading.digits) >= 2
@@ -177,7 +196,7 @@ def test_numbers_whose_digits_all_touch_stream_as_they_are_read(tiny_net: torch.
     so results come while a stream is still being read."""
     torch.manual_seed(0)
     reader = reader_of(tiny_net)
-    reader.line = (LineNet().eval(), 1.0)
+    reader.line = LineNet().eval()
     touching = page([("4", (40, 50, 120, 150)), ("0", (100, 50, 180, 150)), ("2", (160, 50, 240, 150))], (280, 200))
     taken = 0
 
@@ -194,7 +213,7 @@ def test_numbers_whose_digits_all_touch_stream_as_they_are_read(tiny_net: torch.
 
 
 def test_the_bundled_line_model_is_small_and_says_how_it_was_made() -> None:
-    saved = torch.load(LINE_MODEL, weights_only=True)
     assert LINE_MODEL.stat().st_size <= 1 << 20  # #22: each bundled model at most 1 MB
-    assert saved["made"]["command"].startswith("python bench/line_model.py") and saved["made"]["machine"]
-    assert 0.9 < saved["made"]["held_out_exact"] <= 1
+    for member in read_line_model(LINE_MODEL):
+        assert member.made["command"].startswith("python bench/line_model.py") and member.made["machine"]
+        assert 0.9 < member.made["held_out_exact"] <= 1
