@@ -46,6 +46,8 @@ def save_line_model(members: Sequence[Member], path: Path) -> None:
 
     from mnistctl.fsutil import atomic_file
 
+    if not 1 <= len(members) <= MOST_MEMBERS:
+        raise ValueError(f"a line model holds 1 to {MOST_MEMBERS} networks, not {len(members)}")
     saved = [
         {
             "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in m.net.state_dict().items()},
@@ -76,15 +78,18 @@ def read_line_model(path: str | os.PathLike[str]) -> list[Member]:
         members = saved.get("members")
         if not isinstance(members, list) or not 1 <= len(members) <= MOST_MEMBERS:
             raise ValueError(f"it holds no list of 1 to {MOST_MEMBERS} networks")
-        for member in members:
+        for k, member in enumerate(members, 1):
             if not isinstance(member, dict):
-                raise ValueError("a network in it is not a table")
+                raise ValueError(f"its network {k} is not a table")
             net = LineNet()
-            net.load_state_dict(_checked_weights(member.get("state_dict"), net.state_dict()))
+            try:
+                net.load_state_dict(_checked_weights(member.get("state_dict"), net.state_dict()))
+            except ValueError as e:
+                raise ValueError(f"network {k}: {e}") from None
             temperature, made = member.get("temperature"), member.get("made", {})
             number = isinstance(temperature, int | float) and not isinstance(temperature, bool)
             if not number or not 0.05 <= temperature <= 20:
-                raise ValueError("its temperature is not a number from 0.05 to 20")
+                raise ValueError(f"network {k}: its temperature is not a number from 0.05 to 20")
             out.append(Member(net.eval(), float(temperature), made if isinstance(made, dict) else {}))
     except (ValueError, RuntimeError) as e:  # RuntimeError: torch on a tensor it cannot compute with (sparse, say)
         raise MnistctlError(f"{path}: cannot load the line model: {first_line(e)}", REINSTALL) from None

@@ -218,6 +218,8 @@ class LineEnsemble(nn.Module):
 
     def __init__(self, nets: list[nn.Module], temperatures: list[float]) -> None:
         super().__init__()
+        if not nets or len(nets) != len(temperatures):
+            raise ValueError("one temperature for each network, and at least one network")
         self.nets = nn.ModuleList(nets)
         self.temperatures = list(temperatures)
 

@@ -65,7 +65,7 @@ def load_reader(
     ``device``: "cpu", "cuda", "cuda:1", "mps", or None for the best there is (``$MNISTCTL_DEVICE`` if set).
     ``precision``: "fp32", "bf16", "fp16", "amp" (the device's mixed precision), or None for the device's
     default. ``threads``: torch's intra-op thread count, which is process-wide; None leaves it as it is.
-    ``line_model``: the line network that reads a number's groups of ink that may be digits touching (True or
+    ``line_model``: the line network(s) that read a number's groups of ink that may be digits touching (True or
     None: the one bundled with mnistctl; a path: that file; False: none, and the model reads them by trying
     cuts).
     Raises :class:`~mnistctl.errors.MnistctlError` (naming the file) for a checkpoint that cannot be used.

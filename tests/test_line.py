@@ -23,7 +23,7 @@ from mnistctl.line import (
     read_line_model,
     save_line_model,
 )
-from mnistctl.models import LineNet
+from mnistctl.models import LineEnsemble, LineNet
 from mnistctl.results import NumberReading
 
 
@@ -166,7 +166,7 @@ def test_a_number_with_a_line_is_read_by_the_line_network(tiny_net: torch.nn.Mod
     calls: list[tuple[int, ...]] = []
     line.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
     reader = reader_of(tiny_net)
-    reader.line = line
+    reader.line = LineEnsemble([line], [1.0])
     reading = reader.read_number(_touching(), always_answer=True)
     assert len(calls) == 1 and calls[0][:3] == (1, 1, LINE_BOX + 2 * LINE_PAD)
     assert len(reading.digits) >= 2
@@ -196,7 +196,7 @@ def test_numbers_whose_digits_all_touch_stream_as_they_are_read(tiny_net: torch.
     so results come while a stream is still being read."""
     torch.manual_seed(0)
     reader = reader_of(tiny_net)
-    reader.line = LineNet().eval()
+    reader.line = LineEnsemble([LineNet().eval()], [1.0])
     touching = page([("4", (40, 50, 120, 150)), ("0", (100, 50, 180, 150)), ("2", (160, 50, 240, 150))], (280, 200))
     taken = 0
 
