@@ -38,10 +38,11 @@ from PIL import Image
 from scipy import ndimage
 
 from mnistctl.data.mnist import load_split, resolve_data_dir
-from mnistctl.data.negatives import digit_ink, negatives
+from mnistctl.data.negatives import negatives, run_together
 from mnistctl.imaging.digit import bounding_box
 from mnistctl.imaging.segment import FRAME, line_strip
 from mnistctl.line import BLANK_CLASS, LINE_MODEL, NOT_A_DIGIT_CLASS, Member, decode, read_line_model, save_line_model
+from mnistctl.metrics import expected_calibration_error
 from mnistctl.models import LineNet
 
 LENGTHS = (1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 5, 5, 6)  # digits in a strip, drawn this often
@@ -58,13 +59,13 @@ def make_strips(
     strips, targets = [], []
     while len(strips) < count:
         if rng.random() < NEGATIVE_STRIPS:
-            inks = [digit_ink(drawn[rng.randrange(len(drawn))]) for _ in range(rng.randint(1, 3))]
+            chosen = [drawn[rng.randrange(len(drawn))] for _ in range(rng.randint(1, 3))]
             target = [NOT_A_DIGIT_CLASS]
         else:
             picks = [rng.randrange(len(digits)) for _ in range(rng.choice(LENGTHS))]
-            inks = [digit_ink(digits[k]) for k in picks]
+            chosen = [digits[k] for k in picks]
             target = [int(labels[k]) for k in picks]
-        canvas = _write(inks, rng, apart)
+        canvas = _write(chosen, rng, apart)
         box = bounding_box(canvas)
         if box is None:
             continue
@@ -75,23 +76,10 @@ def make_strips(
     return strips, targets
 
 
-def _write(inks: list[np.ndarray], rng: random.Random, apart: float) -> np.ndarray:
-    """The inks side by side, as a number written fast (white on black)."""
-    scaled = []
-    for ink in inks:
-        s = rng.uniform(0.85, 1.15)
-        size = (max(1, round(ink.shape[1] * s)), max(1, round(ink.shape[0] * s)))
-        scaled.append(np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.BILINEAR)))
-    xs = [0]
-    for left, right in zip(scaled, scaled[1:], strict=False):
-        xs.append(xs[-1] + left.shape[1] - round(min(left.shape[1], right.shape[1]) * rng.uniform(-apart, RUN_INTO)))
-    height = max(ink.shape[0] for ink in scaled)
-    jitter = height // 8
-    canvas = np.zeros((height + 2 * jitter, max(x + ink.shape[1] for x, ink in zip(xs, scaled, strict=True))), np.uint8)
-    for x, ink in zip(xs, scaled, strict=True):
-        y = height + rng.randint(0, 2 * jitter) - ink.shape[0]
-        region = canvas[y : y + ink.shape[0], x : x + ink.shape[1]]
-        np.maximum(region, ink, out=region)
+def _write(chosen: list[np.ndarray], rng: random.Random, apart: float) -> np.ndarray:
+    """The digits (or drawings) side by side, as a number written fast (white on black), with a pen and a
+    resolution of their own."""
+    canvas, _ = run_together(chosen, rng, (-apart, RUN_INTO))
     pen = rng.random()
     if pen < 0.15:
         canvas = ndimage.grey_dilation(canvas, size=rng.choice((3, 5, 7)))
@@ -155,14 +143,10 @@ def fit_temperature(net, strips, targets) -> float:
     return round(best[1], 2)
 
 
-def ece(symbols, bins: int = 15) -> float:
-    total = 0.0
-    for b in range(bins):
-        inside = [(c, ok) for c, ok in symbols if b / bins < c <= (b + 1) / bins]
-        if inside:
-            confidence, right = sum(c for c, _ in inside), sum(ok for _, ok in inside)
-            total += abs(confidence - right)
-    return total / max(1, len(symbols))
+def ece(symbols) -> float:
+    """The expected calibration error of the symbols' (confidence, right) pairs."""
+    confidence, right = zip(*symbols, strict=True) if symbols else ((), ())
+    return expected_calibration_error(torch.tensor(confidence), torch.tensor(right))
 
 
 def main() -> None:

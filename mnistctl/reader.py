@@ -156,8 +156,9 @@ class Preprocessing:
 
     def number(self, image: ImageInput) -> _Prepared:
         """The inputs for a number's digits: finding them is preprocessing, so ``preprocess`` does not apply."""
-        options = {"normalise_strokes": self.normalise_strokes, "lines": self.lines}
-        groups = segment_choices(to_gray(image), self.invert, **options)
+        groups = segment_choices(
+            to_gray(image), self.invert, normalise_strokes=self.normalise_strokes, lines=self.lines
+        )
         digits = [d for group in groups for d in group.digits]  # a group's every way of being read
         return _Prepared([d.pixels for d in digits], [d.box for d in digits], choices=groups)
 

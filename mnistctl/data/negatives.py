@@ -52,7 +52,7 @@ def fragments(digits: np.ndarray, count: int, seed: int) -> np.ndarray:
     out = np.empty((count, 28, 28), np.uint8)
     made = 0
     while made < count:
-        first, second = (digit_ink(digits[rng.randrange(len(digits))]) for _ in range(2))
+        first, second = (_ink(digits[rng.randrange(len(digits))]) for _ in range(2))
         overlap = round(min(first.shape[1], second.shape[1]) * rng.uniform(0.0, 0.35))
         height = max(first.shape[0], second.shape[0])
         canvas = np.zeros((height, first.shape[1] + second.shape[1] - overlap), np.uint8)
@@ -100,7 +100,7 @@ def cut_pieces(
         if made == count or (tried == BARREN and made == 0):
             break  # done, or these are not digits that run together into numbers (a test's bars)
         picks = [rng.randrange(len(digits)) for _ in range(rng.randint(2, 4))]
-        canvas, extents = _run_together([digits[k] for k in picks], rng)
+        canvas, extents = run_together([digits[k] for k in picks], rng)
         try:
             groups = segment_choices(np.pad(canvas, 16), "no")
         except ImageError:
@@ -125,18 +125,21 @@ def cut_pieces(
     return out[:made], out_labels[:made]
 
 
-def _run_together(chosen: list[np.ndarray], rng: random.Random) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Digits written side by side, each running into the last by up to CROWDING of the narrower one's width,
-    each a little bigger or smaller and off the line: the canvas (white on black) and each digit's columns."""
+def run_together(
+    chosen: Sequence[np.ndarray], rng: random.Random, run_into: tuple[float, float] = (0.0, CROWDING)
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Digits (28×28, white on black) written side by side, each running into the last by a fraction of the
+    narrower one's width drawn from ``run_into`` (below 0: a gap), each a little bigger or smaller and off the
+    line: the canvas (white on black) and each digit's columns."""
     inks = []
     for digit in chosen:
-        ink = digit_ink(digit)
+        ink = _ink(digit)
         scale = rng.uniform(0.85, 1.15)
         size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
         inks.append(np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.BILINEAR)))
     xs = [0]
     for left, right in zip(inks, inks[1:], strict=False):
-        overlap = round(min(left.shape[1], right.shape[1]) * rng.uniform(0.0, CROWDING))
+        overlap = round(min(left.shape[1], right.shape[1]) * rng.uniform(*run_into))
         xs.append(xs[-1] + left.shape[1] - overlap)
     height = max(ink.shape[0] for ink in inks)
     jitter = height // 8
@@ -148,7 +151,7 @@ def _run_together(chosen: list[np.ndarray], rng: random.Random) -> tuple[np.ndar
     return canvas, [(x, x + ink.shape[1]) for x, ink in zip(xs, inks, strict=True)]
 
 
-def digit_ink(digit: np.ndarray) -> np.ndarray:
+def _ink(digit: np.ndarray) -> np.ndarray:
     """One 28×28 digit at 4× its size, cropped to its ink."""
     big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BICUBIC))
     rows, cols = np.flatnonzero(big.max(1) > 30), np.flatnonzero(big.max(0) > 30)

@@ -143,7 +143,7 @@ class Line:
         ink), by a path that winds between the strokes there (:func:`_seams`)."""
         width = self.strength.shape[1]
         mask = self.strength > 0
-        strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)
+        strokes = _strokes(mask)
         profile = self.strength.sum(0, dtype=np.int64)
         # Where each symbol is, in the group's columns (the network marks a digit at a frame inside it).
         at = [min(width - 1, max(0, round(((a + b + 1) * FRAME / 2 - LINE_PAD) / self.scale))) for a, b in frames]
@@ -309,12 +309,17 @@ def _runs(groups: list[_Group], gap: float) -> tuple[list[_Group], dict[int, lis
     return out, parts
 
 
+def _strokes(mask: np.ndarray) -> np.ndarray:
+    """How many strokes each column of ``mask`` (ink: True) crosses: its separate runs of ink."""
+    return mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)
+
+
 def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list[int]:
     """Columns of a wide group where one digit may end and the next begin: its edges, and in each window of
     CUT_SPACING sizes, the column that crosses the fewest strokes, then holds the least ink (unless it crosses
     more than CUT_STROKES)."""
     width = mask.shape[1]
-    strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)
+    strokes = _strokes(mask)
     profile = strength.sum(0, dtype=np.int64)
     step = max(2, round(CUT_SPACING * size))
     cuts = [0]
@@ -479,7 +484,7 @@ def _split_touching(group: _Group, labels: np.ndarray, ink: np.ndarray, size: fl
     if group.width <= SPLIT_WIDTH * max(size, group.height):
         return [group.box]
     mask = np.isin(labels[y0:y1, x0:x1], group.labels)
-    strokes = mask[0] + np.count_nonzero(mask[1:] & ~mask[:-1], axis=0)  # separate runs of ink in each column
+    strokes = _strokes(mask)
     profile = np.where(mask, ink[y0:y1, x0:x1], 0).sum(0, dtype=np.int64)
     parts = max(2, round(group.width / (DIGIT_WIDTH * size)))
     step = group.width / parts
