@@ -73,7 +73,10 @@ def read_line_model(path: str | os.PathLike[str]) -> list[Member]:
     saved = read_archive(path, REINSTALL)
     out = []
     try:
-        if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else None
+        if isinstance(found, str) and found.startswith("mnistctl-line/") and found != FORMAT:
+            raise ValueError(f"it is a line model of another mnistctl ({found}; this one reads {FORMAT})")
+        if found != FORMAT:
             raise ValueError(f"it is not an mnistctl line model ({FORMAT})")
         members = saved.get("members")
         if not isinstance(members, list) or not 1 <= len(members) <= MOST_MEMBERS:

@@ -123,6 +123,9 @@ def test_a_damaged_line_model_is_one_clear_error(tmp_path: Path) -> None:
     torch.save({"format": "something else"}, bad)
     with pytest.raises(MnistctlError, match="not an mnistctl line model"):
         load_line_model(bad, torch.device("cpu"))
+    torch.save({"format": "mnistctl-line/1", "state_dict": {}}, bad)  # the first release's format
+    with pytest.raises(MnistctlError, match=r"another mnistctl \(mnistctl-line/1; this one reads mnistctl-line/2\)"):
+        load_line_model(bad, torch.device("cpu"))
     good = tmp_path / "good.pt"
     save_line_model([Member(LineNet(), 1.0, {})], good)
     for change, problem in (

@@ -117,15 +117,16 @@ def run_workers(
 
     spawn = multiprocessing.get_context("spawn")
     workers = _Workers(spawn, load_reader, options, socks[0].getsockname()[:2])
-    # Until a worker's server takes over its signals, Ctrl-C leaves it be (its parent stops it in order);
-    # the disposition is inherited through the spawn, so none stops half-started with a traceback.
+    # Until a worker's server takes over its signals, Ctrl-C leaves it be (its parent stops it in order): it is
+    # spawned with SIGINT blocked (the mask survives the spawn) and ignores it before unblocking it (_worker),
+    # so none stops half-started with a traceback. A Ctrl-C meanwhile reaches this process once they are started.
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for sock in socks[1:]:
                 workers.start(sock)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         logging.config.dictConfig(LOG_CONFIG)  # as the server will: the watcher's lines look like its own
         threading.Thread(target=workers.watch, name="mnistctl-workers", daemon=True).start()
         run(reader, socks[0], **options)  # type: ignore[arg-type]
@@ -160,8 +161,7 @@ class _Workers:
         """Until the server stops: report each worker that stops, and start another in its place."""
         from multiprocessing.connection import wait
 
-        # Ctrl-C is the main thread's to handle; blocked here, it stays blocked in the workers spawned from here
-        # (the mask survives the spawn) until each ignores it and then lets its own server take it.
+        # Ctrl-C is the main thread's to handle; blocked here, as while the first workers start (run_workers).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         log = logging.getLogger("mnistctl.serve")
         while not self._stopping:
@@ -206,7 +206,7 @@ def _how_it_ended(exitcode: int | None) -> str:
 
 def _worker(load_reader: Callable[[], Reader], sock: socket.socket, options: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the server takes it over (see run_workers) ...
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # ... which a replacement had blocked till now
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # ... blocked till now, as it was spawned
     try:
         reader = load_reader()
     except MnistctlError as exc:  # the file changed since this process's parent read it: one line, not a traceback
