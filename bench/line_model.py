@@ -3,11 +3,12 @@
     python bench/line_model.py                          # 400,000 strips, 4 epochs: about 35 min on 2 cores
     python bench/line_model.py --strips 20000 --epochs 1 -o /tmp/line.pt     # a quick try
 
-The bundled file is two networks read together (their mean log-probabilities):
+The bundled file is two networks, each read on its own, and of their readings of a strip the likeliest
+under both taken (mnistctl.line.decode_surest):
 
     python bench/line_model.py --strips 240000 --epochs 5 --apart 0.15 -o b.pt
-    python bench/line_model.py -o c.pt
-    python bench/line_model.py --join b.pt c.pt              # → mnistctl/weights/line_model.pt
+    python bench/line_model.py --strips 500000 --epochs 4 --seed 1 -o d.pt     # about 40 min on 2 cores
+    python bench/line_model.py --join b.pt d.pt              # → mnistctl/weights/line_model.pt
 
 Strips are made from MNIST *training* digits only (the first 55,000; the last 5,000 make the strips the
 confidence is calibrated and the network checked on): 1-6 digits written side by side as people write a
@@ -161,7 +162,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, default=LINE_MODEL)
     parser.add_argument("--join", type=Path, nargs="+", metavar="FILE", help="write these files' networks as one")
     args = parser.parse_args()
-    if args.join:  # an ensemble: the mean of their log-probabilities (mnistctl.models.LineEnsemble)
+    if args.join:  # several networks, read side by side (mnistctl.models.LineEnsemble, line.decode_surest)
         members = [m for path in args.join for m in read_line_model(path)]
         save_line_model(members, args.output)
         print(f"wrote {args.output}: {len(members)} networks, {args.output.stat().st_size / 1024:.0f} KiB")

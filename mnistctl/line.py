@@ -2,12 +2,14 @@
 
 The number reader gives it each group of ink that may be several digits touching (a strip:
 :func:`~mnistctl.imaging.segment.line_strip`); it answers, for every FRAME px column, how likely each digit,
-"not a digit", and CTC's blank ("nothing new here") are. :func:`decode` reads that as symbols left to right.
+"not a digit", and CTC's blank ("nothing new here") are. :func:`decode` reads that as symbols left to right;
+where a file holds several networks, :func:`decode_surest` takes the surest of their readings.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,8 +102,9 @@ def read_line_model(path: str | os.PathLike[str]) -> list[Member]:
 
 
 def load_line_model(path: str | os.PathLike[str], device: torch.device) -> torch.nn.Module:
-    """The line network(s) in ``path`` as one module on ``device`` for inference: strips in, log-probabilities
-    out, each network's at its temperature and their mean where there are several (an ensemble)."""
+    """The line network(s) in ``path`` as one module on ``device`` for inference (:class:`~mnistctl.models.
+    LineEnsemble`): strips in, each network's log-probabilities at its temperature out, for
+    :func:`decode_surest`."""
     from mnistctl.models import LineEnsemble
 
     members = read_line_model(path)
@@ -133,6 +136,33 @@ def _checked_weights(state: Any, expected: dict[str, torch.Tensor]) -> dict[str,
             raise ValueError(f"its weight {name!r} has a negative variance")
         out[name] = got.to(want.dtype)
     return out
+
+
+def decode_surest(scores: torch.Tensor | np.ndarray) -> list[tuple[list[float], tuple[int, int]]]:
+    """The symbols in one strip as read by several networks (networks×classes×frames log-probabilities): each
+    network's reading (:func:`decode`), and of those the likeliest under all of them together — the sum over
+    the networks of the reading's CTC log-likelihood (every alignment of it counted, so a reading is not
+    favoured for being short, nor for where one network puts its peaks). Ties, and a reading no network can
+    score (a broken one's NaN): the first network's."""
+    import torch
+
+    readings = [decode(one) for one in np.asarray(scores)]
+    if len(readings) == 1 or not readings[0]:  # one network; or no frames, so nothing read
+        return readings[0]
+    log_probs = torch.as_tensor(np.asarray(scores, np.float32)).log_softmax(1)
+    frames = log_probs.shape[2]
+    by_frame = log_probs.permute(2, 0, 1)  # frames×networks×classes, as ctc_loss takes them
+
+    def likelihood(reading: list[tuple[list[float], tuple[int, int]]]) -> float:
+        labels = torch.tensor([[max(range(BLANK_CLASS), key=p.__getitem__) for p, _ in reading]] * len(readings))
+        lost = torch.nn.functional.ctc_loss(
+            by_frame, labels, [frames] * len(readings), [labels.shape[1]] * len(readings),
+            blank=BLANK_CLASS, reduction="none",
+        )  # fmt: skip
+        total = -float(lost.sum())
+        return total if math.isfinite(total) else -math.inf
+
+    return max(readings, key=likelihood)
 
 
 def decode(scores: torch.Tensor | np.ndarray, temperature: float = 1.0) -> list[tuple[list[float], tuple[int, int]]]:

@@ -213,8 +213,10 @@ class LineNet(nn.Module):
 
 
 class LineEnsemble(nn.Module):
-    """Line networks read together: the mean of their log-probabilities, each at its calibration temperature
-    (one network: its own, calibrated)."""
+    """Line networks read side by side: each one's log-probabilities at its calibration temperature, stacked.
+    They are decoded one by one (:func:`~mnistctl.line.decode_surest`), not averaged frame by frame: networks
+    trained from different starting weights put a symbol's peak in different frames, and where one says
+    "here" and the other "blank", a mean says blank."""
 
     def __init__(self, nets: list[nn.Module], temperatures: list[float]) -> None:
         super().__init__()
@@ -224,6 +226,6 @@ class LineEnsemble(nn.Module):
         self.temperatures = list(temperatures)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """N×1×28×W strips → N×classes×(W/4) log-probabilities."""
+        """N×1×28×W strips → networks×N×classes×(W/4) log-probabilities."""
         reads = [net(x).float().div(t).log_softmax(1) for net, t in zip(self.nets, self.temperatures, strict=True)]
-        return torch.stack(reads).mean(0)
+        return torch.stack(reads)

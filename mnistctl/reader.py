@@ -38,7 +38,7 @@ from mnistctl.imaging import (
     to_gray,
 )
 from mnistctl.imaging.segment import Choices, best_path, segment_choices, segment_digits
-from mnistctl.line import LINE_MODEL, decode, load_line_model
+from mnistctl.line import LINE_MODEL, decode_surest, load_line_model
 from mnistctl.results import NOT_A_DIGIT, UNSURE, DigitReading, ModelMeta, NumberReading, ReadFailure
 
 if TYPE_CHECKING:
@@ -348,7 +348,7 @@ class Reader:
         return out
 
     def _symbols(self, strips: list[np.ndarray]) -> list[list[tuple[list[float], tuple[int, int]]]]:
-        """The line network's symbols in each strip (:func:`~mnistctl.line.decode`). Strips of the same width are
+        """The line networks' symbols in each strip (:func:`~mnistctl.line.decode_surest`). Strips of one width are
         read together; never padded, so a strip reads the same whatever else is in the batch."""
         import torch
 
@@ -366,7 +366,7 @@ class Reader:
                 with torch.inference_mode():
                     scores = self.line(x.to(self.device)).float().cpu().numpy()
                 for i, k in enumerate(chunk):
-                    out[k] = decode(scores[i])
+                    out[k] = decode_surest(scores[:, i])
         return out
 
 

@@ -19,6 +19,7 @@ from mnistctl.line import (
     NOT_A_DIGIT_CLASS,
     Member,
     decode,
+    decode_surest,
     load_line_model,
     read_line_model,
     save_line_model,
@@ -107,12 +108,47 @@ def test_a_line_model_is_saved_in_half_precision_and_loads_the_same(tmp_path: Pa
     x = torch.rand(2, 1, 28, 64)
     with torch.inference_mode():
         assert torch.allclose(member.net(x), net(x), atol=0.05)
-        # Loaded for reading: log-probabilities at the temperature; two networks, the mean of theirs.
-        assert torch.allclose(load_line_model(path, torch.device("cpu"))(x), (net(x) / 1.3).log_softmax(1), atol=0.05)
+        # Loaded for reading: each network's log-probabilities at its temperature, stacked.
+        (one,) = load_line_model(path, torch.device("cpu"))(x)
+        assert torch.allclose(one, (net(x) / 1.3).log_softmax(1), atol=0.05)
         other = LineNet().eval()
         save_line_model([Member(net, 1.3, {}), Member(other, 0.9, {})], path)
-        mean = ((net(x) / 1.3).log_softmax(1) + (other(x) / 0.9).log_softmax(1)) / 2
-        assert torch.allclose(load_line_model(path, torch.device("cpu"))(x), mean, atol=0.05)
+        both = torch.stack([(net(x) / 1.3).log_softmax(1), (other(x) / 0.9).log_softmax(1)])
+        assert torch.allclose(load_line_model(path, torch.device("cpu"))(x), both, atol=0.05)
+
+
+def test_of_several_networks_readings_the_likeliest_under_all_of_them_is_taken() -> None:
+    b = BLANK_CLASS
+
+    def classes(read: list) -> list[int]:
+        return [max(range(11), key=p.__getitem__) for p, _ in read]
+
+    sure_pair = scores_for([b, 3, b, 8, b], sure=10.0)  # "38", sure of the 8
+    fairly_one = scores_for([b, 3, b, b, b], sure=6.0)  # "3": blank where the 8 is, less sure of it
+    for order in ((sure_pair, fairly_one), (fairly_one, sure_pair)):
+        assert classes(decode_surest(np.stack(order))) == [3, 8]  # not the shorter reading for being short
+    sure_one = scores_for([b, 3, b, b, b], sure=10.0)
+    fairly_pair = scores_for([b, 3, b, 8, b], sure=6.0)
+    for order in ((sure_one, fairly_pair), (fairly_pair, sure_one)):
+        assert classes(decode_surest(np.stack(order))) == [3]  # nor the longer one
+    broken = np.full_like(sure_pair, np.nan)  # a network gone wrong: no reading can be scored, none is a crash
+    ((probabilities, _),) = decode_surest(np.stack([broken, sure_pair]))  # the first's: unsure, so "?"
+    assert all(np.isnan(probabilities))
+    (alone,) = decode_surest(sure_one[None])  # one network: its reading
+    assert alone == decode(sure_one)[0]
+
+
+def test_the_reader_reads_each_strip_of_a_batch_by_all_its_networks(tiny_net: torch.nn.Module) -> None:
+    torch.manual_seed(0)
+    nets = [LineNet().eval(), LineNet().eval()]
+    reader = reader_of(tiny_net)
+    reader.line = LineEnsemble(nets, [1.0, 1.3])
+    strips = [np.random.default_rng(k).integers(0, 256, (28, 64), dtype=np.uint8) for k in range(3)]
+    together = reader._symbols(strips)  # one batch of three strips of one width
+    for strip, read in zip(strips, together, strict=True):
+        with torch.inference_mode():
+            alone = reader.line(torch.from_numpy(strip[None, None]).float().div(255))
+        assert read == decode_surest(alone[:, 0])
 
 
 def test_a_damaged_line_model_is_one_clear_error(tmp_path: Path) -> None:

@@ -119,14 +119,20 @@ def run_workers(
     workers = _Workers(spawn, load_reader, options, socks[0].getsockname()[:2])
     # Until a worker's server takes over its signals, Ctrl-C leaves it be (its parent stops it in order): it is
     # spawned with SIGINT blocked (the mask survives the spawn) and ignores it before unblocking it (_worker),
-    # so none stops half-started with a traceback. A Ctrl-C meanwhile reaches this process once they are started.
+    # so none stops half-started with a traceback. Here a Ctrl-C meanwhile (another thread may take it) is only
+    # noted, so that no start is cut short, and raised again once they are all started (and known to stop()).
     try:
+        asked: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda number, _frame: asked.append(number))
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for sock in socks[1:]:
                 workers.start(sock)
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one pending arrives now, and is noted
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)  # None: not Python's
+        if asked:
+            signal.raise_signal(signal.SIGINT)  # as if it came now: the usual way of stopping
         logging.config.dictConfig(LOG_CONFIG)  # as the server will: the watcher's lines look like its own
         threading.Thread(target=workers.watch, name="mnistctl-workers", daemon=True).start()
         run(reader, socks[0], **options)  # type: ignore[arg-type]
