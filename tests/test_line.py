@@ -131,6 +131,18 @@ def test_of_several_networks_readings_the_likeliest_under_all_of_them_is_taken()
     fairly_pair = scores_for([b, 3, b, 8, b], sure=6.0)
     for order in ((sure_one, fairly_pair), (fairly_pair, sure_one)):
         assert classes(decode_surest(np.stack(order))) == [3]  # nor the longer one
+    # The less sure network's reading, where the surer one only just took a frame for blank: not the reading
+    # of whichever network is surest, nor the one whose symbols' confidences multiply to the most.
+    only_just = scores_for([b, 3, b, b, b], sure=10.0)
+    only_just[b, 3], only_just[8, 3] = 1.0, 0.9
+    assert classes(decode(only_just)) == [3]
+    for order in ((only_just, fairly_pair), (fairly_pair, only_just)):
+        assert classes(decode_surest(np.stack(order))) == [3, 8]
+    # Two networks that agree, peaking in different frames: "35" (a mean frame by frame would lose the 5).
+    early, late = scores_for([b, 3, b, 5, b, b]), scores_for([b, 3, b, b, 5, b])
+    early[b, 4], late[b, 3] = 9.0, 9.0
+    assert classes(decode_surest(np.stack([early, late]))) == [3, 5]
+    assert classes(decode((early + late) / 2)) == [3]  # what the mean would have read
     broken = np.full_like(sure_pair, np.nan)  # a network gone wrong: no reading can be scored, none is a crash
     ((probabilities, _),) = decode_surest(np.stack([broken, sure_pair]))  # the first's: unsure, so "?"
     assert all(np.isnan(probabilities))

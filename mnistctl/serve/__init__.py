@@ -130,7 +130,7 @@ def run_workers(
                 workers.start(sock)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # one pending arrives now, and is noted
-            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)  # None: not Python's
+            signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)  # None: C's
         if asked:
             signal.raise_signal(signal.SIGINT)  # as if it came now: the usual way of stopping
         logging.config.dictConfig(LOG_CONFIG)  # as the server will: the watcher's lines look like its own
