@@ -146,23 +146,23 @@ def decode_surest(scores: torch.Tensor | np.ndarray) -> list[tuple[list[float], 
     score (a broken one's NaN): the first network's."""
     import torch
 
-    readings = [decode(one) for one in np.asarray(scores)]
-    if len(readings) == 1 or not readings[0]:  # one network; or no frames, so nothing read
+    scores = np.asarray(scores)
+    readings = [decode(one) for one in scores]
+    labels = [[max(range(BLANK_CLASS), key=p.__getitem__) for p, _ in read] for read in readings]
+    if all(same == labels[0] for same in labels):  # one network, or all agree (no frames: all read nothing)
         return readings[0]
-    log_probs = torch.as_tensor(np.asarray(scores, np.float32)).log_softmax(1)
-    frames = log_probs.shape[2]
-    by_frame = log_probs.permute(2, 0, 1)  # frames×networks×classes, as ctc_loss takes them
+    by_frame = torch.as_tensor(scores.astype(np.float32)).log_softmax(1).permute(2, 0, 1)  # as ctc_loss takes them
+    frames, networks = by_frame.shape[:2]
 
-    def likelihood(reading: list[tuple[list[float], tuple[int, int]]]) -> float:
-        labels = torch.tensor([[max(range(BLANK_CLASS), key=p.__getitem__) for p, _ in reading]] * len(readings))
+    def likelihood(k: int) -> float:
         lost = torch.nn.functional.ctc_loss(
-            by_frame, labels, [frames] * len(readings), [labels.shape[1]] * len(readings),
+            by_frame, torch.tensor([labels[k]] * networks), [frames] * networks, [len(labels[k])] * networks,
             blank=BLANK_CLASS, reduction="none",
         )  # fmt: skip
         total = -float(lost.sum())
         return total if math.isfinite(total) else -math.inf
 
-    return max(readings, key=likelihood)
+    return readings[max(range(len(readings)), key=likelihood)]
 
 
 def decode(scores: torch.Tensor | np.ndarray, temperature: float = 1.0) -> list[tuple[list[float], tuple[int, int]]]:
