@@ -160,7 +160,9 @@ def test_the_reader_reads_each_strip_of_a_batch_by_all_its_networks(tiny_net: to
     for strip, read in zip(strips, together, strict=True):
         with torch.inference_mode():
             alone = reader.line(torch.from_numpy(strip[None, None]).float().div(255))
-        assert read == decode_surest(alone[:, 0])
+        expected = decode_surest(alone[:, 0])  # the same, to rounding (a batch of three may round otherwise)
+        assert [frames for _, frames in read] == [frames for _, frames in expected]
+        assert np.allclose([p for p, _ in read], [p for p, _ in expected], atol=1e-5)
 
 
 def test_a_damaged_line_model_is_one_clear_error(tmp_path: Path) -> None:
