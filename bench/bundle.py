@@ -2,6 +2,7 @@
 
     python bench/bundle.py                 # mnistctl train --epochs 10 --seed 0 --device cpu, then bundle it
     python bench/bundle.py --from run.pt   # bundle a checkpoint trained earlier with that same command
+    python bench/bundle.py --second        # the same with --seed 1: the second network, asked where it is unsure
 
 The bundle's confidence is calibrated (temperature scaling, `bench/trust.py --calibrate`: fitted on photos of
 the last 5,000 MNIST test digits and drawn non-digits, none of which the trust bench measures on).
@@ -28,7 +29,7 @@ from common import machine, mnistctl_command
 from trust import calibrate
 
 from mnistctl import __version__
-from mnistctl.checkpoint import bundled_model_path, load_checkpoint, save_checkpoint
+from mnistctl.checkpoint import bundled_model_path, bundled_second_path, load_checkpoint, save_checkpoint
 from mnistctl.data.mnist import resolve_data_dir
 
 LIMIT_BYTES = 1 << 20
@@ -73,11 +74,14 @@ def bundle(source: Path, command: list[str], target: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--second", action="store_true", help="bundle the second network (default seed 1)")
+    parser.add_argument("--seed", type=int, help="default: 0, or 1 with --second")
     parser.add_argument("--from", dest="source", type=Path, help="a checkpoint made by the same command")
     parser.add_argument("--command", help="with --from: the command that made it (default: the usual one)")
     args = parser.parse_args()
-    target = bundled_model_path()
+    target = bundled_second_path() if args.second else bundled_model_path()
+    if args.seed is None:
+        args.seed = 1 if args.second else 0
     if args.source:
         made_by = shlex.split(args.command) if args.command else command(args.seed)
         print(json.dumps(bundle(args.source, made_by, target), indent=1))

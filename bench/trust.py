@@ -131,7 +131,7 @@ def calibrate(model: str, data_dir: Path, mirror: str | None, tmp: Path) -> None
     inputs = [digit_input(p) for p in photos] + [digit_input(p) for p, _ in negatives]
     targets = labels[5000:].tolist() + [10] * len(negatives)
     checkpoint = load_checkpoint(model)
-    reader = mnistctl.load_reader(model, device="cpu")
+    reader = mnistctl.load_reader(model, device="cpu", second_model=False)  # this network alone
     x = normalise(
         torch.from_numpy(np.stack(inputs)), reader.meta.normalization["mean"], reader.meta.normalization["std"]
     )
@@ -176,8 +176,9 @@ def main() -> None:
             bars = [float(b) for b in args.min_confidence.split(",")] if args.min_confidence else [None]
             for bar in bars:
                 options = {} if bar is None else {"min_confidence": bar}
-                print(f"\n## {model} ({len(reader.meta.classes)} classes, temperature {reader.meta.temperature:g}), "
-                      f"min_confidence {bar if bar is not None else 'default'}\n")  # fmt: skip
+                second = f", asking {reader.meta.second_model}" if reader.meta.second_model else ""
+                print(f"\n## {model} ({len(reader.meta.classes)} classes, temperature {reader.meta.temperature:g}"
+                      f"{second}), min_confidence {bar if bar is not None else 'default'}\n")  # fmt: skip
                 readings = read(reader, [p for p, _ in non_digits], **options)
                 kinds: dict[str, list[int]] = {}
                 for r, (_, kind) in zip(readings, non_digits, strict=True):

@@ -183,6 +183,14 @@ def bundled_model_path() -> Path:
     return Path(str(files("mnistctl") / "weights" / "digit_model.pt"))
 
 
+def bundled_second_path() -> Path:
+    """The bundled model's second network (`bench/bundle.py --second`: the same recipe, another seed), which
+    readers ask where the bundled model is unsure."""
+    from importlib.resources import files
+
+    return Path(str(files("mnistctl") / "weights" / "second_model.pt"))
+
+
 def find_model(explicit: Path | None) -> tuple[Path, str]:
     """The checkpoint ``eval`` and ``predict`` read, and where the choice came from: ``-m`` ("option"), else
     ``$MNISTCTL_MODEL`` ("$MNISTCTL_MODEL"), else ``./digit_model.pt`` if it exists, else the model bundled with

@@ -136,6 +136,7 @@ class ModelMeta:
     temperature: float = 1.0  # the logits are divided by it before the softmax: calibration (docs/design.md)
     classes: tuple[str, ...] = tuple("0123456789")  # the model's outputs, "not a digit" last where it has one
     line_model: str | None = None  # the line networks' file, which read digits that touch (None: none)
+    second_model: str | None = None  # the second digit network, asked where the first is unsure (None: none)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,30 +13,34 @@ from helpers import MNISTCTL_SCRIPT, SHARED_MNIST
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistctl.checkpoint import bundled_model_path, find_model, load_checkpoint
+from mnistctl.checkpoint import bundled_model_path, bundled_second_path, find_model, load_checkpoint
 from mnistctl.cli import app
 from mnistctl.config import DEFAULT_ARCH, DEFAULT_EPOCHS, RECIPES
 from mnistctl.errors import MnistctlError
 
 runner = CliRunner()
 BUNDLED = bundled_model_path()
+BOTH = pytest.mark.parametrize("path", [BUNDLED, bundled_second_path()], ids=["model", "second"])
 
 
-def test_it_is_in_the_package_small_and_loads_with_weights_only():
-    assert BUNDLED.is_file() and BUNDLED.stat().st_size <= 1 << 20
-    checkpoint = load_checkpoint(BUNDLED)  # torch.load(weights_only=True), checksum of the weights checked
+@BOTH
+def test_it_is_in_the_package_small_and_loads_with_weights_only(path: Path):
+    assert path.is_file() and path.stat().st_size <= 1 << 20
+    checkpoint = load_checkpoint(path)  # torch.load(weights_only=True), checksum of the weights checked
     assert not checkpoint.has_training_state  # weights and metadata only
     made = checkpoint.extra["bundle"]
     assert made["command"].startswith("mnistctl train ") and f"--seed {made['seed']}" in made["command"]
     assert made["mnistctl"] and made["machine"] and made["test_accuracy"] == checkpoint.metrics["test_accuracy"]
 
 
-def test_it_was_trained_with_the_current_cpu_default_recipe():
-    """Changing the default recipe must come with a retrained bundle: `python bench/bundle.py`."""
-    config = load_checkpoint(BUNDLED).config
+@BOTH
+def test_it_was_trained_with_the_current_cpu_default_recipe(path: Path):
+    """Changing the default recipe must come with a retrained bundle: `python bench/bundle.py` (and `--second`)."""
+    config = load_checkpoint(path).config
     arch = DEFAULT_ARCH["cpu"]
     expected = {"arch": arch, "epochs": DEFAULT_EPOCHS, "train_limit": None, **RECIPES[arch]}
     assert {key: config[key] for key in expected} == expected
+    assert config["seed"] == (0 if path == BUNDLED else 1)  # two seeds: two networks that err apart
 
 
 @pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").exists(), reason="no local MNIST mirror")
