@@ -13,12 +13,16 @@ from helpers import mnist_like, model_file
 import mnistctl
 from mnistctl.checkpoint import bundled_model_path, bundled_second_path
 from mnistctl.errors import MnistctlError
+from mnistctl.reader import ASK_BELOW, SecondOpinion
 
 
 def test_the_bundled_model_asks_its_second_network_and_a_model_of_ones_own_none(tmp_path: Path) -> None:
     second = str(bundled_second_path())
     assert mnistctl.load_reader(device="cpu").meta.second_model == second
     assert mnistctl.load_reader(bundled_model_path(), device="cpu").meta.second_model == second  # as the CLI names it
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(bundled_model_path().read_bytes())
+    assert mnistctl.load_reader(copy, device="cpu").meta.second_model is None  # a model of one's own now
     mine = model_file(tmp_path / "m.pt", classes=11)  # outputs as the bundled pair's
     assert mnistctl.load_reader(mine).meta.second_model is None
     assert mnistctl.load_reader(mine, second_model=True).meta.second_model == second
@@ -63,3 +67,42 @@ def test_a_second_model_with_other_outputs_is_refused(tmp_path: Path) -> None:
         mnistctl.load_reader(first, second_model=second)
     with pytest.raises(MnistctlError, match="missing.pt"):
         mnistctl.load_reader(first, second_model=tmp_path / "missing.pt")
+
+
+def test_a_missing_bundled_second_network_says_which_and_what_to_do(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("mnistctl.checkpoint.bundled_second_path", lambda: tmp_path / "second_model.pt")
+    with pytest.raises(MnistctlError) as caught:
+        mnistctl.load_reader(device="cpu")
+    assert caught.value.message.startswith("the second digit network: ") and "second_model.pt" in caught.value.message
+    assert caught.value.hint.startswith("reinstall mnistctl") and caught.value.hint.endswith("second_model=False")
+    assert mnistctl.load_reader(device="cpu", second_model=False).meta.second_model is None
+
+
+class _Recording(torch.nn.Module):
+    """A second network that surely reads each input as its pixels' value (row k of the test's batch: k), and
+    keeps what it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.asked.append(x)
+        return torch.nn.functional.one_hot((x[:, 0, 0, 0] * 255).round().long(), 10).float() * 20
+
+
+def test_in_a_batch_only_the_unsure_inputs_are_asked_each_in_its_row() -> None:
+    sure, unsure = 0.99, ASK_BELOW - 0.01
+    first = torch.tensor([[sure] + [(1 - sure) / 9] * 9, [unsure] + [(1 - unsure) / 9] * 9] * 3).log()
+    first[3] = float("nan")  # a broken first network's row: not asked, still NaN
+    pixels = torch.arange(6, dtype=torch.uint8).view(6, 1, 1).expand(6, 28, 28).contiguous()  # row k: all k
+    second = _Recording()
+    out = SecondOpinion(second, "b.pt", 0.0, 1.0, 1.0).asked(first, pixels)
+    (asked,) = second.asked
+    assert (asked[:, 0, 0, 0] * 255).round().tolist() == [1.0, 5.0]  # rows 1 and 5, in order (row 3 is NaN)
+    for row in (0, 2, 4):
+        assert torch.equal(out[row], first[row])
+    assert bool(out[3].isnan().all())
+    for row in (1, 5):
+        says_row = (torch.nn.functional.one_hot(torch.tensor(row), 10).float() * 20).log_softmax(0)
+        assert torch.allclose(out[row], (first[row] + says_row) / 2) and int(out[row].argmax()) == row

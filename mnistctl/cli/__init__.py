@@ -193,7 +193,7 @@ def eval_(
 
     if save_errors is not None:
         check_directory(save_errors, "--save-errors", empty=not force)
-    reader = model_reader(model, amp, device, threads, quiet)
+    reader = model_reader(model, amp, device, threads, quiet, second=False)  # the checkpoint's own accuracy
     path, arch = reader.meta.path, reader.meta.arch
     images, labels = load_split(mnist_data_dir(data_dir, mirror, quiet), split)
     with report.counting(f"evaluating on {split}", len(images), quiet) as advance:

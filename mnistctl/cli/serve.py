@@ -51,8 +51,10 @@ def serve(
     if workers == 1:
         server.run(reader, socks[0], **options)
     else:
+        meta = reader.meta  # each worker's reader as this one: the same networks, device and precision
         load = functools.partial(
-            load_reader, reader.meta.path, device=reader.meta.device, precision=reader.meta.precision, threads=threads
-        )
+            load_reader, meta.path, device=meta.device, precision=meta.precision, threads=threads,
+            line_model=meta.line_model or False, second_model=meta.second_model or False,
+        )  # fmt: skip
         server.run_workers(reader, load, socks, **options)
     report.log("Stopped: every request in flight was answered.")
