@@ -126,12 +126,16 @@ def _second_opinion(
         meta = _meta(checkpoint, os.fspath(path), first.device, precision)
     except MnistctlError as e:  # its hint is for a model of one's own: say which network, and what to do here
         bundled = os.path.realpath(path) == os.path.realpath(bundled_second_path())  # even where it is missing
-        fix = "reinstall mnistctl (pip install --force-reinstall mnistctl)" if bundled else "fix the path"
-        fix += ", or pass second_model=False"
-        raise MnistctlError(f"the second digit network: {e.message}", fix) from None
+        fix = (
+            "reinstall mnistctl (pip install --force-reinstall mnistctl)"
+            if bundled
+            else "pass one `mnistctl train` wrote"
+        )
+        raise MnistctlError(f"the second digit network: {e.message}", f"{fix}, or second_model=False") from None
     if meta.classes != first.classes:
         raise MnistctlError(
-            f"{os.fspath(path)}: its outputs ({len(meta.classes)}) are not the first model's ({len(first.classes)})",
+            f"the second digit network: {os.fspath(path)}: its outputs ({len(meta.classes)}) are not the first"
+            f" model's ({len(first.classes)})",
             "pass a second model trained as the first was, or second_model=False",
         )
     network = build_model(checkpoint, device, precision).eval()
@@ -423,7 +427,7 @@ class SecondOpinion(NamedTuple):
     input whose likeliest class the first gives under ASK_BELOW, the reading is the two's mean log-probabilities
     (each at its own calibration temperature). Two networks misread fewer digits than one (docs/benchmarks.md),
     but asked about every input the second would cost a third of the reading speed; the first is unsure of
-    1.6 % of MNIST's test digits, where nearly all its errors are."""
+    1.6 % of MNIST's test digits, where three in four of its errors are."""
 
     network: torch.nn.Module
     path: str
@@ -446,8 +450,8 @@ class SecondOpinion(NamedTuple):
         return out
 
 
-# Measured (docs/benchmarks.md): asked below 0.7, 0.9 or 0.999 the pair reads the same; below 0.9 the second
-# network reads 1.6 % of MNIST's test digits.
+# Measured (docs/benchmarks.md): asked below 0.9 or 0.999 the pair reads the same as asked everywhere, below 0.7
+# two MNIST test digits more wrong; below 0.9 the second network reads 1.6 % of MNIST's test digits.
 ASK_BELOW = 0.9
 
 LINE_BATCH_PIXELS = 16384  # columns of strips of one width the line network reads at once (256 of 64 px), at most

@@ -63,9 +63,11 @@ def test_where_the_first_is_sure_the_second_is_not_asked(tmp_path: Path) -> None
 def test_a_second_model_with_other_outputs_is_refused(tmp_path: Path) -> None:
     first = model_file(tmp_path / "a.pt")
     second = model_file(tmp_path / "b.pt", classes=11)
-    with pytest.raises(MnistctlError, match=r"b\.pt: its outputs \(11\) are not the first model's \(10\)"):
+    with pytest.raises(
+        MnistctlError, match=r"second digit network: .*b\.pt: its outputs \(11\) are not the first model's \(10\)"
+    ):
         mnistctl.load_reader(first, second_model=second)
-    with pytest.raises(MnistctlError, match="missing.pt"):
+    with pytest.raises(MnistctlError, match="the second digit network: .*missing.pt.* or second_model=False"):
         mnistctl.load_reader(first, second_model=tmp_path / "missing.pt")
 
 
@@ -97,12 +99,21 @@ def test_in_a_batch_only_the_unsure_inputs_are_asked_each_in_its_row() -> None:
     first[3] = float("nan")  # a broken first network's row: not asked, still NaN
     pixels = torch.arange(6, dtype=torch.uint8).view(6, 1, 1).expand(6, 28, 28).contiguous()  # row k: all k
     second = _Recording()
-    out = SecondOpinion(second, "b.pt", 0.0, 1.0, 1.0).asked(first, pixels)
+    out = SecondOpinion(second, "b.pt", 0.0, 1.0, 2.0).asked(first, pixels)  # at its temperature, 2
     (asked,) = second.asked
     assert (asked[:, 0, 0, 0] * 255).round().tolist() == [1.0, 5.0]  # rows 1 and 5, in order (row 3 is NaN)
     for row in (0, 2, 4):
         assert torch.equal(out[row], first[row])
     assert bool(out[3].isnan().all())
     for row in (1, 5):
-        says_row = (torch.nn.functional.one_hot(torch.tensor(row), 10).float() * 20).log_softmax(0)
+        says_row = (torch.nn.functional.one_hot(torch.tensor(row), 10).float() * 20 / 2).log_softmax(0)
         assert torch.allclose(out[row], (first[row] + says_row) / 2) and int(out[row].argmax()) == row
+
+
+def test_the_command_line_reader_has_the_second_network_unless_told_not_to() -> None:
+    """`eval` asks for none (it measures the checkpoint); `predict` and `serve` read with both."""
+    from mnistctl.cli.loading import model_reader
+
+    bundled = bundled_model_path()  # as `-m` names it: neither $MNISTCTL_MODEL nor ./digit_model.pt
+    assert model_reader(bundled, None, "cpu", None, True, second=False).meta.second_model is None
+    assert model_reader(bundled, None, "cpu", None, True).meta.second_model == str(bundled_second_path())
