@@ -108,10 +108,11 @@ def load_reader(
 
 
 def _is_bundled(path: str | os.PathLike[str], bundled: os.PathLike[str]) -> bool:
+    """Whether ``path`` is the bundled file ``bundled`` itself (not a copy of it), even where it is missing."""
     try:
         return os.path.samefile(path, bundled)
-    except OSError:  # either is missing: loading the model said so already, or there is no bundled model
-        return False
+    except OSError:  # either is missing: then whether it is the same name
+        return os.path.realpath(path) == os.path.realpath(bundled)
 
 
 def _second_opinion(
@@ -125,7 +126,7 @@ def _second_opinion(
         checkpoint = load_checkpoint(path)
         meta = _meta(checkpoint, os.fspath(path), first.device, precision)
     except MnistctlError as e:  # its hint is for a model of one's own: say which network, and what to do here
-        bundled = os.path.realpath(path) == os.path.realpath(bundled_second_path())  # even where it is missing
+        bundled = _is_bundled(path, bundled_second_path())
         fix = (
             "reinstall mnistctl (pip install --force-reinstall mnistctl)"
             if bundled
