@@ -118,6 +118,32 @@ def test_the_detached_bar_of_a_5_belongs_to_it() -> None:
     assert bar_rows > 0  # and the bar is in what the network sees
 
 
+@pytest.mark.parametrize("bar", [(0.7, 1.3), (1.0, 1.45)], ids=["reaching-past-the-body", "right-of-the-body"])
+def test_a_5s_bar_drawn_apart_to_the_right_belongs_to_it(bar: tuple[float, float]) -> None:
+    """MNIST's writers often lift the pen before a 5's bar and draw it further right: over only part of the body's
+    columns, or just past them. It is the 5's, not punctuation (a bar alone is lower than any digit)."""
+    gray = page([("7", (260, 40, 340, 160))])
+    img = Image.fromarray(gray)
+    draw = ImageDraw.Draw(img)
+    x0, y0, w, h = 40, 40, 80, 120
+    body = BROKEN["5"][1]
+    draw.line([(x0 + u * w, y0 + v * h) for u, v in body], fill=30, width=h // 9, joint="curve")
+    draw.line([(x0 + bar[0] * w, y0 + 0.02 * h), (x0 + bar[1] * w, y0 + 0.02 * h)], fill=30, width=h // 9)
+    digits = segment_digits(np.array(img))
+    assert len(digits) == 2
+    assert digits[0].box[1] <= y0 + 0.02 * h and digits[0].box[2] >= x0 + bar[1] * w  # the bar is in the 5's box
+    assert digits[0].pixels[:8].sum() > 0  # and in what the network sees
+
+
+def test_a_minus_sign_just_after_a_digit_is_not_its_bar() -> None:
+    drawn = [("3", (40, 40, 110, 160)), ("1", (200, 40, 250, 160))]
+    gray = page(drawn)
+    img = Image.fromarray(gray)
+    ImageDraw.Draw(img).rectangle((114, 95, 150, 108), fill=30)  # close to the 3, at the middle of its height
+    digits = segment_digits(np.array(img))
+    assert [d.box for d in digits] == [d.box for d in segment_digits(gray)]
+
+
 def test_specks_and_punctuation_are_not_digits() -> None:
     drawn = [("3", (40, 40, 110, 160)), ("1", (200, 40, 250, 160)), ("4", (300, 40, 380, 160))]
     gray = page(drawn)

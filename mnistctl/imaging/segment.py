@@ -34,6 +34,7 @@ SPECK = 0.15  # a mark smaller than this, both ways, is dust
 FAINT = 0.5  # a piece whose strongest ink is under this fraction of the strongest is shading or noise, not a stroke
 MERGE_OVERLAP = 0.5  # pieces whose columns overlap by this fraction of the narrower one's width are one digit
 MIN_DIGIT_HEIGHT = 0.4  # merged pieces lower than this are not a digit (a minus sign, a decimal point)
+BAR_REACH = 0.15  # ... unless over a digit's upper half, its columns or this far right of them: a 5's bar
 # MNIST digits are never wider than their size (the 20 px box: median width 16 px); two touching digits are 1.55
 # sizes wide on median. So a group wider than SPLIT_WIDTH sizes (and its own height) is digits that touch,
 # about DIGIT_WIDTH sizes each.
@@ -79,18 +80,19 @@ class _Group:
 def segment_digits(gray: np.ndarray, invert: str = "auto", *, normalise_strokes: bool = True) -> list[Digit]:
     """The digits of a number written on one line, left to right (H×W uint8 gray image in).
 
-    Polarity and ink as for one digit (the border decides; ``invert`` forces it), then connected pieces of
-    ink (8-connectivity). A piece with no ink over FAINT of the strongest is shading (a photo's uneven light)
-    or noise. Pieces whose columns overlap substantially are one digit: a broken stroke, the detached bar of a
-    5 or 7, a 4 drawn in two strokes. Sizes are judged against the typical digit size (the median longer
-    side, as MNIST fits every digit's longer side to 20 px): marks under SPECK of it are dust, groups lower
-    than MIN_DIGIT_HEIGHT of it are punctuation (a minus sign, a decimal point). Digits may differ in size and
-    baseline. A group wider than SPLIT_WIDTH sizes of the other digits (and its own height) is taken for
-    digits that touch: it is cut, into as many digits as its width suggests, at the weakest columns near where
-    the cuts are expected: fewest strokes crossed, then least ink (where two digits touch a column crosses one
-    stroke; inside a 0, two). A cut that crosses more strokes, or leaves a part too low for a digit, is not
-    made: that is one wide digit. Each digit is cut out (its own pixels only) and passed through the
-    single-digit steps: stroke width, fitted to 20 px, centred by mass in 28×28.
+    Polarity and ink as for one digit (the border decides; ``invert`` forces it), then connected pieces of ink
+    (8-connectivity). A piece with no ink over FAINT of the strongest is shading (a photo's uneven light) or noise.
+    Pieces whose columns overlap substantially are one digit: a broken stroke, the detached bar of a 5 or 7, a 4
+    drawn in two strokes. Sizes are judged against the typical digit size (the median longer side, as MNIST fits
+    every digit's longer side to 20 px): marks under SPECK of it are dust, groups lower than MIN_DIGIT_HEIGHT of it
+    are punctuation (a minus sign, a decimal point) — unless over a digit's upper half, sharing its columns or
+    starting just right of them: that is the digit's bar (a 5's, drawn apart). Digits may differ in size and
+    baseline. A group wider than SPLIT_WIDTH sizes of the other digits (and its own height) is taken for digits that
+    touch: it is cut, into as many digits as its width suggests, at the weakest columns near where the cuts are
+    expected: fewest strokes crossed, then least ink (where two digits touch a column crosses one stroke; inside a
+    0, two). A cut that crosses more strokes, or leaves a part too low for a digit, is not made: that is one wide
+    digit. Each digit is cut out (its own pixels only) and passed through the single-digit steps: stroke width,
+    fitted to 20 px, centred by mass in 28×28.
 
     Not handled: several lines of digits (pieces above one another are merged); digits whose columns overlap
     a lot without touching (a 7's long bar over a 1); touching digits that are narrow together ("11" looks
@@ -446,7 +448,21 @@ def _digit_groups(labels: np.ndarray, slices: list, strokes: Sequence[bool], dus
             groups.append(piece)
             active.append(piece)
     size = _typical_size(groups)
-    return [g for g in groups if g.height >= MIN_DIGIT_HEIGHT * size]
+    digits = [g for g in groups if g.height >= MIN_DIGIT_HEIGHT * size]
+    reach = round(BAR_REACH * size)
+    for low in (g for g in groups if g.height < MIN_DIGIT_HEIGHT * size):
+        # A low piece over the upper half of a digit, sharing its columns or just right of them, is that digit's
+        # detached bar (a 5's top stroke drawn apart); elsewhere it is punctuation, and dropped.
+        below = [
+            g
+            for g in digits
+            if g.box[0] < low.box[2] and low.box[0] < g.box[2] + reach and 2 * low.box[3] <= g.box[1] + g.box[3]
+        ]
+        if below:
+            digit = max(below, key=lambda g: (_overlap(g, low), g.box[2]))
+            digit.labels += low.labels
+            digit.box = _union(digit.box, low.box)
+    return digits
 
 
 WIDEST = 1.25  # a digit is at most this many times as wide as it is high (MNIST's: at most 1)
