@@ -178,17 +178,19 @@ def default_model_path() -> Path:
 
 def bundled_model_path() -> Path:
     """The model that ships inside the package (trained by `bench/bundle.py` with the CPU default recipe)."""
-    from importlib.resources import files
-
-    return Path(str(files("mnistctl") / "weights" / "digit_model.pt"))
+    return _bundled("digit_model.pt")
 
 
 def bundled_second_path() -> Path:
     """The bundled model's second network (`bench/bundle.py --second`: the same recipe, another seed), which
     readers ask where the bundled model is unsure."""
+    return _bundled("second_model.pt")
+
+
+def _bundled(name: str) -> Path:
     from importlib.resources import files
 
-    return Path(str(files("mnistctl") / "weights" / "second_model.pt"))
+    return Path(str(files("mnistctl") / "weights" / name))
 
 
 def find_model(explicit: Path | None) -> tuple[Path, str]:
