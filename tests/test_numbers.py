@@ -114,8 +114,7 @@ def test_the_detached_bar_of_a_5_belongs_to_it() -> None:
     digits = segment_digits(page(drawn, broken=frozenset({0})))
     assert len(digits) == 2
     assert close(digits[0].box, ink_box(*drawn[0], broken=True))  # the box reaches up to the bar
-    bar_rows = digits[0].pixels[:8].sum()
-    assert bar_rows > 0  # and the bar is in what the network sees
+    assert digits[0].pixels[:7, 18:].sum() > 0  # and the bar is in what the network sees: ink at the top right
 
 
 @pytest.mark.parametrize("bar", [(0.7, 1.3), (1.0, 1.45)], ids=["reaching-past-the-body", "right-of-the-body"])
@@ -132,16 +131,38 @@ def test_a_5s_bar_drawn_apart_to_the_right_belongs_to_it(bar: tuple[float, float
     digits = segment_digits(np.array(img))
     assert len(digits) == 2
     assert digits[0].box[1] <= y0 + 0.02 * h and digits[0].box[2] >= x0 + bar[1] * w  # the bar is in the 5's box
-    assert digits[0].pixels[:8].sum() > 0  # and in what the network sees
+    assert digits[0].pixels[:7, 18:].sum() > 0  # and in what the network sees: ink at the top right
 
 
-def test_a_minus_sign_just_after_a_digit_is_not_its_bar() -> None:
+# Marks beside a 3 (ink box x 40-110, y 40-160) that are not its bar: drawn as (kind, box).
+NOT_BARS = {
+    "minus-sign": ("rectangle", (114, 95, 150, 108)),  # at the middle of the 3's height
+    "apostrophe": ("rectangle", (116, 40, 124, 62)),  # taller than wide, at the 3's top
+    "degree-sign": ("ellipse", (116, 36, 136, 56)),
+    "dash-far-above-to-the-right": ("rectangle", (112, 0, 150, 8)),
+}
+
+
+@pytest.mark.parametrize("mark", NOT_BARS.values(), ids=NOT_BARS.keys())
+def test_punctuation_beside_a_digit_is_not_its_bar(mark: tuple[str, tuple[int, int, int, int]]) -> None:
     drawn = [("3", (40, 40, 110, 160)), ("1", (200, 40, 250, 160))]
     gray = page(drawn)
     img = Image.fromarray(gray)
-    ImageDraw.Draw(img).rectangle((114, 95, 150, 108), fill=30)  # close to the 3, at the middle of its height
+    kind, box = mark
+    getattr(ImageDraw.Draw(img), kind)(box, fill=30)
     digits = segment_digits(np.array(img))
     assert [d.box for d in digits] == [d.box for d in segment_digits(gray)]
+
+
+def test_a_digit_takes_one_bar() -> None:
+    """Dashes in a row along a digit's top do not chain onto it, each reaching from the last one's end."""
+    drawn = [("3", (40, 40, 110, 160))]
+    gray = page(drawn)
+    img = Image.fromarray(gray)
+    for x in range(118, 400, 30):  # the 3's ink ends at x = 116
+        ImageDraw.Draw(img).rectangle((x, 40, x + 24, 48), fill=30)
+    (digit,) = segment_digits(np.array(img))
+    assert digit.box[2] <= 118 + 24 + 3
 
 
 def test_specks_and_punctuation_are_not_digits() -> None:
@@ -224,6 +245,23 @@ def test_a_long_strip_of_scribbles_is_bounded_work() -> None:
         assert sum(strips) <= MOST_LINE + 16  # the last one a margin over
         assert 0 < len(strips) < 100
         assert sum(len(g.spans) for g in groups if g.line is None) <= 2 * MOST_STRETCHES
+
+
+def test_thousands_of_marks_are_compared_with_the_others_in_bounded_work(monkeypatch) -> None:
+    """Each group is judged against the typical size of the others: worked out once for each size there is, not
+    once for each of 2,356 marks (which took most of a minute on a megapixel strip of them)."""
+    from mnistctl.imaging import segment
+
+    strip = np.full((30, 33000), 255, np.uint8)
+    for x in range(4, 33000 - 14, 14):
+        strip[5:27, x : x + 2] = 0  # a stroke as tall as a digit
+        strip[5:9, x + 3 : x + 13] = 0  # and a bar at its top, drawn apart (not dust: 8 px, on so long a page)
+    medians = []
+    typical = segment._typical
+    monkeypatch.setattr(segment, "_typical", lambda sizes: medians.append(sizes.size) or typical(sizes))
+    groups = segment.segment_choices(strip)
+    assert len(groups) == 2356 and all(g.digits[0].box[2] - g.digits[0].box[0] == 13 for g in groups)  # with bars
+    assert len(medians) <= 10
 
 
 def test_a_blank_page_has_no_number() -> None:

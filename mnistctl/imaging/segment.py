@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,7 +36,10 @@ SPECK = 0.15  # a mark smaller than this, both ways, is dust
 FAINT = 0.5  # a piece whose strongest ink is under this fraction of the strongest is shading or noise, not a stroke
 MERGE_OVERLAP = 0.5  # pieces whose columns overlap by this fraction of the narrower one's width are one digit
 MIN_DIGIT_HEIGHT = 0.4  # merged pieces lower than this are not a digit (a minus sign, a decimal point)
-BAR_REACH = 0.15  # ... unless over a digit's upper half, its columns or this far right of them: a 5's bar
+# ... unless it is a digit's bar drawn apart (a 5's, past the body): its columns the digit's or starting up to
+# BAR_REACH right of them, its bottom at the digit's top (BAR_REACH above it to BAR_TOP of its height down), and
+# at least BAR_WIDE times as wide as high (not an apostrophe or a degree sign).
+BAR_REACH, BAR_TOP, BAR_WIDE = 0.15, 0.5, 1.5
 # MNIST digits are never wider than their size (the 20 px box: median width 16 px); two touching digits are 1.55
 # sizes wide on median. So a group wider than SPLIT_WIDTH sizes (and its own height) is digits that touch,
 # about DIGIT_WIDTH sizes each.
@@ -85,7 +90,7 @@ def segment_digits(gray: np.ndarray, invert: str = "auto", *, normalise_strokes:
     Pieces whose columns overlap substantially are one digit: a broken stroke, the detached bar of a 5 or 7, a 4
     drawn in two strokes. Sizes are judged against the typical digit size (the median longer side, as MNIST fits
     every digit's longer side to 20 px): marks under SPECK of it are dust, groups lower than MIN_DIGIT_HEIGHT of it
-    are punctuation (a minus sign, a decimal point) — unless over a digit's upper half, sharing its columns or
+    are punctuation (a minus sign, a decimal point) — unless a stroke across at a digit's top, over its columns or
     starting just right of them: that is the digit's bar (a 5's, drawn apart). Digits may differ in size and
     baseline. A group wider than SPLIT_WIDTH sizes of the other digits (and its own height) is taken for digits that
     touch: it is cut, into as many digits as its width suggests, at the weakest columns near where the cuts are
@@ -214,6 +219,7 @@ def _choices(
     parts = {}  # the groups each joined one was made of
     if lines:
         groups, parts = _runs(groups, JOIN_GAP * _typical_size(groups))
+    compared, everyone = _typical_of_others(groups), _typical_size(groups)
     pending = list(reversed(groups))
     while pending:
         group = pending.pop()
@@ -221,8 +227,7 @@ def _choices(
         if id(group) in parts and not (lines and fits):  # past the budget: its parts, each as it is
             pending += reversed(parts[id(group)])
             continue
-        others = [g for g in groups if g is not group]
-        size = _typical_size(others) if others else float(group.height)  # the digits it is to be compared with
+        size = compared.get(id(group), everyone)  # the digits it is to be compared with (a part: all of them)
         mask = np.isin(labels[group.box[1] : group.box[3], group.box[0] : group.box[2]], group.labels)
         strength = np.where(mask, ink[group.box[1] : group.box[3], group.box[0] : group.box[2]], 0)
         several = group.width > MAYBE_SEVERAL * group.height or group.width > SPLIT_WIDTH * size
@@ -425,7 +430,7 @@ def best_path(choices: Choices, scores: Sequence[float]) -> list[int]:
 def _digit_groups(labels: np.ndarray, slices: list, strokes: Sequence[bool], dust: float) -> list[_Group]:
     """Pieces of ink (``labels``, their ``ndimage.find_objects`` slices, whether each holds ink over FAINT) →
     digits, left to right: faint shading, noise and dust (under ``dust`` pixels both ways: as for one digit)
-    dropped, pieces of one digit merged, punctuation dropped."""
+    dropped, pieces of one digit merged (and bars drawn apart given to their digits), punctuation dropped."""
     pieces = [
         _Group([k], (s[1].start, s[0].start, s[1].stop, s[0].stop))
         for k, (s, stroke) in enumerate(zip(slices, strokes, strict=True), 1)
@@ -449,20 +454,37 @@ def _digit_groups(labels: np.ndarray, slices: list, strokes: Sequence[bool], dus
             active.append(piece)
     size = _typical_size(groups)
     digits = [g for g in groups if g.height >= MIN_DIGIT_HEIGHT * size]
-    reach = round(BAR_REACH * size)
-    for low in (g for g in groups if g.height < MIN_DIGIT_HEIGHT * size):
-        # A low piece over the upper half of a digit, sharing its columns or just right of them, is that digit's
-        # detached bar (a 5's top stroke drawn apart); elsewhere it is punctuation, and dropped.
-        below = [
-            g
-            for g in digits
-            if g.box[0] < low.box[2] and low.box[0] < g.box[2] + reach and 2 * low.box[3] <= g.box[1] + g.box[3]
-        ]
-        if below:
-            digit = max(below, key=lambda g: (_overlap(g, low), g.box[2]))
-            digit.labels += low.labels
-            digit.box = _union(digit.box, low.box)
+    _attach_bars(digits, [g for g in groups if g.height < MIN_DIGIT_HEIGHT * size], size)
     return digits
+
+
+def _attach_bars(digits: list[_Group], lows: list[_Group], size: float) -> None:
+    """Give each digit its bar drawn apart (a 5's top stroke, the pen lifted and the bar drawn further right),
+    from the pieces too low for a digit (``lows``; the rest are punctuation). A bar is a stroke across: at least
+    BAR_WIDE times as wide as high and at most a digit ``size`` wide. Its columns are the digit's or start
+    within BAR_REACH sizes right of them, and its bottom is at the digit's top: from BAR_REACH sizes above it to
+    BAR_TOP of the way down. One bar a digit, judged by the digits' boxes as found (not as bars widen them)."""
+    reach = BAR_REACH * size
+    found = [g.box for g in digits]
+    starts = [box[0] for box in found]  # left to right
+    reaches = list(itertools.accumulate((box[2] for box in found), max))  # the furthest right any up to k ends
+    barred: set[int] = set()
+    for low in lows:
+        x0, _, x1, bottom = low.box
+        if not BAR_WIDE * low.height <= low.width <= size:
+            continue
+        under = []
+        k = bisect.bisect_left(starts, x1) - 1  # the digits starting left of its end, right to left ...
+        while k >= 0 and reaches[k] + reach > x0:  # ... while one may still end near enough its start
+            _, top, end, foot = found[k]
+            if k not in barred and x0 < end + reach and top - reach <= bottom <= top + BAR_TOP * (foot - top):
+                under.append(k)
+            k -= 1
+        if under:
+            k = max(under, key=lambda k: (_overlap(digits[k], low), k))
+            barred.add(k)
+            digits[k].labels += low.labels
+            digits[k].box = _union(digits[k].box, low.box)
 
 
 WIDEST = 1.25  # a digit is at most this many times as wide as it is high (MNIST's: at most 1)
@@ -470,8 +492,24 @@ WIDEST = 1.25  # a digit is at most this many times as wide as it is high (MNIST
 
 def _typical_size(groups: list[_Group]) -> float:
     """The median size of the big ones (at least half the biggest): digits, not their broken-off parts."""
-    biggest = max(g.digit_size for g in groups)
-    return float(np.median([g.digit_size for g in groups if 2 * g.digit_size >= biggest]))
+    return _typical(np.array([g.digit_size for g in groups]))
+
+
+def _typical(sizes: np.ndarray) -> float:
+    return float(np.median(sizes[2 * sizes >= sizes.max()]))
+
+
+def _typical_of_others(groups: list[_Group]) -> dict[int, float]:
+    """For each group (by id), :func:`_typical_size` of the others, or its own height where it is alone. Worked
+    out once for each size there is, not for each group: a page of thousands of marks is bounded work."""
+    sizes = np.array([g.digit_size for g in groups])
+    by_size: dict[float, float] = {}
+    out = {}
+    for group, size in zip(groups, sizes.tolist(), strict=True):
+        if size not in by_size and len(groups) > 1:
+            by_size[size] = _typical(np.delete(sizes, sizes.tolist().index(size)))
+        out[id(group)] = by_size.get(size, float(group.height))
+    return out
 
 
 def _overlap(a: _Group, b: _Group) -> int:
