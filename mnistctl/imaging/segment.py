@@ -463,7 +463,10 @@ def _attach_bars(digits: list[_Group], lows: list[_Group], size: float) -> None:
     from the pieces too low for a digit (``lows``; the rest are punctuation). A bar is a stroke across: at least
     BAR_WIDE times as wide as high and at most a digit ``size`` wide. Its columns are the digit's or start
     within BAR_REACH sizes right of them, and its bottom is at the digit's top: from BAR_REACH sizes above it to
-    BAR_TOP of the way down. One bar a digit, judged by the digits' boxes as found (not as bars widen them)."""
+    BAR_TOP of the way down. Bars are placed left to right, each to the digit without one yet whose columns it
+    shares most (of equals, the one starting furthest right), judged by the digits' boxes as found (not as bars
+    widen them). The digits looked at for a bar are those that may reach it: few, unless one digit-high group
+    spans the page left of many bars (a box drawn round the number, which is not handled anyway)."""
     reach = BAR_REACH * size
     found = [g.box for g in digits]
     starts = [box[0] for box in found]  # left to right
@@ -501,13 +504,14 @@ def _typical(sizes: np.ndarray) -> float:
 
 def _typical_of_others(groups: list[_Group]) -> dict[int, float]:
     """For each group (by id), :func:`_typical_size` of the others, or its own height where it is alone. Worked
-    out once for each size there is, not for each group: a page of thousands of marks is bounded work."""
-    sizes = np.array([g.digit_size for g in groups])
+    out once for each size there is, not for each group (thousands of marks of a few sizes: a few medians)."""
+    listed = [g.digit_size for g in groups]
+    sizes = np.array(listed)
     by_size: dict[float, float] = {}
     out = {}
-    for group, size in zip(groups, sizes.tolist(), strict=True):
+    for group, size in zip(groups, listed, strict=True):
         if size not in by_size and len(groups) > 1:
-            by_size[size] = _typical(np.delete(sizes, sizes.tolist().index(size)))
+            by_size[size] = _typical(np.delete(sizes, listed.index(size)))
         out[id(group)] = by_size.get(size, float(group.height))
     return out
 
