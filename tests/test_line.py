@@ -9,10 +9,11 @@ import pytest
 import torch
 from helpers import reader_of
 from PIL import Image, ImageDraw
-from test_numbers import page
+from test_numbers import close, ink_box, page
 
+import mnistctl
 from mnistctl.errors import MnistctlError
-from mnistctl.imaging.segment import FRAME, LINE_BOX, LINE_PAD, line_strip, segment_choices
+from mnistctl.imaging.segment import FRAME, LINE_BOX, LINE_PAD, Line, line_strip, segment_choices
 from mnistctl.line import (
     BLANK_CLASS,
     LINE_MODEL,
@@ -68,9 +69,19 @@ def test_a_strip_is_the_ink_at_twenty_px_high_in_a_black_margin() -> None:
     assert cols[0] == LINE_PAD and cols[-1] + 1 == LINE_PAD + round(130 * scale)
 
 
+TOUCHING = [("1", (40, 50, 90, 150)), ("0", (75, 50, 150, 150)), ("1", (230, 50, 290, 150))]
+
+
 def _touching() -> np.ndarray:
     """A 1 and a 0 written into each other, then a 1 apart: one wide group of ink, and one narrow digit."""
-    return page([("1", (40, 50, 90, 150)), ("0", (75, 50, 150, 150)), ("1", (230, 50, 290, 150))], (360, 200))
+    return page(TOUCHING, (360, 200))
+
+
+def _mark(line: Line, ink: tuple[int, int, int, int]) -> tuple[int, int]:
+    """The frames where the line networks mark a digit whose ink is ``ink`` (an image box; working pixels are the
+    image's on a page this small): the two either side of its right edge, as the bundled networks mark these."""
+    edge = int(((ink[2] - line.group.box[0]) * line.scale + LINE_PAD) // FRAME)
+    return edge - 1, edge
 
 
 def test_a_wide_group_becomes_a_line_only_when_lines_are_asked_for() -> None:
@@ -83,19 +94,25 @@ def test_a_wide_group_becomes_a_line_only_when_lines_are_asked_for() -> None:
     assert first.line.strip.shape[0] == LINE_BOX + 2 * LINE_PAD
 
 
-def test_a_line_is_cut_between_its_symbols_at_the_weakest_column() -> None:
+def test_a_line_is_cut_where_its_digits_meet_just_after_the_first_ones_mark() -> None:
+    # The line networks mark a digit near its right edge (the bundled ones: this 1 at x = 73, this 0 at 150), so
+    # two digits meet just after the first one's mark. Looked for midway between the marks, the cut fell inside
+    # the 0, and the 1's box took half of it.
     (group, _) = segment_choices(_touching(), lines=True)
     line = group.line
-    width = line.strip.shape[1] // FRAME
-
-    def frame(x: int) -> int:  # an image column → the strip's frame there (the group starts near x = 40)
-        return int(((x - line.group.box[0]) * line.scale + LINE_PAD) // FRAME)
-
-    one, zero = line.digits([(frame(62), frame(62)), (frame(112), frame(112))])
-    assert frame(112) < width
-    assert one.box[0] < 60 and 60 < one.box[2] < 90  # the 1 alone: the cut is where the two touch
-    assert zero.box[0] >= one.box[2] - 12 and zero.box[2] > 140
+    one_ink, zero_ink = (ink_box(digit, box, (360, 200)) for digit, box in TOUCHING[:2])
+    marks = [_mark(line, one_ink), _mark(line, zero_ink)]
+    assert marks[1][1] < line.strip.shape[1] // FRAME
+    one, zero = line.digits(marks)
+    assert close(one.box, one_ink) and close(zero.box, zero_ink)  # the cut is where the two touch
     assert one.pixels.shape == zero.pixels.shape == (28, 28) and one.pixels.max() == 255
+
+
+def test_the_bundled_networks_read_a_touching_number_with_each_digit_in_its_own_box() -> None:
+    reading = mnistctl.load_reader(device="cpu").read_number(_touching())
+    assert reading.text == "101"
+    for digit, (shape, box) in zip(reading.digits, TOUCHING, strict=True):
+        assert close(digit.box, ink_box(shape, box, (360, 200)))
 
 
 def test_a_line_model_is_saved_in_half_precision_and_loads_the_same(tmp_path: Path) -> None:

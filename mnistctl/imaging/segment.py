@@ -146,19 +146,17 @@ class Line:
 
     def digits(self, frames: Sequence[tuple[int, int]]) -> list[Digit]:
         """One digit for each symbol (its first and last frame, left to right): the group cut between each two
-        symbols at the weakest column of the middle half between them (fewest strokes crossed, then least
-        ink), by a path that winds between the strokes there (:func:`_seams`)."""
+        symbols at the column crossing the fewest strokes near where they are expected to meet (SYMBOLS_MEET),
+        the nearest of those, by a path that winds between the strokes there (:func:`_seams`)."""
         width = self.strength.shape[1]
-        mask = self.strength > 0
-        strokes = _strokes(mask)
-        profile = self.strength.sum(0, dtype=np.int64)
-        # Where each symbol is, in the group's columns (the network marks a digit at a frame inside it).
+        strokes = _strokes(self.strength > 0)
+        # Where each symbol is marked, in the group's columns.
         at = [min(width - 1, max(0, round(((a + b + 1) * FRAME / 2 - LINE_PAD) / self.scale))) for a, b in frames]
         cuts = [0]
         for left, right in zip(at, at[1:], strict=False):
-            quarter = (right - left) // 4
-            window = range(max(cuts[-1] + 1, left + quarter), right - quarter + 1)
-            cuts.append(min(window, key=lambda i: (strokes[i], profile[i])) if window else cuts[-1])
+            meet, reach = left + SYMBOLS_MEET * (right - left), MEET_WINDOW * (right - left)
+            window = range(max(cuts[-1] + 1, round(meet - reach)), min(width - 1, round(meet + reach)) + 1)
+            cuts.append(min(window, key=lambda i: (strokes[i], abs(i - meet))) if window else cuts[-1])
         cuts.append(width)
         seams = _seams(self.strength, cuts, round(SEAM_REACH * self.group.height))
         out = []
@@ -339,6 +337,12 @@ def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list
     return sorted({*cuts, width})
 
 
+# The line networks mark a digit near its right edge (at 0.94 of its width, median, on the bench's numbers; at
+# 0.79-1.24 of it in nine cases of ten), so two digits meet just after the first one's mark: 0.07 of the way to
+# the next one's, median (-0.16 to 0.23). Their cut is looked for within MEET_WINDOW of that way either side of
+# SYMBOLS_MEET (docs/benchmarks.md, "eighth round"). A window round the middle, as if each mark were at its
+# digit's middle, held the place where they meet in few cases, and half the digits' boxes were misplaced.
+SYMBOLS_MEET, MEET_WINDOW = 0.05, 0.2
 SEAM_REACH = 0.2  # a cut may wind this many digit sizes either side of its column, round the strokes in its way
 SEAM_BEND = 0.5  # ... each pixel away from its column costing this fraction of a pixel of full ink
 
