@@ -37,7 +37,7 @@ from mnistctl.imaging import (
     resize_only,
     to_gray,
 )
-from mnistctl.imaging.segment import Choices, best_path, segment_choices, segment_digits
+from mnistctl.imaging.segment import Choices, Digit, Line, best_path, segment_choices, segment_digits
 from mnistctl.line import LINE_MODEL, decode_surest, load_line_model
 from mnistctl.results import NOT_A_DIGIT, UNSURE, DigitReading, ModelMeta, NumberReading, ReadFailure
 
@@ -372,7 +372,7 @@ class Reader:
         inputs = [pixels for item in prepared for pixels in item.pixels]
         probabilities = iter(self._probabilities(inputs, size) if inputs else [])
         lines = [group.line for item in prepared for group in item.choices or () if group.line is not None]
-        symbols = iter(self._symbols([line.strip for line in lines]) if lines else [])
+        symbols = iter(self._lines_read(lines, size) if lines else [])
         for item in prepared:
             if item.error is not None:
                 yield ReadFailure(item.error)
@@ -400,7 +400,27 @@ class Reader:
                 out += scores.softmax(1).cpu().tolist()
         return out
 
-    def _symbols(self, strips: list[np.ndarray]) -> list[list[tuple[list[float], tuple[int, int]]]]:
+    def _lines_read(self, lines: list[Line], size: int) -> list[_LineReading]:
+        """Each line's symbols (:meth:`_symbols`). Where a line reads as several and the line networks do not
+        take one of them for a digit, the digit network reads the digit cut out for it, and where it takes that
+        for one digit, its reading is the symbol's (measured: docs/benchmarks.md, "eighth round")."""
+        read = self._symbols([line.strip for line in lines])
+        cut = [
+            line.digits([frames for _, frames in symbols])
+            if len(symbols) > 1 and not all(_likely_digit(p) for p, _ in symbols)
+            else None
+            for line, symbols in zip(lines, read, strict=True)
+        ]
+        again = [
+            (k, j) for k, digits in enumerate(cut) if digits for j, (p, _) in enumerate(read[k]) if not _likely_digit(p)
+        ]
+        if again:
+            for (k, j), p in zip(again, self._probabilities([cut[k][j].pixels for k, j in again], size), strict=True):
+                if _likely_digit(p):
+                    read[k][j] = (p, read[k][j][1])
+        return [_LineReading(symbols, digits) for symbols, digits in zip(read, cut, strict=True)]
+
+    def _symbols(self, strips: list[np.ndarray]) -> list[Symbols]:
         """The line networks' symbols in each strip (:func:`~mnistctl.line.decode_surest`). Strips of one width are
         read together; never padded, so a strip reads the same whatever else is in the batch."""
         import torch
@@ -455,11 +475,21 @@ class SecondOpinion(NamedTuple):
 # two MNIST test digits more wrong; below 0.9 the second network reads 1.6 % of MNIST's test digits.
 ASK_BELOW = 0.9
 
+Symbols = list[tuple[list[float], tuple[int, int]]]  # a line's symbols: each one's probabilities, first and last frame
+
+
+class _LineReading(NamedTuple):
+    """A line as read: its symbols, and the digits cut out for them where that was already done (else None)."""
+
+    symbols: Symbols
+    digits: list[Digit] | None
+
+
 LINE_BATCH_PIXELS = 16384  # columns of strips of one width the line network reads at once (256 of 64 px), at most
 
 
 def _chosen(
-    groups: list[Choices], readings: list[DigitReading], symbols: Iterator[list], answering: Answering
+    groups: list[Choices], readings: list[DigitReading], lines: Iterator[_LineReading], answering: Answering
 ) -> list[DigitReading]:
     """The number's digits: for each group of ink, the reading of the whole where the network takes it for one
     digit (and the line network, where it read the group, finds one symbol there); else, where the line
@@ -472,11 +502,11 @@ def _chosen(
         mine = readings[start : start + len(group.spans)]
         start += len(group.spans)
         if group.line is not None:
-            read = next(symbols)
+            read, digits = next(lines)
             if len(read) == 1 and mine and _one_digit(mine[0]):
                 out.append(mine[0])  # one digit, say both networks: the digit network's reading (measured better)
             else:
-                digits = group.line.digits([frames for _, frames in read])
+                digits = digits or group.line.digits([frames for _, frames in read])
                 out += [answering.reading(d.pixels, p, d.box) for (p, _), d in zip(read, digits, strict=True)]
             continue
         whole = group.spans.index((0, len(group.cuts) - 1)) if (0, len(group.cuts) - 1) in group.spans else None
@@ -493,6 +523,12 @@ def _one_digit(reading: DigitReading) -> bool:
     """Whether the network takes the piece for a digit (whatever ``always_answer`` says): likelier a digit than
     not, and more likely this digit than not."""
     return reading.confidence >= 0.5 and (reading.not_a_digit or 0.0) < reading.confidence
+
+
+def _likely_digit(probabilities: list[float]) -> bool:
+    """:func:`_one_digit`, from a network's probabilities (ten, or eleven with "not a digit")."""
+    confidence = max(probabilities[:10])
+    return confidence >= 0.5 and (probabilities[10] if len(probabilities) > 10 else 0.0) < confidence
 
 
 @dataclass(frozen=True)

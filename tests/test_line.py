@@ -115,6 +115,45 @@ def test_the_bundled_networks_read_a_touching_number_with_each_digit_in_its_own_
         assert close(digit.box, ink_box(shape, box, (360, 200)))
 
 
+class _Scores:
+    """A stand-in for the line networks: the same scores (classes × frames) for every strip of a batch."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = torch.from_numpy(scores).float().log_softmax(0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores.expand(1, x.shape[0], *self.scores.shape)
+
+
+def test_a_symbol_the_line_networks_do_not_take_for_a_digit_is_read_from_its_cut_out() -> None:
+    reader = mnistctl.load_reader(device="cpu")
+    (group, _) = segment_choices(_touching(), lines=True)
+    line = group.line
+    (a, b), (second, _) = (_mark(line, ink_box(digit, box, (360, 200))) for digit, box in TOUCHING[:2])
+    classes = [BLANK_CLASS] * (line.strip.shape[1] // FRAME)
+    classes[a], classes[b], classes[second] = 7, 7, 0
+    scores = scores_for(classes)
+    scores[:, second] = 0.0
+    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 0.9  # "0, perhaps": unsure of it
+    reader.line = _Scores(scores)
+    # The 0 the line was unsure of is read by the digit network from the digit cut out for it; the 7 it was sure
+    # of stays its reading (the digit network would read a 1 there); the last 1 is a group alone.
+    assert reader.read_number(_touching()).text == "701"
+    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 3.0  # "not a digit", it says
+    assert reader.read_number(_touching()).text == "701"
+    reader.line = _Scores(scores_for(classes))  # sure of both
+    assert reader.read_number(_touching()).text == "701"
+    # Where the digit network does not take the cut-out for a digit either, the line's reading stands: "?".
+    blotted = _touching()
+    blotted[60:140, 95:135] = 30  # the 0 filled in: a blot
+    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 0.9
+    reader.line = _Scores(scores)
+    read = reader.read_number(blotted)
+    (blot_line,) = [g.line for g in segment_choices(blotted, lines=True) if g.line is not None]
+    unsure = reader._symbols([blot_line.strip])[0][1][0]
+    assert read.text == "7?1" and read.digits[1].probabilities == pytest.approx(unsure[:10])  # the line's
+
+
 def test_a_line_model_is_saved_in_half_precision_and_loads_the_same(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = LineNet().eval()
