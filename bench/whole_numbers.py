@@ -15,11 +15,11 @@ size per number (28-130 px for the 28x28 digit) with each digit up to ±15 % big
 baseline up to ±12 % of the size off the line; gaps between digits uneven (2 % to 60 % of the size) but never
 touching; saved as RGB JPEG (quality 60-95) or PNG. Then reads them all with `Reader.read_numbers`
 (segmentation, then every digit of every image through the network in shared batches) and prints: the share
-of numbers read exactly, the share split into the right number of digits, the per-digit accuracy (a digit
-counts as right only in a number split into the right count), the share of digits whose box (in numbers split
-right) lies on the digit's ink (intersection over union with its ink box at least 0.5), and the time
-`Reader.read_number` takes on 1000x300 photos of 6-digit numbers written the same way (beyond decoding). With
-the command and the machine.
+of numbers read exactly, the share read wrong with no digit declined (no `?` to warn), the share split into the
+right number of digits, the per-digit accuracy (a digit counts as right only in a number split into the right
+count), the share of digits whose box (in numbers split right) lies on the digit's ink (intersection over union
+with its ink box at least 0.5), and the time `Reader.read_number` takes on 1000x300 photos of 6-digit numbers
+written the same way (beyond decoding). With the command and the machine.
 """
 
 from __future__ import annotations
@@ -271,6 +271,8 @@ def main() -> None:
     import mnistctl
 
     exact = sum(getattr(p, "text", None) == n.digits for p, n in zip(preds, numbers, strict=True))
+    texts = [getattr(p, "text", None) for p in preds]
+    misread = sum(t is not None and t != n.digits and "?" not in t for t, n in zip(texts, numbers, strict=True))
     split = [len(getattr(p, "digits", ())) == len(n.digits) for p, n in zip(preds, numbers, strict=True)]
     digits_total = sum(len(n.digits) for n in numbers)
     digits_right = sum(
@@ -298,6 +300,7 @@ def main() -> None:
     print(f"| numbers ({what}), seed {args.seed} | {n} |")
     print(f"| model | {args.model}, line network: {args.line_model or 'bundled'} |")
     print(f"| numbers read exactly | {exact / n:.2%} ({exact}/{n}) |")
+    print(f"| numbers read wrong with no digit declined (no ?) | {misread / n:.2%} ({misread}/{n}) |")
     print(f"| numbers split into the right count of digits | {sum(split) / n:.2%} |")
     print(f"| per-digit accuracy | {digits_right / digits_total:.2%} ({digits_right}/{digits_total}) |")
     boxes = f"{placed / max(1, len(overlaps)):.2%} ({placed}/{len(overlaps)})"

@@ -125,7 +125,7 @@ class _Scores:
         return self.scores.expand(1, x.shape[0], *self.scores.shape)
 
 
-def test_a_symbol_the_line_networks_do_not_take_for_a_digit_is_read_from_its_cut_out() -> None:
+def test_a_digit_the_line_networks_are_unsure_of_is_read_from_its_cut_out_where_the_digit_network_is_sure() -> None:
     reader = mnistctl.load_reader(device="cpu")
     (group, _) = segment_choices(_touching(), lines=True)
     line = group.line
@@ -139,11 +139,11 @@ def test_a_symbol_the_line_networks_do_not_take_for_a_digit_is_read_from_its_cut
     # The 0 the line was unsure of is read by the digit network from the digit cut out for it; the 7 it was sure
     # of stays its reading (the digit network would read a 1 there); the last 1 is a group alone.
     assert reader.read_number(_touching()).text == "701"
-    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 3.0  # "not a digit", it says
-    assert reader.read_number(_touching()).text == "701"
-    reader.line = _Scores(scores_for(classes))  # sure of both
-    assert reader.read_number(_touching()).text == "701"
-    # Where the digit network does not take the cut-out for a digit either, the line's reading stands: "?".
+    # "Not a digit", the line networks say: that stands (a ten-class digit network could not say it).
+    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 3.0
+    reader.line = _Scores(scores)
+    assert reader.read_number(_touching()).text == "7?1"
+    # Where the digit network is not sure of the cut-out either, the line's reading stands: "?".
     blotted = _touching()
     blotted[60:140, 95:135] = 30  # the 0 filled in: a blot
     scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 0.9
@@ -152,6 +152,44 @@ def test_a_symbol_the_line_networks_do_not_take_for_a_digit_is_read_from_its_cut
     (blot_line,) = [g.line for g in segment_choices(blotted, lines=True) if g.line is not None]
     unsure = reader._symbols([blot_line.strip])[0][1][0]
     assert read.text == "7?1" and read.digits[1].probabilities == pytest.approx(unsure[:10])  # the line's
+    # A symbol that no ink is left for (four marked in the first four frames: the second one's cut-out is empty)
+    # is not read from its empty 28×28, which the digit network takes for a sure 1.
+    classes = [2, 3, 7, 0] + [BLANK_CLASS] * (line.strip.shape[1] // FRAME - 4)
+    scores = scores_for(classes)
+    scores[:, 1] = 0.0
+    scores[[3, 8, NOT_A_DIGIT_CLASS], 1] = 1.0, 0.9, 0.9
+    reader.line = _Scores(scores)
+    assert not line.digits([(k, k) for k in range(4)])[1].pixels.any()
+    assert reader.read_number(_touching()).text == "2?701"
+
+
+class _Zero(torch.nn.Module):
+    """A digit network that reads every input as a 0, with probability ``p`` (and "not a digit" as likely as each
+    other digit)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probabilities = torch.full((x.shape[0], 11), (1 - self.p) / 10)
+        probabilities[:, 0] = self.p
+        return probabilities.log()
+
+
+def test_the_digit_networks_reading_of_a_cut_out_stands_only_where_it_is_at_least_nine_tenths_sure() -> None:
+    (group, _) = segment_choices(_touching(), lines=True)
+    line = group.line
+    (a, b), (second, _) = (_mark(line, ink_box(digit, box, (360, 200))) for digit, box in TOUCHING[:2])
+    classes = [BLANK_CLASS] * (line.strip.shape[1] // FRAME)
+    classes[a], classes[b], classes[second] = 7, 7, 0
+    scores = scores_for(classes)
+    scores[:, second] = 0.0
+    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 0.9  # unsure of the 0
+    for p, number in ((0.7, "7?0"), (0.95, "700")):  # the lone 1, read by this network, is a 0 either way
+        reader = reader_of(_Zero(p))
+        reader.line = _Scores(scores)
+        assert reader.read_number(_touching()).text == number
 
 
 def test_a_line_model_is_saved_in_half_precision_and_loads_the_same(tmp_path: Path) -> None:

@@ -146,8 +146,8 @@ class Line:
 
     def digits(self, frames: Sequence[tuple[int, int]]) -> list[Digit]:
         """One digit for each symbol (its first and last frame, left to right): the group cut between each two
-        symbols at the column crossing the fewest strokes near where they are expected to meet (SYMBOLS_MEET),
-        the nearest of those, by a path that winds between the strokes there (:func:`_seams`)."""
+        symbols at the column crossing the fewest strokes within MEET_WINDOW of where they are expected to meet
+        (SYMBOLS_MEET), the nearest of those, by a path that winds between the strokes there (:func:`_seams`)."""
         width = self.strength.shape[1]
         strokes = _strokes(self.strength > 0)
         # Where each symbol is marked, in the group's columns.
@@ -340,8 +340,9 @@ def _candidate_cuts(mask: np.ndarray, strength: np.ndarray, size: float) -> list
 # The line networks mark a digit near its right edge (at 0.94 of its width, median, on the bench's numbers; at
 # 0.79-1.24 of it in nine cases of ten), so two digits meet just after the first one's mark: 0.07 of the way to
 # the next one's, median (-0.16 to 0.23). Their cut is looked for within MEET_WINDOW of that way either side of
-# SYMBOLS_MEET (docs/benchmarks.md, "eighth round"). A window round the middle, as if each mark were at its
-# digit's middle, held the place where they meet in few cases, and half the digits' boxes were misplaced.
+# SYMBOLS_MEET (that median rounded down, not tuned further; the window was: docs/benchmarks.md, "eighth round").
+# A window round the middle, as if each mark were at its digit's middle, held the place where they meet in few
+# cases, and half the digits' boxes were misplaced.
 SYMBOLS_MEET, MEET_WINDOW = 0.05, 0.2
 SEAM_REACH = 0.2  # a cut may wind this many digit sizes either side of its column, round the strokes in its way
 SEAM_BEND = 0.5  # ... each pixel away from its column costing this fraction of a pixel of full ink
