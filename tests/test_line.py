@@ -125,16 +125,23 @@ class _Scores:
         return self.scores.expand(1, x.shape[0], *self.scores.shape)
 
 
-def test_a_digit_the_line_networks_are_unsure_of_is_read_from_its_cut_out_where_the_digit_network_is_sure() -> None:
-    reader = mnistctl.load_reader(device="cpu")
-    (group, _) = segment_choices(_touching(), lines=True)
-    line = group.line
+def _sure_7_unsure_0(line: Line) -> tuple[np.ndarray, int]:
+    """Line scores for the touching "10": a sure 7 where the 1 is marked, and "0, perhaps" (unsure) where the 0
+    is; and the 0's frame."""
     (a, b), (second, _) = (_mark(line, ink_box(digit, box, (360, 200))) for digit, box in TOUCHING[:2])
     classes = [BLANK_CLASS] * (line.strip.shape[1] // FRAME)
     classes[a], classes[b], classes[second] = 7, 7, 0
     scores = scores_for(classes)
     scores[:, second] = 0.0
-    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 0.9  # "0, perhaps": unsure of it
+    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 0.9
+    return scores, second
+
+
+def test_a_digit_the_line_networks_are_unsure_of_is_read_from_its_cut_out_where_the_digit_network_is_sure() -> None:
+    reader = mnistctl.load_reader(device="cpu")
+    (group, _) = segment_choices(_touching(), lines=True)
+    line = group.line
+    scores, second = _sure_7_unsure_0(line)
     reader.line = _Scores(scores)
     # The 0 the line was unsure of is read by the digit network from the digit cut out for it; the 7 it was sure
     # of stays its reading (the digit network would read a 1 there); the last 1 is a group alone.
@@ -179,13 +186,7 @@ class _Zero(torch.nn.Module):
 
 def test_the_digit_networks_reading_of_a_cut_out_stands_only_where_it_is_at_least_nine_tenths_sure() -> None:
     (group, _) = segment_choices(_touching(), lines=True)
-    line = group.line
-    (a, b), (second, _) = (_mark(line, ink_box(digit, box, (360, 200))) for digit, box in TOUCHING[:2])
-    classes = [BLANK_CLASS] * (line.strip.shape[1] // FRAME)
-    classes[a], classes[b], classes[second] = 7, 7, 0
-    scores = scores_for(classes)
-    scores[:, second] = 0.0
-    scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 0.9  # unsure of the 0
+    scores, _ = _sure_7_unsure_0(group.line)
     for p, number in ((0.7, "7?0"), (0.95, "700")):  # the lone 1, read by this network, is a 0 either way
         reader = reader_of(_Zero(p))
         reader.line = _Scores(scores)
