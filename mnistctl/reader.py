@@ -402,8 +402,8 @@ class Reader:
 
     def _lines_read(self, lines: list[Line], size: int) -> list[_LineReading]:
         """Each line's symbols (:meth:`_symbols`). Where a line reads as several and the line networks are unsure
-        of one (a digit, but none more likely than not), the digit network reads the digit cut out for it, and
-        where it is at least REREAD_SURE sure of a digit, its reading is the symbol's."""
+        of one (a digit, but none more likely than not) and its cut-out has ink, the digit network reads that
+        cut-out, and where it is at least REREAD_SURE sure of a digit, its reading is the symbol's."""
         read = self._symbols([line.strip for line in lines])
         cut = [
             line.digits([frames for _, frames in symbols])
@@ -420,8 +420,7 @@ class Reader:
         ]
         if again:
             for (k, j), p in zip(again, self._probabilities([cut[k][j].pixels for k, j in again], size), strict=True):
-                digit, not_digit = _odds(p)
-                if digit >= REREAD_SURE and not_digit < digit:
+                if _digit_and_not(p)[0] >= REREAD_SURE:  # (so "not a digit" is under 1 - REREAD_SURE)
                     read[k][j] = (p, read[k][j][1])
         return [_LineReading(symbols, digits) for symbols, digits in zip(read, cut, strict=True)]
 
@@ -480,9 +479,10 @@ class SecondOpinion(NamedTuple):
 # two MNIST test digits more wrong; below 0.9 the second network reads 1.6 % of MNIST's test digits.
 ASK_BELOW = 0.9
 
-# Measured on the bench's numbers (docs/benchmarks.md, "eighth round"): the digit network's reading of a digit
-# the line networks were unsure of, taken wherever it names a digit, read 9 of 9,000 numbers more exactly and
-# misread 6 more with no "?" in them; taken where it is at least 0.9 sure, 7 more exactly and 1 more misread.
+# Measured on the bench's numbers (docs/benchmarks.md, "eighth round"), 9,000 of them: the digit network's
+# reading of a symbol the line networks are unsure of, taken where it is at least 0.9 sure, read 6 more exactly
+# and misread 1 more with no "?" in them (offline; the bench as shipped: 7 and 2). An earlier rule — every symbol
+# the line networks do not take for a digit, the digit network's reading wherever it names one — 9 and 6.
 REREAD_SURE = 0.9
 
 LINE_BATCH_PIXELS = 16384  # columns of strips of one width the line network reads at once (256 of 64 px), at most
@@ -536,7 +536,7 @@ def _one_digit(reading: DigitReading) -> bool:
     return reading.confidence >= 0.5 and (reading.not_a_digit or 0.0) < reading.confidence
 
 
-def _odds(probabilities: list[float]) -> tuple[float, float]:
+def _digit_and_not(probabilities: list[float]) -> tuple[float, float]:
     """From a network's probabilities (ten, or eleven with "not a digit"): the likeliest digit's, and "not a
     digit"'s (0 for a model without that class)."""
     return max(probabilities[:10]), probabilities[10] if len(probabilities) > 10 else 0.0
@@ -544,7 +544,7 @@ def _odds(probabilities: list[float]) -> tuple[float, float]:
 
 def _unsure(probabilities: list[float]) -> bool:
     """Whether the network takes the piece for a digit, but for no digit more likely than not (NaN: no)."""
-    digit, not_digit = _odds(probabilities)
+    digit, not_digit = _digit_and_not(probabilities)
     return not_digit < digit < 0.5
 
 

@@ -150,7 +150,7 @@ def test_a_digit_the_line_networks_are_unsure_of_is_read_from_its_cut_out_where_
     scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 3.0
     reader.line = _Scores(scores)
     assert reader.read_number(_touching()).text == "7?1"
-    # Where the digit network is not sure of the cut-out either, the line's reading stands: "?".
+    # Where the digit network does not take the cut-out for a digit either, the line's reading stands: "?".
     blotted = _touching()
     blotted[60:140, 95:135] = 30  # the 0 filled in: a blot
     scores[[0, 6, NOT_A_DIGIT_CLASS], second] = 1.0, 0.9, 0.9
