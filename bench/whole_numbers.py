@@ -270,8 +270,8 @@ def main() -> None:
             write_samples(numbers, preds, args.samples)
     import mnistctl
 
-    exact = sum(getattr(p, "text", None) == n.digits for p, n in zip(preds, numbers, strict=True))
     texts = [getattr(p, "text", None) for p in preds]
+    exact = sum(t == n.digits for t, n in zip(texts, numbers, strict=True))
     misread = sum(t is not None and t != n.digits and "?" not in t for t, n in zip(texts, numbers, strict=True))
     split = [len(getattr(p, "digits", ())) == len(n.digits) for p, n in zip(preds, numbers, strict=True)]
     digits_total = sum(len(n.digits) for n in numbers)
