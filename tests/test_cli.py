@@ -30,6 +30,41 @@ def test_help_lists_commands_with_examples():
         assert "<bool>" not in page.stdout  # plain flags take no value
 
 
+def test_predict_and_serve_each_have_their_own_workers(tmp_path):
+    # Both options were once named Workers in cli/options.py: serve's replaced predict's, so predict's --help
+    # spoke of server processes and refused --workers 0 (decoding in the reading thread).
+    from PIL import Image, ImageDraw
+
+    def described(command: str) -> str:
+        page = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"}, terminal_width=250).stdout
+        return next(" ".join(line.split()) for line in page.splitlines() if "--workers" in line)
+
+    assert "Decoding threads" in described("predict") and "-w" not in described("predict").split()
+    assert "Server processes" in described("serve") and "-w" in described("serve").split()
+    image = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(image).line([(14, 4), (14, 24)], fill=255, width=3)
+    image.save(tmp_path / "one.png")
+    result = runner.invoke(app, ["predict", "--workers", "0", str(tmp_path / "one.png")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{tmp_path / 'one.png'}\t")
+
+
+def test_options_are_each_defined_once():
+    import ast
+    import inspect
+
+    from mnistctl.cli import options
+
+    tree = ast.parse(inspect.getsource(options))
+    names = [
+        t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+    ]
+    names += [
+        node.target.id for node in tree.body if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    ]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
 @pytest.mark.parametrize("command", ["train", "compare-optimizers", "predict"])
 def test_command_help_paragraphs_are_reflowed_not_broken_at_source_lines(command):
     # Typer's rich help keeps a docstring's line breaks; on a wide terminal they showed as ragged lines.

@@ -276,7 +276,7 @@ MaxUpload = Annotated[float, _opt("--max-upload", min=0.001, max=1024, help="Lar
 BatchWait = Annotated[
     float, _opt("--batch-wait", min=0, max=1000, help="Milliseconds a lone request waits to share a forward pass.")
 ]
-Workers = Annotated[
+ServeWorkers = Annotated[
     int,
     _opt("--workers", "-w", min=1, max=64, help="Server processes, each with its own model, sharing the port (Linux)."),
 ]

@@ -26,7 +26,7 @@ def serve(
     threads: opt.Threads = None,
     max_upload: opt.MaxUpload = 10.0,
     batch_wait: opt.BatchWait = 0.0,
-    workers: opt.Workers = 1,
+    workers: opt.ServeWorkers = 1,
     quiet: opt.ServeQuiet = False,
 ) -> None:
     import functools
