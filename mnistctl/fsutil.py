@@ -141,36 +141,6 @@ def check_replaceable(path: str | os.PathLike[str], option: str | None = None) -
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield the name of a new temporary file beside ``path``; move it into place only if the block succeeds.
-
-    For writers that take only a name. The file is reopened by that name, so in a directory others may write to
-    it could be swapped for a link in between: prefer :func:`atomic_file`, which yields the created file itself.
-
-    On any exception (KeyboardInterrupt included) the temporary file is removed and ``path`` keeps whatever it
-    held before. The file is created with the usual permissions (0666 less the umask, applied by the kernel).
-    ``path`` must be absent or a regular file (:func:`check_replaceable`), checked again just before the rename.
-    """
-    target = Path(path)
-    check_replaceable(target)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        os.close(os.open(tmp, CREATE_FLAGS, 0o666))
-    except OSError as exc:
-        raise describe_os_error(exc, target) from exc
-    try:
-        yield tmp
-        check_replaceable(target)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise describe_os_error(exc, target) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Yield a binary file object for a new temporary file beside ``path``; move it into place only if the block
     succeeds.

@@ -243,7 +243,7 @@ def predict(
     workers: opt.Workers = None,
     device: opt.Device = None,
     amp: opt.InferenceAmp = None,
-    threads: opt.Threads = None,
+    threads: opt.PredictThreads = None,
     json_out: opt.JsonLines = False,
     quiet: opt.Quiet = False,
 ) -> None:

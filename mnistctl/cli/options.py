@@ -127,6 +127,10 @@ Mirror = Annotated[
 Device = Annotated[str | None, _opt("--device", envvar="MNISTCTL_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")]
 InferenceAmp = Annotated[bool | None, _opt("--amp/--no-amp", help="Mixed precision. \\[default: the device's]")]
 Threads = Annotated[int | None, _opt("--threads", min=1, help="CPU threads for torch. \\[default: one a core]")]
+PredictThreads = Annotated[
+    int | None,
+    _opt("--threads", min=1, help="CPU threads for torch. \\[default: the cores less --workers, at least 1]"),
+]
 Model = Annotated[
     Path | None,
     _opt("--model", "-m", help="Checkpoint. \\[default: $MNISTCTL_MODEL, else ./digit_model.pt, else the bundled one]"),
@@ -280,7 +284,17 @@ ServeWorkers = Annotated[
     int,
     _opt("--workers", "-w", min=1, max=64, help="Server processes, each with its own model, sharing the port (Linux)."),
 ]
-ServeQuiet = Annotated[bool, _opt("--quiet", "-q", help="No log line per request on stderr (errors only).")]
+ServeThreads = Annotated[
+    int | None,
+    _opt(
+        "--threads",
+        min=1,
+        help="CPU threads for torch, in each worker. \\[default: its share of the cores less 1, at least 1]",
+    ),
+]
+ServeQuiet = Annotated[
+    bool, _opt("--quiet", "-q", help="No line per request on stderr: only starting, stopping and errors.")
+]
 
 
 def examples_epilog(examples: str) -> str:

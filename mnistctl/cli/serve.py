@@ -23,7 +23,7 @@ def serve(
     model: opt.Model = None,
     device: opt.Device = None,
     amp: opt.InferenceAmp = None,
-    threads: opt.Threads = None,
+    threads: opt.ServeThreads = None,
     max_upload: opt.MaxUpload = 10.0,
     batch_wait: opt.BatchWait = 0.0,
     workers: opt.ServeWorkers = 1,
