@@ -123,6 +123,9 @@ RANGES = {
 }
 
 
+AUGMENTATION = ("rotate", "scale", "shift", "elastic")  # the options that act only where images are augmented
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run. ``None`` means "the default" (see :meth:`resolved`)."""
@@ -187,6 +190,17 @@ class TrainConfig:
         OPTIMIZERS.check(self.optimizer)
         SCHEDULES.check(self.schedule)
         PRECISIONS.check(self.precision)
+
+    def check_augmentation(self) -> None:
+        """Refuse ``--rotate``, ``--scale``, ``--shift`` or ``--elastic`` given for a run that augments nothing
+        (``--no-augment``, or a recipe without augmentation): they would do nothing, silently."""
+        given = [name for name in AUGMENTATION if getattr(self, name) is not None]
+        archs = [self.arch] if self.arch else list(DEFAULT_ARCH.values())
+        augments = self.augment if self.augment is not None else any(recipe_for(a)["augment"] for a in archs)
+        if given and not augments:
+            options = ", ".join(f"--{name}" for name in given)
+            why = "with --no-augment" if self.augment is False else f"in the {self.arch} recipe, which augments nothing"
+            raise UsageError(f"{options} would do nothing {why}", f"add --augment, or leave {options} out")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -49,6 +49,27 @@ def test_predict_and_serve_each_have_their_own_workers(tmp_path):
     assert result.stdout.startswith(f"{tmp_path / 'one.png'}\t")
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--arch", "seed", "--rotate", "10"], "--rotate would do nothing in the seed recipe, which augments nothing"),
+        (["--no-augment", "--shift", "1", "--elastic", "2"], "--shift, --elastic would do nothing with --no-augment"),
+    ],
+)
+def test_train_refuses_augmentation_options_that_would_do_nothing(args, said, tmp_path):
+    result = runner.invoke(app, ["train", *args, "-o", str(tmp_path / "m.pt")])
+    assert result.exit_code == 2 and said in result.output and "add --augment" in result.output
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_augmentation_options_are_taken_where_images_are_augmented():
+    from mnistctl.config import TrainConfig
+
+    TrainConfig(arch="seed", augment=True, rotate=10.0).check_augmentation()  # asked for: augmented
+    TrainConfig(rotate=5.0).check_augmentation()  # the default recipes augment
+    TrainConfig(arch="seed", augment=False).check_augmentation()  # nothing given, nothing refused
+
+
 def test_options_are_each_defined_once():
     import ast
     import inspect

@@ -162,7 +162,7 @@ LabelSmoothing = Annotated[
     _opt(
         "--label-smoothing",
         **RANGES["label_smoothing"].typer,
-        help="Spread this much of each target over the other digits.",
+        help="Smooth the targets: this much of each spread evenly over all the classes.",
         panel=RECIPE,
     ),
 ]
@@ -171,6 +171,8 @@ Ema = Annotated[
     _opt("--ema", **RANGES["ema"].typer, help="Evaluate and save a moving average (0: off).", panel=RECIPE),
 ]
 Augment = Annotated[bool | None, _opt("--augment/--no-augment", help="Augment the training images.", panel=AUGMENT)]
+# The four below act only where the images are augmented (--augment, or a recipe that does): train refuses them
+# otherwise (TrainConfig.check_augmentation).
 Rotate = Annotated[
     float | None, _opt("--rotate", **RANGES["rotate"].typer, help="Random rotation, ± degrees.", panel=AUGMENT)
 ]
@@ -188,7 +190,8 @@ Negatives = Annotated[
         "--negatives",
         **RANGES["negatives"].typer,
         metavar="X",
-        help="Drawn non-digits to add, this fraction of the images, as an 11th class ('not a digit').",
+        help="Non-digits to add, this fraction of the images, as an 11th class ('not a digit'), and half as many again"
+        " pieces cut from numbers (half of them digits).",
         panel=RECIPE,
     ),
 ]
@@ -257,7 +260,9 @@ Optimizers = Annotated[str, _opt("--optimizers", help=f"Comma-separated, some of
 # What --optimizers compares when not given: the original project's question (config.COMPARE_LRS).
 DEFAULT_COMPARED = ",".join(COMPARE_LRS)
 _COMPARE_LRS = ", ".join(f"{name}={lr:g}" for name, lr in COMPARE_LRS.items())
-Lrs = Annotated[str | None, _opt("--lr", help=f"One rate, or NAME=RATE pairs. \\[default: {_COMPARE_LRS}]")]
+Lrs = Annotated[
+    str | None, _opt("--lr", help=f"One rate, or NAME=RATE pairs. \\[default: {_COMPARE_LRS}; others their own]")
+]
 CompareEpochs = Annotated[int, _opt("--epochs", "-e", **RANGES["epochs"].typer, help="Epochs per optimizer.")]
 CompareArch = Annotated[str, _opt("--arch", help=f"{ARCHS.listed()} (seed: the original network).")]
 CompareBatch = Annotated[int, _opt("--batch-size", "-b", **RANGES["batch_size"].typer, help="Images per step.")]
