@@ -123,7 +123,7 @@ RANGES = {
 }
 
 
-AUGMENTATION = ("rotate", "scale", "shift", "elastic")  # the options that act only where images are augmented
+AUGMENTATION = tuple(k for k in _AUGMENT if k != "augment")  # the options that act only where images are augmented
 
 
 @dataclass
@@ -199,7 +199,9 @@ class TrainConfig:
         augments = self.augment if self.augment is not None else any(recipe_for(a)["augment"] for a in archs)
         if given and not augments:
             options = ", ".join(f"--{name}" for name in given)
-            why = "with --no-augment" if self.augment is False else f"in the {self.arch} recipe, which augments nothing"
+            if self.augment is False:
+                raise UsageError(f"{options} would do nothing with --no-augment", f"drop --no-augment, or {options}")
+            why = f"in the {self.arch} recipe, which augments nothing"
             raise UsageError(f"{options} would do nothing {why}", f"add --augment, or leave {options} out")
 
     def to_dict(self) -> dict[str, Any]:

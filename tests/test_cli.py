@@ -50,16 +50,31 @@ def test_predict_and_serve_each_have_their_own_workers(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("args", "said"),
+    ("args", "said", "fix"),
     [
-        (["--arch", "seed", "--rotate", "10"], "--rotate would do nothing in the seed recipe, which augments nothing"),
-        (["--no-augment", "--shift", "1", "--elastic", "2"], "--shift, --elastic would do nothing with --no-augment"),
+        (
+            ["--arch", "seed", "--rotate", "10"],
+            "--rotate would do nothing in the seed recipe, which augments nothing",
+            "add --augment, or leave --rotate out",
+        ),
+        (
+            ["--no-augment", "--shift", "1", "--elastic", "2"],
+            "--shift, --elastic would do nothing with --no-augment",
+            "drop --no-augment, or --shift, --elastic",
+        ),
     ],
 )
-def test_train_refuses_augmentation_options_that_would_do_nothing(args, said, tmp_path):
+def test_train_refuses_augmentation_options_that_would_do_nothing(args, said, fix, tmp_path):
     result = runner.invoke(app, ["train", *args, "-o", str(tmp_path / "m.pt")])
-    assert result.exit_code == 2 and said in result.output and "add --augment" in result.output
+    assert result.exit_code == 2 and said in result.output and fix in " ".join(result.output.split())
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_resume_checks_augmentation_options_against_the_run(tmp_path):
+    """A resumed seed run given its own --rotate is not refused as "would do nothing": --resume compares each
+    option with the run's (here: there is no run, which is what it says)."""
+    result = runner.invoke(app, ["train", "--resume", "--arch", "seed", "--rotate", "15", "-o", str(tmp_path / "m.pt")])
+    assert result.exit_code != 0 and "would do nothing" not in result.output
 
 
 def test_augmentation_options_are_taken_where_images_are_augmented():

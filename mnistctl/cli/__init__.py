@@ -142,7 +142,8 @@ def train(
         shift=shift, elastic=elastic, ema=ema, seed=seed, train_limit=train_limit, channels_last=channels_last,
         negatives=negatives, compile=compile_model,
     )  # fmt: skip
-    config.check_augmentation()
+    if not resume:  # a resumed run's options are checked against the run's own
+        config.check_augmentation()
     request = TrainRequest(
         config, out=out, resume=resume, force=force, device=device, threads=threads, amp=amp, nproc=nproc,
         argv=sys.argv[1:],

@@ -129,7 +129,9 @@ InferenceAmp = Annotated[bool | None, _opt("--amp/--no-amp", help="Mixed precisi
 Threads = Annotated[int | None, _opt("--threads", min=1, help="CPU threads for torch. \\[default: one a core]")]
 PredictThreads = Annotated[
     int | None,
-    _opt("--threads", min=1, help="CPU threads for torch. \\[default: the cores less --workers, at least 1]"),
+    _opt(
+        "--threads", min=1, help="CPU threads for torch. \\[default on the CPU: the cores less --workers, at least 1]"
+    ),
 ]
 Model = Annotated[
     Path | None,
@@ -294,7 +296,7 @@ ServeThreads = Annotated[
     _opt(
         "--threads",
         min=1,
-        help="CPU threads for torch, in each worker. \\[default: its share of the cores less 1, at least 1]",
+        help="CPU threads for torch, in each worker. \\[default on the CPU: its share of the cores less 1, at least 1]",
     ),
 ]
 ServeQuiet = Annotated[
