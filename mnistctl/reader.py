@@ -502,7 +502,8 @@ def _chosen(
     groups: list[Choices], readings: list[DigitReading], lines: Iterator[_LineReading], answering: Answering
 ) -> list[DigitReading]:
     """The number's digits: for each group of ink, the reading of the whole where the network takes it for one
-    digit (and the line network, where it read the group, finds one symbol there); else, where the line
+    digit (and the line network, where it read the group, finds one symbol there, or several less likely
+    together, :func:`_likelihood`, than the whole is that digit); else, where the line
     network read the group, its symbols (each digit cut out where two meet; one the line networks were unsure
     of may have the digit network's reading, :meth:`Reader._lines_read`); else the readings of the spans on
     its best path — the cuts whose pieces the network most believes to be digits
@@ -514,8 +515,10 @@ def _chosen(
         start += len(group.spans)
         if group.line is not None:
             read, digits = next(lines)
-            if len(read) == 1 and mine and _one_digit(mine[0]):
-                out.append(mine[0])  # one digit, say both networks: the digit network's reading (measured better)
+            if mine and _one_digit(mine[0]) and (len(read) == 1 or mine[0].confidence > _likelihood(read)):
+                # One digit, say both networks, or the digit network more surely than the line networks say
+                # several: the digit network's reading (measured better).
+                out.append(mine[0])
             else:
                 digits = digits or group.line.digits([frames for _, frames in read])
                 out += [answering.reading(d.pixels, p, d.box) for (p, _), d in zip(read, digits, strict=True)]
@@ -528,6 +531,12 @@ def _chosen(
         scores = [math.log(r.confidence if r.confidence > 1e-30 else 1e-30) for r in mine]
         out += [mine[k] for k in best_path(group, scores)]
     return out
+
+
+def _likelihood(symbols: Symbols) -> float:
+    """How likely the line networks' reading of a line is: the product of its symbols' likeliest digits'
+    probabilities (docs/benchmarks.md, "tenth round": against the digit network's reading of the whole)."""
+    return math.prod(max(p[:10]) for p, _ in symbols)
 
 
 def _one_digit(reading: DigitReading) -> bool:

@@ -184,13 +184,41 @@ class _Zero(torch.nn.Module):
         return probabilities.log()
 
 
+class _ZeroWhereNarrow(_Zero):
+    """As :class:`_Zero`, but an input whose ink is nearly as wide as high (the touching "10" read whole: 18 of
+    its 20 px; the 0 cut out of it: 14) is not a digit."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ink = x.reshape(-1, 28, 28) > 0.5
+        wide = ink.any(1).sum(1) >= 0.85 * ink.any(2).sum(1)
+        return torch.where(wide[:, None], torch.tensor([-9.0] * 10 + [0.0]), super().forward(x))
+
+
 def test_the_digit_networks_reading_of_a_cut_out_stands_only_where_it_is_at_least_nine_tenths_sure() -> None:
     (group, _) = segment_choices(_touching(), lines=True)
     scores, _ = _sure_7_unsure_0(group.line)
     for p, number in ((0.7, "7?0"), (0.95, "700")):  # the lone 1, read by this network, is a 0 either way
-        reader = reader_of(_Zero(p))
+        reader = reader_of(_ZeroWhereNarrow(p))
         reader.line = _Scores(scores)
         assert reader.read_number(_touching()).text == number
+
+
+def test_one_digit_the_line_networks_read_as_two_is_the_digit_networks_where_it_is_surer_of_the_whole() -> None:
+    """A 0 alone, which the line networks read as "60": the 6 three in four, the 0 nearly sure (together 0.75).
+    The digit network's 0 stands where it is surer of it than that, and not where it is less sure."""
+    zero = page([("0", (60, 50, 135, 150))], (200, 200))
+    (group,) = segment_choices(zero, lines=True)
+    assert group.line is not None and group.spans == ((0, 1),)  # read by both: it may be one digit
+    frames = group.line.strip.shape[1] // FRAME
+    classes = [BLANK_CLASS] * frames
+    classes[1], classes[frames - 2] = 6, 0
+    scores = scores_for(classes)
+    scores[:, 1] = 0.0
+    scores[6, 1] = np.log(0.75 * BLANK_CLASS / 0.25)  # p = 0.75 against the eleven other classes at 0
+    for p, number in ((0.9, "0"), (0.6, "60")):
+        reader = reader_of(_Zero(p))
+        reader.line = _Scores(scores)
+        assert reader.read_number(zero).text == number
 
 
 def test_a_line_model_is_saved_in_half_precision_and_loads_the_same(tmp_path: Path) -> None:
