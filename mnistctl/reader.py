@@ -536,7 +536,7 @@ def _chosen(
 def _likelihood(symbols: Symbols) -> float:
     """How likely the line networks' reading of a line is: the product of its symbols' likeliest digits'
     probabilities (docs/benchmarks.md, "tenth round": against the digit network's reading of the whole)."""
-    return math.prod(max(p[:10]) for p, _ in symbols)
+    return math.prod(_digit_and_not(p)[0] for p, _ in symbols)
 
 
 def _one_digit(reading: DigitReading) -> bool:
